@@ -1,0 +1,3 @@
+//! The `nbwss` command.
+
+fn main() {}

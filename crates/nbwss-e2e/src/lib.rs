@@ -1,0 +1,1 @@
+//! System tests: emulator, service and endpoint together over real sockets.

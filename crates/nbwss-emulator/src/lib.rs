@@ -1,0 +1,1 @@
+//! An emulated NetBackup primary server REST API for development and tests.

@@ -1,0 +1,1 @@
+//! NBWSS wire model: messages, notification records, WebSocket server host objects, nbwss.properties.

@@ -1,0 +1,1 @@
+//! The NBWSS service: connects a NetBackup primary server to cloud WebSocket endpoints.
