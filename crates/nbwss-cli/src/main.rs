@@ -1,3 +1,52 @@
-//! The `nbwss` command.
+//! The `nbwss` command: one binary for the protocol tools, the emulator, the service, the endpoint and
+//! `nbwss up`. Each subcommand lives in its own module and calls into the library crates.
 
-fn main() {}
+mod emulator;
+mod protocol;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// nbwss: an open implementation of the NetBackup WebSocket Service (NBWSS), both ends of it.
+///
+/// The service (NetBackup side) connects out to a cloud endpoint over wss://, relays the endpoint's
+/// NetBackup REST API calls to the primary server and pushes job and image notifications. The emulator
+/// stands in for a NetBackup primary server so that everything runs on one machine.
+#[derive(Debug, Parser)]
+#[command(name = "nbwss", version, propagate_version = true, max_term_width = 110)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check NBWSS message files, or print valid example messages.
+    Protocol(protocol::Args),
+    /// Run an emulated NetBackup primary server REST API.
+    Emulator(emulator::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Protocol(args) => protocol::run(args),
+        Command::Emulator(args) => emulator::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up logging to stderr; `RUST_LOG` overrides the default level (info).
+#[allow(dead_code)] // used by the service and endpoint subcommands
+pub(crate) fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,1 +1,41 @@
-//! NBWSS wire model: messages, notification records, WebSocket server host objects, nbwss.properties.
+//! The NBWSS wire model: every JSON shape that crosses a process boundary.
+//!
+//! * [`Message`] and its typed [`Body`]: CONNECT, COMMAND and NOTIFICATION requests and responses
+//!   (the NBWSS guide's message formats plus this project's decisions where the guide is silent);
+//! * [`Codec`]: text ⇄ message, with the size limit and errors that name the JSON path and the rule broken;
+//! * notification records ([`JobRecord`], [`ImageRecord`]) with exactly the guide's keys;
+//! * the WebSocket-server host object of NetBackup's `wssendpoints` API ([`HostObject`]) and the endpoint
+//!   details file ([`EndpointDetails`]);
+//! * `nbwss.properties` ([`Properties`]).
+//!
+//! This crate has no async runtime and does no I/O.
+#![warn(missing_docs)]
+
+mod codec;
+mod command;
+mod connect;
+mod details;
+mod error;
+mod fields;
+mod host;
+mod message;
+mod notification;
+mod open_enum;
+mod properties;
+mod secret;
+
+pub use codec::{Codec, DEFAULT_MAX_MESSAGE_BYTES};
+pub use command::{
+    CommandRequest, CommandResponse, ErrorBody, Headers, Method, HEADER_ORIGIN, ORIGIN_SERVICE,
+};
+pub use connect::{ConnectRequest, ConnectResponse};
+pub use details::{parse_endpoint_details, EndpointDetails};
+pub use error::{DecodeError, DecodeErrorKind, FieldError};
+pub use host::{CloseStatus, ConnectionState, EndpointType, HostObject, HostState, StateUpdate};
+pub use message::{new_message_id, unix_now, Body, Message, MessageType, SubType, PROTOCOL_VERSION};
+pub use notification::{
+    ImageOperation, ImageRecord, JobRecord, JobState, JobType, NotificationGroup, NotificationType,
+    ObjectKind, ScheduleType,
+};
+pub use properties::{Properties, PropertiesError, PropertyWarning};
+pub use secret::Secret;
