@@ -2,7 +2,11 @@
 //! `nbwss up`. Each subcommand lives in its own module and calls into the library crates.
 
 mod emulator;
+mod endpoint;
 mod protocol;
+mod servers;
+mod service;
+mod up;
 
 use std::process::ExitCode;
 
@@ -26,6 +30,14 @@ enum Command {
     Protocol(protocol::Args),
     /// Run an emulated NetBackup primary server REST API.
     Emulator(emulator::Args),
+    /// Run the NBWSS service beside a NetBackup primary server.
+    Service(service::Args),
+    /// Manage the WebSocket servers (cloud endpoints) the service connects to.
+    Servers(servers::Args),
+    /// Run a cloud WebSocket endpoint and manage its tokens and API keys.
+    Endpoint(endpoint::Args),
+    /// Start an emulator, an endpoint and a service on loopback and show a backup flowing through.
+    Up(up::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +45,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Protocol(args) => protocol::run(args),
         Command::Emulator(args) => emulator::run(args),
+        Command::Service(args) => service::run(args),
+        Command::Servers(args) => servers::run(args),
+        Command::Endpoint(args) => endpoint::run(args),
+        Command::Up(args) => up::run(args),
     };
     match result {
         Ok(code) => code,
