@@ -29,6 +29,18 @@ pub struct Properties {
     pub command_max_in_flight: usize,
     /// `command.timeout` (s): how long the primary server may take to answer a relayed call (D8).
     pub command_timeout: Duration,
+    /// `notification.batchSize`: records per NOTIFICATION REQUEST.
+    pub notification_batch_size: usize,
+    /// `notification.maxUnacked`: NOTIFICATION REQUESTs a group may have sent and not yet acknowledged.
+    pub notification_max_unacked: usize,
+    /// `notification.pollInterval` (ms): how often the primary server is polled for job and image changes;
+    /// `0` in the file means `notification.scheduledRate`, the guide's "checks for new notifications".
+    pub notification_poll_interval: Duration,
+    /// `notification.reconcileInterval` (s): how often the whole image catalog is compared with what was
+    /// seen, to find updated, deleted and no-longer-local images.
+    pub notification_reconcile_interval: Duration,
+    /// `outbox.maxRecords`: records the outbox holds at most; detection pauses (loudly) when it is full.
+    pub outbox_max_records: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +142,46 @@ const SPECS: &[Spec] = &[
         min: 1,
         max: 86_400,
         help: "how long the primary server may take to answer a relayed call; then 504",
+    },
+    Spec {
+        key: "notification.batchSize",
+        kind: Kind::Count,
+        default: 100,
+        min: 1,
+        max: 10_000,
+        help: "notification records per NOTIFICATION REQUEST",
+    },
+    Spec {
+        key: "notification.maxUnacked",
+        kind: Kind::Count,
+        default: 10,
+        min: 1,
+        max: 10_000,
+        help: "NOTIFICATION REQUESTs sent and not yet acknowledged, per server group",
+    },
+    Spec {
+        key: "notification.pollInterval",
+        kind: Kind::Milliseconds,
+        default: 0,
+        min: 0,
+        max: 86_400_000,
+        help: "how often to poll the primary server for job and image changes; 0 means notification.scheduledRate",
+    },
+    Spec {
+        key: "notification.reconcileInterval",
+        kind: Kind::Seconds,
+        default: 300,
+        min: 1,
+        max: 86_400,
+        help: "how often to compare the whole image catalog with what was seen (updates, deletions, lost copies)",
+    },
+    Spec {
+        key: "outbox.maxRecords",
+        kind: Kind::Count,
+        default: 1_000_000,
+        min: 1,
+        max: 1_000_000_000,
+        help: "notification records the outbox holds at most; detection pauses while it is full",
     },
 ];
 
@@ -302,6 +354,14 @@ impl Properties {
             message_max_bytes: count("message.maxBytes"),
             command_max_in_flight: count("command.maxInFlight"),
             command_timeout: seconds("command.timeout"),
+            notification_batch_size: count("notification.batchSize"),
+            notification_max_unacked: count("notification.maxUnacked"),
+            notification_poll_interval: match get("notification.pollInterval") {
+                0 => seconds("notification.scheduledRate"),
+                millis => Duration::from_millis(millis.unsigned_abs()),
+            },
+            notification_reconcile_interval: seconds("notification.reconcileInterval"),
+            outbox_max_records: count("outbox.maxRecords"),
         }
     }
 }
@@ -323,6 +383,32 @@ mod tests {
         assert_eq!(properties.message_max_bytes, 16 * 1024 * 1024);
         assert_eq!(properties.command_max_in_flight, 64);
         assert_eq!(properties.command_timeout, Duration::from_secs(120));
+        assert_eq!(properties.notification_batch_size, 100);
+        assert_eq!(properties.notification_max_unacked, 10);
+        assert_eq!(properties.notification_poll_interval, Duration::from_secs(5));
+        assert_eq!(properties.notification_reconcile_interval, Duration::from_secs(300));
+        assert_eq!(properties.outbox_max_records, 1_000_000);
+    }
+
+    #[test]
+    fn notification_keys_parse_and_poll_interval_follows_the_scheduled_rate() {
+        let (properties, warnings) = Properties::parse(
+            "notification.scheduledRate=2\nnotification.batchSize=7\noutbox.maxRecords=50\n",
+        )
+        .unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(properties.notification_poll_interval, Duration::from_secs(2));
+        assert_eq!(properties.notification_batch_size, 7);
+        assert_eq!(properties.outbox_max_records, 50);
+        let (properties, _) = Properties::parse(
+            "notification.pollInterval=250\nnotification.maxUnacked=3\nnotification.reconcileInterval=1\n",
+        )
+        .unwrap();
+        assert_eq!(properties.notification_poll_interval, Duration::from_millis(250));
+        assert_eq!(properties.notification_max_unacked, 3);
+        assert_eq!(properties.notification_reconcile_interval, Duration::from_secs(1));
+        let error = Properties::parse("notification.batchSize=0").unwrap_err().to_string();
+        assert!(error.contains("notification.batchSize=0: must be an integer from 1 to 10000"), "{error}");
     }
 
     #[test]
