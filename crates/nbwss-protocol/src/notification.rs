@@ -192,6 +192,12 @@ impl NotificationGroup {
         }
     }
 
+    /// The group as its JSON payload element (`notificationType`, `object`, `data`), records in the guide's
+    /// key order.
+    pub fn to_value(&self) -> Value {
+        self.encode()
+    }
+
     pub(crate) fn decode(group: &Fields<'_>) -> Result<Self, FieldError> {
         let notification_type = NotificationType::from(group.non_empty_string("notificationType")?);
         let object = group.non_empty_string("object")?;
@@ -261,4 +267,26 @@ fn decode_image(record: &Fields<'_>) -> Result<ImageRecord, FieldError> {
         operation_id: ImageOperation::from(record.non_empty_string("operationId")?),
         backup_id: record.non_empty_string("backupId")?.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_to_value_has_the_guide_keys() {
+        let group = NotificationGroup::images(vec![ImageRecord {
+            client_type: "STANDARD".into(),
+            client_name: "client1".into(),
+            backup_time: 1,
+            created_time: 2,
+            operation_id: ImageOperation::Create,
+            backup_id: "client1_1".into(),
+        }]);
+        let value = group.to_value();
+        assert_eq!(value["notificationType"], "INFO");
+        assert_eq!(value["object"], "IMAGE");
+        assert_eq!(value["data"][0]["backupId"], "client1_1");
+        assert_eq!(value["data"][0].as_object().unwrap().len(), 6);
+    }
 }
