@@ -1,0 +1,257 @@
+//! `/config/hosts`, `/config/servers/vmservers` and `/manage/alerts`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::{empty, json, json_body, link, optional_str, required_str, User};
+use crate::error::{ApiError, ApiResult};
+use crate::filter::{Field, Filter, Kind, Sort, EQ, EQ_NE, ORDERED, TEXT};
+use crate::model::VmServer;
+use crate::query::{OffsetPage, Params};
+use crate::state::{Shared, MEDIA_SERVER, PRIMARY_SERVER};
+
+const HOST_FIELDS: &[Field] = &[
+    Field { name: "hostName", kind: Kind::Str, ops: TEXT },
+    Field { name: "uuid", kind: Kind::Str, ops: EQ },
+    Field { name: "nbuHostType", kind: Kind::Str, ops: EQ_NE },
+    Field { name: "osType", kind: Kind::Str, ops: EQ_NE },
+];
+
+const ALERT_FIELDS: &[Field] = &[
+    Field { name: "createdDateTime", kind: Kind::Time, ops: ORDERED },
+    Field { name: "category", kind: Kind::Str, ops: EQ_NE },
+    Field { name: "subCategory", kind: Kind::Str, ops: EQ_NE },
+    Field { name: "severity", kind: Kind::Str, ops: EQ_NE },
+];
+
+/// A stable UUID-shaped id for a host name.
+fn host_uuid(name: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// Every host the primary server knows: itself, its media server, and the clients of its policies.
+fn hosts(shared: &Shared) -> Vec<Value> {
+    let inner = shared.lock();
+    let mut list: Vec<(String, &str, String, String)> = vec![
+        (PRIMARY_SERVER.to_owned(), "PRIMARY_SERVER", "Linux".to_owned(), "RedHat".to_owned()),
+        (MEDIA_SERVER.to_owned(), "MEDIA_SERVER", "Linux".to_owned(), "RedHat".to_owned()),
+    ];
+    for policy in inner.policies.values() {
+        for client in policy.list("clients") {
+            let Some(name) = client.get("hostName").and_then(Value::as_str) else { continue };
+            if list.iter().any(|(known, ..)| known == name) {
+                continue;
+            }
+            let text = |key: &str| client.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            list.push((name.to_owned(), "CLIENT", text("hardware"), text("OS")));
+        }
+    }
+    list.into_iter()
+        .map(|(name, kind, hardware, os)| {
+            let os_type = if os.to_ascii_lowercase().contains("windows") { "WINDOWS" } else { "UNIX" };
+            json!({
+                "uuid": host_uuid(&name),
+                "hostName": name,
+                "osType": os_type,
+                "osVersion": os,
+                "cpuArchitecture": if hardware == "VMware" { "x86_64" } else { "x64" },
+                "hardwareDescription": hardware,
+                "nbuVersion": "10.5.0.0",
+                "nbuHostType": kind,
+                "masterServer": PRIMARY_SERVER,
+                "servers": [PRIMARY_SERVER],
+                "isSecureEnabled": true,
+                "hostMappings": [],
+                "machineType": "PHYSICAL",
+                "hypervisorType": "",
+                "dteClientMode": "AUTOMATIC",
+                "installedEEBs": "",
+                "lastUpdatedDateTime": crate::clock::format_time(shared.now()),
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn list_hosts(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref());
+    let filter = params.get("filter").map(|text| Filter::parse(text, HOST_FIELDS)).transpose()?;
+    let list: Vec<Value> =
+        hosts(&shared).into_iter().filter(|host| filter.as_ref().is_none_or(|f| f.matches(host))).collect();
+    Ok(json(StatusCode::OK, json!({"hosts": list})))
+}
+
+pub(crate) async fn host_mappings(State(shared): State<Arc<Shared>>, _user: User) -> Response {
+    let mappings: Vec<Value> = hosts(&shared)
+        .iter()
+        .map(|host| {
+            json!({
+                "hostId": host["uuid"],
+                "hostName": host["hostName"],
+                "mappedHostNames": [host["hostName"]],
+                "isApproved": true,
+                "isShared": false,
+                "isConflicting": false,
+                "isAddedManually": false,
+            })
+        })
+        .collect();
+    json(StatusCode::OK, json!({"mappings": mappings}))
+}
+
+fn find_host(shared: &Shared, id: &str) -> ApiResult<Value> {
+    hosts(shared)
+        .into_iter()
+        .find(|host| host["uuid"] == id || host["hostName"] == id)
+        .ok_or_else(|| ApiError::not_found(format!("The host {id} was not found.")))
+}
+
+pub(crate) async fn get_host(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(json(StatusCode::OK, find_host(&shared, &id)?))
+}
+
+fn configurations(host: &Value) -> Vec<(&'static str, Value)> {
+    vec![
+        ("CLIENT_NAME", host["hostName"].clone()),
+        ("SERVER", json!([PRIMARY_SERVER, MEDIA_SERVER])),
+        ("VERBOSE", json!(0)),
+    ]
+}
+
+pub(crate) async fn host_configurations(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let host = find_host(&shared, &id)?;
+    let data: Vec<Value> = configurations(&host)
+        .into_iter()
+        .map(|(name, value)| json!({"type": "hostConfiguration", "id": name, "attributes": {"value": value}}))
+        .collect();
+    Ok(json(StatusCode::OK, json!({"data": data})))
+}
+
+pub(crate) async fn host_configuration(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let host = find_host(&shared, &id)?;
+    let (name, value) = configurations(&host)
+        .into_iter()
+        .find(|(key, _)| *key == name)
+        .ok_or_else(|| ApiError::not_found(format!("The configuration {name} was not found.")))?;
+    Ok(json(
+        StatusCode::OK,
+        json!({"data": {"type": "hostConfiguration", "id": name, "attributes": {"value": value}}}),
+    ))
+}
+
+fn vm_server_resource(server: &VmServer) -> Value {
+    json!({
+        "type": "vmServer",
+        "id": server.server_name,
+        "attributes": {"vmServer": {
+            "serverName": server.server_name,
+            "vmType": server.vm_type,
+            "userId": server.user_id,
+            "port": server.port,
+        }},
+    })
+}
+
+pub(crate) async fn list_vm_servers(State(shared): State<Arc<Shared>>, _user: User) -> Response {
+    let inner = shared.lock();
+    let data: Vec<Value> = inner.vm_servers.values().map(vm_server_resource).collect();
+    json(StatusCode::OK, json!({"data": data}))
+}
+
+pub(crate) async fn get_vm_server(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let inner = shared.lock();
+    let server = inner
+        .vm_servers
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("The VM server {name} was not found.")))?;
+    Ok(json(StatusCode::OK, json!({"data": vm_server_resource(server)})))
+}
+
+/// `POST /config/servers/vmservers` takes a flat body (not JSON:API) and answers 201 with no body.
+pub(crate) async fn create_vm_server(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body = json_body(&body)?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request("The request body must be a JSON object."));
+    }
+    let server_name = required_str(&body, "serverName")?.to_owned();
+    let vm_type = required_str(&body, "vmType")?.to_owned();
+    let user_id = required_str(&body, "userId")?.to_owned();
+    optional_str(&body, "password")?.ok_or_else(|| ApiError::bad_attribute("password", "required"))?;
+    let port = match body.get("port") {
+        None | Some(Value::Null) => 0,
+        Some(port) => port.as_i64().ok_or_else(|| ApiError::bad_attribute("port", "must be an integer"))?,
+    };
+    let mut inner = shared.lock();
+    if inner.vm_servers.contains_key(&server_name) {
+        return Err(ApiError::conflict(format!("The VM server {server_name} already exists.")));
+    }
+    inner
+        .vm_servers
+        .insert(server_name.clone(), VmServer { server_name: server_name.clone(), vm_type, user_id, port });
+    let mut response = empty(StatusCode::CREATED);
+    if let Ok(value) =
+        HeaderValue::from_str(&link(&headers, &format!("/config/servers/vmservers/{server_name}")))
+    {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    Ok(response)
+}
+
+pub(crate) async fn list_alerts(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref());
+    let filter = params.get("filter").map(|text| Filter::parse(text, ALERT_FIELDS)).transpose()?;
+    let sort =
+        Sort::parse(params.get("sort"), ALERT_FIELDS, Sort { field: "createdDateTime", descending: true })?;
+    let page = OffsetPage::from_params(&params, 0, 100)?;
+    let mut rows: Vec<(u64, Value)> = {
+        let inner = shared.lock();
+        inner.alerts.iter().map(|alert| (alert.id, alert.attributes())).collect()
+    };
+    rows.retain(|(_, attributes)| filter.as_ref().is_none_or(|f| f.matches(attributes)));
+    rows.sort_by(|(a_id, a), (b_id, b)| sort.compare(a, b).then_with(|| b_id.cmp(a_id)));
+    let body = page.envelope(
+        rows,
+        &link(&headers, "/manage/alerts"),
+        |(id, attributes)| json!({"type": "alert", "id": id.to_string(), "attributes": attributes}),
+        "",
+    );
+    Ok(json(StatusCode::OK, body))
+}

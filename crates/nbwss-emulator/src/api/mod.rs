@@ -1,0 +1,262 @@
+//! The REST API under `/netbackup`: the router, path normalisation, version negotiation,
+//! authentication, and the fallbacks that keep every error a JSON body.
+
+mod admin;
+mod auth;
+mod catalog;
+mod config;
+mod policies;
+mod recovery;
+
+pub(crate) use auth::create_key;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::media::{negotiate, ApiVersion, Rejection};
+use crate::state::Shared;
+
+/// The prefix of every path.
+pub(crate) const PREFIX: &str = "/netbackup";
+
+/// The router (without path normalisation, which must run before routing: see [`normalize_path`]).
+pub(crate) fn app(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/ping", get(auth::ping))
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/security/cacert", get(auth::cacert))
+        .route("/security/api-keys", get(auth::list_api_keys).post(auth::create_api_key))
+        .route("/security/api-keys/{tag}", get(auth::get_api_key).delete(auth::delete_api_key))
+        .route("/admin/jobs", get(admin::list_jobs))
+        .route("/admin/jobs/{job_id}", get(admin::get_job).delete(admin::delete_job))
+        .route("/admin/jobs/{job_id}/cancel", post(admin::cancel_job))
+        .route("/admin/jobs/{job_id}/suspend", post(admin::suspend_job))
+        .route("/admin/jobs/{job_id}/resume", post(admin::resume_job))
+        .route("/admin/jobs/{job_id}/restart", post(admin::restart_job))
+        .route("/admin/jobs/{job_id}/file-lists", get(admin::file_lists))
+        .route("/admin/jobs/{job_id}/try-logs", get(admin::try_logs))
+        .route("/admin/jobs/{job_id}/progress-logs", get(admin::progress_logs))
+        .route("/admin/manual-backup", post(admin::manual_backup))
+        .route("/catalog/images", get(catalog::list_images))
+        .route("/catalog/images/{backup_id}", get(catalog::get_image).patch(catalog::patch_image))
+        .route("/catalog/images/{backup_id}/expire", post(catalog::expire_image))
+        .route("/catalog/expire-images", post(catalog::expire_images))
+        .route("/catalog/images/update-expiration-date", post(catalog::update_expiration))
+        .route("/config/policies", get(policies::list).post(policies::create))
+        .route("/config/policies/{name}", get(policies::get).put(policies::replace).delete(policies::remove))
+        .route("/config/policies/{name}/copy", post(policies::copy))
+        .route(
+            "/config/policies/{name}/clients/{client}",
+            put(policies::put_client).delete(policies::delete_client),
+        )
+        .route(
+            "/config/policies/{name}/schedules/{schedule}",
+            put(policies::put_schedule).delete(policies::delete_schedule),
+        )
+        .route(
+            "/config/policies/{name}/backupselections",
+            put(policies::put_selections).delete(policies::delete_selections),
+        )
+        .route("/config/unique-policy-clients", get(policies::unique_clients))
+        .route("/config/hosts", get(config::list_hosts))
+        .route("/config/hosts/hostmappings", get(config::host_mappings))
+        .route("/config/hosts/{host_id}", get(config::get_host))
+        .route("/config/hosts/{host_id}/configurations", get(config::host_configurations))
+        .route("/config/hosts/{host_id}/configurations/{name}", get(config::host_configuration))
+        .route("/config/servers/vmservers", get(config::list_vm_servers).post(config::create_vm_server))
+        .route("/config/servers/vmservers/{name}", get(config::get_vm_server))
+        .route("/manage/alerts", get(config::list_alerts))
+        .route("/recovery/workloads/vmware/scenarios/full-vm/recover", post(recovery::recover))
+        .route("/recovery/workloads/vmware/scenarios/full-vm/pre-recovery-check", post(recovery::pre_check));
+    Router::new()
+        .nest(PREFIX, api)
+        .route("/", get(not_found))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), negotiation))
+        .with_state(shared)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found("The requested resource was not found.")
+        .detail(format!("No resource at {}", uri.path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, 9014, "The method is not allowed for this resource.")
+        .detail(format!("{} {}", request.method(), request.uri().path()))
+}
+
+/// Collapses doubled slashes and drops a trailing slash. Runs before routing (it wraps the router).
+pub(crate) fn normalize_path<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.contains("//") || (path.len() > 1 && path.ends_with('/')) {
+        let mut normal = String::with_capacity(path.len());
+        for segment in path.split('/').filter(|segment| !segment.is_empty()) {
+            normal.push('/');
+            normal.push_str(segment);
+        }
+        if normal.is_empty() {
+            normal.push('/');
+        }
+        if let Some(query) = uri.query() {
+            normal.push('?');
+            normal.push_str(query);
+        }
+        let mut parts = uri.clone().into_parts();
+        if let Ok(path_and_query) = normal.parse() {
+            parts.path_and_query = Some(path_and_query);
+            if let Ok(new_uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = new_uri;
+            }
+        }
+    }
+    request
+}
+
+/// Picks the API version of each request, refuses what §2.2 says to refuse, and labels JSON answers with
+/// the versioned media type.
+async fn negotiation(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let header = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok());
+    let has_body = header(TRANSFER_ENCODING).is_some()
+        || header(CONTENT_LENGTH).and_then(|length| length.trim().parse::<u64>().ok()).is_some_and(|n| n > 0);
+    let request_id = headers.get("x-request-id").cloned();
+    let version = match negotiate(header(ACCEPT), header(CONTENT_TYPE), has_body, shared.default_version) {
+        Ok(version) => version,
+        Err(Rejection::NotAcceptable(message)) => return ApiError::not_acceptable(message).into_response(),
+        Err(Rejection::UnsupportedMediaType(message)) => {
+            return ApiError::unsupported_media_type(message).into_response()
+        }
+    };
+    request.extensions_mut().insert(version);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        if let Ok(value) = HeaderValue::from_str(&format!("application/vnd.netbackup+json;version={version}"))
+        {
+            headers.insert(CONTENT_TYPE, value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&version.to_string()) {
+        headers.insert("x-netbackup-api-version", value);
+    }
+    let request_id = request_id
+        .or_else(|| HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).ok())
+        .unwrap_or(HeaderValue::from_static("0"));
+    headers.insert("x-request-id", request_id);
+    headers.insert("cache-control", HeaderValue::from_static("private"));
+    response
+}
+
+/// The authenticated user of a request (from a token or an API key in `Authorization`, raw or with
+/// `Bearer `).
+#[derive(Debug, Clone)]
+pub(crate) struct User(pub(crate) String);
+
+impl FromRequestParts<Arc<Shared>> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let credential = credential(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let inner = shared.lock();
+        inner.user_of(&credential, chrono::Utc::now()).map(User).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// The credential in `Authorization`, without a `Bearer ` prefix.
+pub(crate) fn credential(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let value =
+        value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// The negotiated version of a request.
+pub(crate) fn version_of(parts_extensions: &axum::http::Extensions, shared: &Shared) -> ApiVersion {
+    parts_extensions.get::<ApiVersion>().copied().unwrap_or(shared.default_version)
+}
+
+/// Parses a JSON request body (400 with a JSON error when it is not JSON).
+pub(crate) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("The request body is missing."));
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request("The request body is not valid JSON.").detail(error.to_string())
+    })
+}
+
+/// `data.attributes` of a JSON:API request body (and checks `data.type` when `expected_type` is given).
+pub(crate) fn data_attributes<'a>(
+    body: &'a Value,
+    expected_type: Option<&str>,
+) -> Result<&'a Value, ApiError> {
+    let data = body
+        .get("data")
+        .filter(|d| d.is_object())
+        .ok_or_else(|| ApiError::bad_attribute("data", "required"))?;
+    if let Some(expected) = expected_type {
+        match data.get("type") {
+            Some(Value::String(kind)) if kind == expected => {}
+            None => {}
+            _ => return Err(ApiError::bad_attribute("data.type", format!("must be {expected:?}"))),
+        }
+    }
+    let attributes = data.get("attributes").unwrap_or(&Value::Null);
+    if !attributes.is_object() && !attributes.is_null() {
+        return Err(ApiError::bad_attribute("data.attributes", "must be an object"));
+    }
+    Ok(attributes)
+}
+
+/// An optional string attribute (400 when present with another type).
+pub(crate) fn optional_str<'a>(object: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(ApiError::bad_attribute(key, "must be a string")),
+    }
+}
+
+/// A required string attribute.
+pub(crate) fn required_str<'a>(object: &'a Value, key: &str) -> Result<&'a str, ApiError> {
+    optional_str(object, key)?
+        .filter(|text| !text.is_empty())
+        .ok_or_else(|| ApiError::bad_attribute(key, "required"))
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// An empty answer.
+pub(crate) fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}
+
+/// The full URL of a path (for `links` and `Location`).
+pub(crate) fn link(headers: &HeaderMap, path: &str) -> String {
+    let host = headers.get("host").and_then(|host| host.to_str().ok()).unwrap_or("localhost:1556");
+    format!("https://{host}{PREFIX}{path}")
+}

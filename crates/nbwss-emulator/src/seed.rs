@@ -1,0 +1,274 @@
+//! Seed data: policies, clients, and a day of finished jobs and their images, relative to the emulated
+//! now and the same for a given seed.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use serde_json::{json, Map, Value};
+
+use crate::engine::{create_image, JobSpec};
+use crate::model::{JobState, Policy, VmServer};
+use crate::state::{Inner, PRIMARY_SERVER};
+
+/// Statuses seed jobs may fail with.
+const SEED_FAILURES: &[i64] = &[58, 13, 156];
+
+fn schedule(name: &str, backup_type: &str, frequency: i64, copies: Value) -> Value {
+    json!({
+        "scheduleName": name,
+        "backupType": backup_type,
+        "scheduleType": "Frequency",
+        "frequencySeconds": frequency,
+        "backupCopies": {"priority": 9999, "copies": copies},
+        "startWindow": (1..=7).map(|day| json!({"dayOfWeek": day, "startSeconds": 0, "durationSeconds": 86_400})).collect::<Vec<_>>(),
+        "excludeDates": {"lastDayOfMonth": false, "recurringDaysOfWeek": [], "recurringDaysOfMonth": [], "specificDates": []},
+        "includeDates": {"lastDayOfMonth": false, "recurringDaysOfWeek": [], "recurringDaysOfMonth": [], "specificDates": []},
+        "mediaMultiplexing": 1,
+        "retriesAllowedAfterRunDay": false,
+        "storageIsSLP": false,
+        "syntheticBackup": false,
+        "snapshotOnly": false,
+        "acceleratorForcedRescan": false,
+    })
+}
+
+fn copy(value: i64, unit: &str, storage: &str) -> Value {
+    json!({
+        "retentionPeriod": {"value": value, "unit": unit},
+        "storage": storage,
+        "volumePool": "NetBackup",
+        "mediaOwner": "*ANY*",
+        "failStrategy": "Continue",
+    })
+}
+
+/// Policy attributes with NetBackup's defaults; `extra` overrides.
+pub(crate) fn default_policy_attributes(extra: &Map<String, Value>) -> Map<String, Value> {
+    let mut attributes = json!({
+        "active": true,
+        "jobLimit": 2_147_483_647,
+        "keyword": "",
+        "priority": 0,
+        "volumePool": "NetBackup",
+        "mediaOwner": "*ANY*",
+        "storage": "",
+        "storageIsSLP": false,
+        "dataClassification": "",
+        "useAccelerator": false,
+        "blockIncremental": false,
+        "compression": false,
+        "encryption": false,
+        "followNFSMounts": false,
+        "crossMountPoints": false,
+        "collectTrueImageRestoreInformation": false,
+        "effectiveDateUTC": "2024-01-01T00:00:00Z",
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    for (key, value) in extra {
+        attributes.insert(key.clone(), value.clone());
+    }
+    attributes
+}
+
+fn policy(
+    name: &str,
+    policy_type: &str,
+    attributes: Value,
+    clients: Value,
+    schedules: Value,
+    selections: Value,
+) -> Policy {
+    let body = json!({
+        "policyName": name,
+        "policyType": policy_type,
+        "policyAttributes": default_policy_attributes(attributes.as_object().unwrap_or(&Map::new())),
+        "clients": clients,
+        "schedules": schedules,
+        "backupSelections": {"selections": selections},
+    });
+    Policy { body: body.as_object().cloned().unwrap_or_default(), generation: 1 }
+}
+
+/// The seed policies: a VMware policy that replicates its full backups, two Standard policies and a
+/// Windows policy, each with schedules named FULL and INCR.
+pub(crate) fn policies() -> Vec<Policy> {
+    let vm = |name: &str| json!({"hostName": name, "hardware": "VMware", "OS": "VMware"});
+    let linux = |name: &str| json!({"hostName": name, "hardware": "Linux", "OS": "RedHat"});
+    let windows = |name: &str| json!({"hostName": name, "hardware": "PC", "OS": "Windows"});
+    vec![
+        policy(
+            "VMware_Gold",
+            "VMware",
+            json!({"backupHost": "MEDIA_SERVER", "storage": "stu-msdp-01", "snapshotMethodArgs": "skipnodisk=0,post_events=1,trantype=san:hotadd:nbd:nbdssl"}),
+            json!([vm("vm-app01.example.com"), vm("vm-app02.example.com"), vm("vm-db01.example.com")]),
+            json!([
+                schedule(
+                    "FULL",
+                    "Full Backup",
+                    604_800,
+                    json!([copy(2, "WEEKS", "stu-msdp-01"), copy(4, "WEEKS", "replica-msdp-dr")])
+                ),
+                schedule(
+                    "INCR",
+                    "Differential Incremental Backup",
+                    86_400,
+                    json!([copy(1, "WEEKS", "stu-msdp-01")])
+                ),
+            ]),
+            json!(["vmware:/?filter=Displayname Contains 'vm-'"]),
+        ),
+        policy(
+            "Standard_FS",
+            "Standard",
+            json!({"storage": "stu-disk-01"}),
+            json!([linux("client01.example.com"), linux("client02.example.com")]),
+            json!([
+                schedule("FULL", "Full Backup", 604_800, json!([copy(2, "WEEKS", "stu-disk-01")])),
+                schedule(
+                    "INCR",
+                    "Differential Incremental Backup",
+                    86_400,
+                    json!([copy(1, "WEEKS", "stu-disk-01")])
+                ),
+            ]),
+            json!(["/etc", "/home", "/var/log"]),
+        ),
+        policy(
+            "Standard_DB",
+            "Standard",
+            json!({"storage": "stu-disk-01", "keyword": "database"}),
+            json!([linux("dbhost01.example.com")]),
+            json!([
+                schedule("FULL", "Full Backup", 86_400, json!([copy(1, "MONTHS", "stu-disk-01")])),
+                schedule(
+                    "INCR",
+                    "Cumulative Incremental Backup",
+                    14_400,
+                    json!([copy(3, "DAYS", "stu-disk-01")])
+                ),
+            ]),
+            json!(["/var/lib/pgsql"]),
+        ),
+        policy(
+            "Windows_Servers",
+            "MS-Windows",
+            json!({"storage": "stu-disk-01"}),
+            json!([windows("win-fs01.example.com")]),
+            json!([
+                schedule("FULL", "Full Backup", 604_800, json!([copy(2, "WEEKS", "stu-disk-01")])),
+                schedule(
+                    "INCR",
+                    "Differential Incremental Backup",
+                    86_400,
+                    json!([copy(1, "WEEKS", "stu-disk-01")])
+                ),
+            ]),
+            json!(["ALL_LOCAL_DRIVES"]),
+        ),
+    ]
+}
+
+/// Fills the store: policies, a vCenter, and finished backups in the last day (plus a few older ones).
+pub(crate) fn populate(inner: &mut Inner, now: DateTime<Utc>, job_duration: TimeDelta) {
+    for policy in policies() {
+        inner.policies.insert(policy.name().to_owned(), policy);
+    }
+    inner.vm_servers.insert(
+        "vcenter01.example.com".to_owned(),
+        VmServer {
+            server_name: "vcenter01.example.com".to_owned(),
+            vm_type: "VMWARE_VIRTUAL_CENTER_SERVER".to_owned(),
+            user_id: "administrator@vsphere.local".to_owned(),
+            port: 443,
+        },
+    );
+    let runs = inner.rng.random_range(10..16);
+    let mut starts: Vec<i64> = (0..runs)
+        .map(|index| {
+            if index < 3 {
+                inner.rng.random_range(26 * 3600..96 * 3600)
+            } else {
+                inner.rng.random_range(3600..23 * 3600)
+            }
+        })
+        .collect();
+    starts.sort_unstable_by(|a, b| b.cmp(a));
+    let policies: Vec<Policy> = inner.policies.values().cloned().collect();
+    for ago in starts {
+        let policy = &policies[inner.rng.random_range(0..policies.len())];
+        let schedules = policy.schedules();
+        let schedule = schedules[inner.rng.random_range(0..schedules.len())].clone();
+        let start = now - TimeDelta::seconds(ago);
+        let spec = JobSpec {
+            job_type: "BACKUP",
+            sub_type: "SCHEDULED",
+            policy_display_type: policy.policy_type().to_owned(),
+            policy_name: policy.name().to_owned(),
+            schedule_name: schedule.name.clone(),
+            schedule_kind: schedule.kind,
+            client_name: PRIMARY_SERVER.to_owned(),
+            storage_unit: policy.storage(),
+            file_list: policy.selections(),
+        };
+        let parent_id = if policy.is_vmware() {
+            let mut parent = spec.build(inner, None, start);
+            parent.child_count = policy.clients().len() as i64;
+            Some(parent)
+        } else {
+            None
+        };
+        let mut statuses = Vec::new();
+        let mut children = Vec::new();
+        for client in policy.clients() {
+            let client_spec = JobSpec { client_name: client, ..spec.clone() };
+            let mut job = client_spec.build(inner, parent_id.as_ref().map(|p| p.job_id), start);
+            let status = if inner.rng.random_bool(0.15) {
+                SEED_FAILURES[inner.rng.random_range(0..SEED_FAILURES.len())]
+            } else {
+                0
+            };
+            finish(&mut job, status, start, job_duration);
+            statuses.push(status);
+            if status == 0 {
+                job.backup_id =
+                    create_image(inner, &job, policy.policy_type(), &schedule, start + job_duration);
+            }
+            children.push(job);
+        }
+        if let Some(mut parent) = parent_id {
+            let failures = statuses.iter().filter(|s| **s != 0).count();
+            let status = match failures {
+                0 => 0,
+                n if n < statuses.len() => 1,
+                _ => statuses[0],
+            };
+            finish(&mut parent, status, start, job_duration + TimeDelta::seconds(60));
+            let end = parent.end_time.unwrap_or(now);
+            inner.insert_job(parent, end);
+        }
+        for child in children {
+            let end = child.end_time.unwrap_or(now);
+            inner.insert_job(child, end);
+        }
+    }
+}
+
+fn finish(job: &mut crate::model::Job, status: i64, start: DateTime<Utc>, duration: TimeDelta) {
+    let end = start + duration;
+    job.state = JobState::Done;
+    job.status = status;
+    job.active_start = Some(start + TimeDelta::seconds(5));
+    job.end_time = Some(end);
+    job.last_update_time = end;
+    if status == 0 {
+        job.percent_complete = 100;
+        job.kilobytes_transferred = job.kilobytes_to_transfer;
+        job.number_of_files = job.estimated_files;
+    }
+    if let Some(last) = job.tries.last_mut() {
+        last.end = Some(end);
+        last.status = status;
+    }
+    job.log(end, format!("end {}; status {status}", job.job_type));
+}
