@@ -1,0 +1,162 @@
+//! Delivery to one connected server group (D11–D13): due messages are sent within
+//! `notification.sendTimeout`; a message without acknowledgement is sent again, same id and text, after
+//! `notification.scheduledRate`; a NOTIFICATION RESPONSE with a matching id (any payload) acknowledges it.
+//!
+//! A delivery runs for the life of one connection. When it starts, every unacknowledged message of the
+//! group is sent again at once (the connection that carried it is gone, so its acknowledgement cannot
+//! come), in detection order, before any new one.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{Outbox, OutboxError, PendingMessage};
+use super::now_millis;
+
+/// The connection could not take the message: it is closed.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection is closed")]
+pub struct SinkError;
+
+/// Where a delivery writes its NOTIFICATION REQUESTs: the connection's writer.
+pub trait NotificationSink: Send + Sync {
+    /// Sends one encoded message; resolves when the connection has taken it.
+    fn send(&self, text: String) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+impl NotificationSink for mpsc::Sender<String> {
+    async fn send(&self, text: String) -> Result<(), SinkError> {
+        mpsc::Sender::send(self, text).await.map_err(|_| SinkError)
+    }
+}
+
+/// How a delivery paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryTiming {
+    /// `notification.scheduledRate`: wait this long for an acknowledgement before sending again.
+    pub scheduled_rate: Duration,
+    /// `notification.sendTimeout`: how long one send may take.
+    pub send_timeout: Duration,
+}
+
+impl DeliveryTiming {
+    /// The timing from `nbwss.properties`.
+    pub fn from_properties(properties: &nbwss_protocol::Properties) -> Self {
+        Self {
+            scheduled_rate: properties.notification_scheduled_rate,
+            send_timeout: properties.notification_send_timeout,
+        }
+    }
+}
+
+/// The connection's side of a delivery: routes acknowledgements to it.
+#[derive(Debug, Clone)]
+pub struct DeliveryHandle {
+    acks: mpsc::UnboundedSender<String>,
+}
+
+impl DeliveryHandle {
+    /// A NOTIFICATION RESPONSE with this id arrived (its payload does not matter, D11).
+    pub fn on_ack(&self, id: &str) {
+        let _ = self.acks.send(id.to_owned());
+    }
+}
+
+/// Delivery of the outbox to one group over one connection.
+#[derive(Debug)]
+pub struct Delivery {
+    outbox: Arc<Outbox>,
+    group: String,
+    timing: DeliveryTiming,
+    acks: mpsc::UnboundedReceiver<String>,
+}
+
+/// Why a delivery ended.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The connection closed.
+    #[error(transparent)]
+    Closed(#[from] SinkError),
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+impl Delivery {
+    /// A delivery to `group`, and the handle through which its connection reports acknowledgements.
+    pub fn new(outbox: Arc<Outbox>, group: &str, timing: DeliveryTiming) -> (Self, DeliveryHandle) {
+        let (sender, acks) = mpsc::unbounded_channel();
+        (Self { outbox, group: group.to_owned(), timing, acks }, DeliveryHandle { acks: sender })
+    }
+
+    /// Delivers until cancelled or until the connection closes.
+    pub async fn run<S: NotificationSink>(mut self, sink: S, cancel: CancellationToken) -> Result<(), DeliveryError> {
+        let mut appended = self.outbox.appended();
+        let tick = (self.timing.scheduled_rate / 4).max(Duration::from_millis(50));
+        let mut first_round = true;
+        loop {
+            self.round(&sink, first_round).await?;
+            first_round = false;
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                ack = self.acks.recv() => match ack {
+                    Some(id) => self.acknowledge(&id)?,
+                    None => return Ok(()),
+                },
+                changed = appended.changed() => if changed.is_err() { return Ok(()) },
+                () = tokio::time::sleep(tick) => {}
+            }
+            while let Ok(id) = self.acks.try_recv() {
+                self.acknowledge(&id)?;
+            }
+        }
+    }
+
+    fn acknowledge(&self, id: &str) -> Result<(), OutboxError> {
+        if !self.outbox.ack(&self.group, id)? {
+            tracing::debug!(group = self.group, id, "acknowledgement of no outstanding notification ignored");
+        }
+        Ok(())
+    }
+
+    /// Sends what is due: resends first (they are older), then new messages while the window allows.
+    /// A send that times out ends the round; its message is retried after the scheduled rate.
+    async fn round<S: NotificationSink>(&self, sink: &S, resend_everything: bool) -> Result<(), DeliveryError> {
+        let due = if resend_everything {
+            self.outbox.unacked(&self.group)?
+        } else {
+            self.outbox.due_for_resend(&self.group, now_millis(), self.timing.scheduled_rate)?
+        };
+        for message in due {
+            if !self.send(sink, message).await? {
+                return Ok(());
+            }
+        }
+        while let Some(message) = self.outbox.next_message(&self.group)? {
+            if !self.send(sink, message).await? {
+                return Ok(());
+            }
+        }
+        self.outbox.stats(now_millis())?;
+        Ok(())
+    }
+
+    async fn send<S: NotificationSink>(&self, sink: &S, message: PendingMessage) -> Result<bool, DeliveryError> {
+        let sent = tokio::time::timeout(self.timing.send_timeout, sink.send(message.text)).await;
+        self.outbox.mark_sent(&self.group, &message.id, now_millis())?;
+        match sent {
+            Ok(result) => {
+                result?;
+                tracing::debug!(group = self.group, id = message.id, records = message.records, sends = message.sends + 1, "notification sent");
+                Ok(true)
+            }
+            Err(_) => {
+                tracing::warn!(group = self.group, id = message.id, "notification send timed out; retrying after notification.scheduledRate");
+                Ok(false)
+            }
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Detection (D14) by polling the primary server's REST API: jobs changed since a persisted
+//! `lastUpdateTime` watermark, new images by `backupTime`, and a periodic reconciliation of the whole image
+//! catalog for updates, deletions and lost local copies.
+//!
+//! The first poll ever is a baseline: what exists then is remembered without a notification, so a new
+//! service does not flood its endpoints with history. Every later poll commits the records it produces
+//! together with the state and watermarks that produced them (one outbox transaction), so a restart
+//! neither misses nor repeats an event; when the outbox is full nothing commits and the same events are
+//! found again by a later poll.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use nbwss_protocol::{
+    unix_now, ImageOperation, ImageRecord, JobRecord, JobState, JobType, Properties, ScheduleType,
+};
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{Detection, Outbox, OutboxError, SeenImage};
+use super::primary_client::{PrimaryClient, PrimaryError};
+use super::Record;
+
+const JOBS_WATERMARK: &str = "jobs.lastUpdateTime";
+const IMAGES_WATERMARK: &str = "images.backupTime";
+/// Records of one job list page, at most (the API's maximum).
+const PAGE_LIMIT: usize = 100;
+/// A time before every image, to lift the catalog's default "last 24 hours" filter.
+const EPOCH_FILTER: &str = "1970-01-01T00:00:00.000Z";
+
+/// How the detector polls.
+#[derive(Debug, Clone)]
+pub struct DetectorConfig {
+    /// Between two polls (`notification.pollInterval`, by default `notification.scheduledRate`).
+    pub poll_interval: Duration,
+    /// Between two full catalog reconciliations (`notification.reconcileInterval`).
+    pub reconcile_interval: Duration,
+    /// Jobs are asked for from this much (server time) before the watermark, so that a job updated while
+    /// the previous poll was paging is not missed; jobs seen again are recognised and not repeated.
+    pub job_overlap: TimeDelta,
+    /// New images are asked for from this much (server time) before the newest `backupTime` seen: an
+    /// image's `backupTime` is its job's start, and it enters the catalog when the job ends. Longer jobs'
+    /// images are found by the reconciliation.
+    pub image_lookback: TimeDelta,
+}
+
+impl DetectorConfig {
+    /// Intervals from `nbwss.properties`, with the default overlap and lookback.
+    pub fn from_properties(properties: &Properties) -> Self {
+        Self {
+            poll_interval: properties.notification_poll_interval,
+            reconcile_interval: properties.notification_reconcile_interval,
+            job_overlap: TimeDelta::minutes(5),
+            image_lookback: TimeDelta::hours(6),
+        }
+    }
+}
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// The primary server could not be asked.
+    #[error(transparent)]
+    Primary(#[from] PrimaryError),
+    /// The outbox refused or failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The primary server answered something unexpected.
+    #[error("unexpected answer from the primary server: {0}")]
+    Shape(String),
+}
+
+/// Polls the primary server and feeds the outbox.
+#[derive(Debug)]
+pub struct Detector {
+    client: PrimaryClient,
+    outbox: Arc<Outbox>,
+    config: DetectorConfig,
+    last_reconcile: Option<Instant>,
+}
+
+impl Detector {
+    /// A detector that polls with `client` into `outbox`.
+    pub fn new(client: PrimaryClient, outbox: Arc<Outbox>, config: DetectorConfig) -> Self {
+        Self { client, outbox, config, last_reconcile: None }
+    }
+
+    /// Polls every `poll_interval` until cancelled. Failures are logged and retried at the next poll.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match self.poll_once().await {
+                Ok(0) => {}
+                Ok(records) => tracing::debug!(records, "notifications detected"),
+                Err(DetectError::Outbox(OutboxError::Full { .. })) => {}
+                Err(error) => tracing::warn!(%error, "notification poll failed; retrying at the next poll"),
+            }
+        }
+    }
+
+    /// One poll: jobs, new images, and the reconciliation when it is due. Returns the records appended.
+    pub async fn poll_once(&mut self) -> Result<usize, DetectError> {
+        let mut appended = self.poll_jobs().await?;
+        let reconcile_due =
+            self.last_reconcile.is_none_or(|last| last.elapsed() >= self.config.reconcile_interval);
+        if reconcile_due {
+            appended += self.reconcile_images().await?;
+            self.last_reconcile = Some(Instant::now());
+        } else {
+            appended += self.poll_new_images().await?;
+        }
+        Ok(appended)
+    }
+
+    async fn poll_jobs(&self) -> Result<usize, DetectError> {
+        let watermark = self.outbox.detect(|detection| detection.watermark(JOBS_WATERMARK))?;
+        let since = watermark.as_deref().and_then(parse_time).map(|time| time - self.config.job_overlap);
+        let jobs = self.list_jobs(since).await?;
+        let lag = &self.outbox.metrics().detection_lag_seconds;
+        let now = unix_now();
+        let count = self.outbox.detect(|detection| {
+            let baseline = watermark.is_none();
+            let mut newest = watermark.as_deref().and_then(parse_time);
+            for attributes in &jobs {
+                let Some(job) = job_record(attributes) else { continue };
+                if let Some(updated) = attributes["lastUpdateTime"].as_str().and_then(parse_time) {
+                    newest = newest.max(Some(updated));
+                }
+                let done = job.state == JobState::Done;
+                let seen = detection.job(job.job_id)?;
+                let report = match seen {
+                    _ if baseline => false,
+                    None => true,
+                    Some(reported_done) => done && !reported_done,
+                };
+                if seen != Some(true) {
+                    detection.set_job(job.job_id, done)?;
+                }
+                if report {
+                    if let Some(updated) = attributes["lastUpdateTime"].as_str().and_then(parse_time) {
+                        lag.observe((now - updated.timestamp()).max(0) as f64);
+                    }
+                    detection.push(Record::Job(job));
+                }
+            }
+            if let Some(newest) = newest {
+                detection.set_watermark(JOBS_WATERMARK, &format_time(newest))?;
+            }
+            Ok(detection.pushed().len())
+        })?;
+        Ok(count)
+    }
+
+    /// Every job updated at or after `since` (all jobs when `None`), oldest update first.
+    async fn list_jobs(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Value>, DetectError> {
+        let mut query = vec![("sort", "lastUpdateTime".to_owned()), ("page[limit]", PAGE_LIMIT.to_string())];
+        if let Some(since) = since {
+            query.push(("filter", format!("lastUpdateTime ge {}", format_time(since))));
+        }
+        let cursor_pages = api_major(self.client.api_version()) >= 9;
+        let mut jobs = Vec::new();
+        let mut offset = 0usize;
+        let mut after: Option<String> = None;
+        loop {
+            let mut page_query = query.clone();
+            if cursor_pages {
+                if let Some(after) = &after {
+                    page_query.push(("page[after]", after.clone()));
+                }
+            } else {
+                page_query.push(("page[offset]", offset.to_string()));
+            }
+            let page = self.client.get_json("/admin/jobs", &page_query).await?;
+            let data = page["data"].as_array().ok_or_else(|| DetectError::Shape("jobs: no data array".into()))?;
+            jobs.extend(data.iter().map(|job| job["attributes"].clone()));
+            offset += data.len();
+            let next = &page["meta"]["pagination"]["next"];
+            let more = if cursor_pages {
+                after = next.as_str().filter(|cursor| !cursor.is_empty()).map(str::to_owned);
+                after.is_some() && !data.is_empty()
+            } else {
+                let total = page["meta"]["pagination"]["count"].as_u64().map(|n| n as usize);
+                !data.is_empty() && total.is_none_or(|total| offset < total) && !next.is_null()
+            };
+            if !more {
+                break;
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Images with `backupTime` at or after `since`, oldest first.
+    async fn list_images(&self, since: &str) -> Result<Vec<Value>, DetectError> {
+        let mut images = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let query = [
+                ("filter", format!("backupTime ge {since}")),
+                ("sort", "backupTime".to_owned()),
+                ("page[limit]", PAGE_LIMIT.to_string()),
+                ("page[offset]", offset.to_string()),
+            ];
+            let page = self.client.get_json("/catalog/images", &query).await?;
+            let data =
+                page["data"].as_array().ok_or_else(|| DetectError::Shape("images: no data array".into()))?;
+            images.extend(data.iter().cloned());
+            offset += data.len();
+            let total = page["meta"]["pagination"]["count"].as_u64().map(|n| n as usize);
+            if data.is_empty() || total.is_some_and(|total| offset >= total) || data.len() < PAGE_LIMIT {
+                return Ok(images);
+            }
+        }
+    }
+
+    async fn poll_new_images(&self) -> Result<usize, DetectError> {
+        let watermark = self.outbox.detect(|detection| detection.watermark(IMAGES_WATERMARK))?;
+        let Some(since) = watermark.as_deref().and_then(parse_time) else {
+            return self.reconcile_images().await;
+        };
+        let images = self.list_images(&format_time(since - self.config.image_lookback)).await?;
+        let count = self.outbox.detect(|detection| {
+            let mut newest = Some(since);
+            for image in &images {
+                let Some(seen) = seen_image(image) else { continue };
+                newest = newest.max(DateTime::from_timestamp(seen.backup_time, 0));
+                compare_image(detection, seen, false)?;
+            }
+            if let Some(newest) = newest {
+                detection.set_watermark(IMAGES_WATERMARK, &format_time(newest))?;
+            }
+            Ok(detection.pushed().len())
+        })?;
+        Ok(count)
+    }
+
+    /// Lists the whole catalog: CREATE for images not seen, UPDATE / NO_LOCAL_COPY_AVAILABLE for changed
+    /// ones, DELETE for seen images that are gone (confirmed one by one, so that an image skipped by offset
+    /// pagination while the catalog changed is not reported deleted).
+    async fn reconcile_images(&self) -> Result<usize, DetectError> {
+        let images = self.list_images(EPOCH_FILTER).await?;
+        let listed: BTreeSet<String> =
+            images.iter().filter_map(|image| image["id"].as_str().map(str::to_owned)).collect();
+        let missing: Vec<SeenImage> = self
+            .outbox
+            .detect(|detection| detection.images())?
+            .into_iter()
+            .filter(|seen| !listed.contains(&seen.backup_id))
+            .collect();
+        let mut gone = Vec::new();
+        for seen in missing {
+            match self.client.get_json(&format!("/catalog/images/{}", seen.backup_id), &[]).await {
+                Err(error) if error.status() == Some(404) => gone.push(seen),
+                Ok(_) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let count = self.outbox.detect(|detection| {
+            let baseline = detection.watermark(IMAGES_WATERMARK)?.is_none();
+            let mut newest = detection.watermark(IMAGES_WATERMARK)?.as_deref().and_then(parse_time);
+            for image in &images {
+                let Some(seen) = seen_image(image) else { continue };
+                newest = newest.max(DateTime::from_timestamp(seen.backup_time, 0));
+                compare_image(detection, seen, baseline)?;
+            }
+            for seen in &gone {
+                detection.remove_image(&seen.backup_id)?;
+                detection.push(image_record(seen, ImageOperation::Delete));
+            }
+            let newest = newest.unwrap_or_else(|| DateTime::from_timestamp(0, 0).unwrap_or_default());
+            detection.set_watermark(IMAGES_WATERMARK, &format_time(newest))?;
+            Ok(detection.pushed().len())
+        })?;
+        Ok(count)
+    }
+}
+
+/// Compares a listed image with what was seen: CREATE, UPDATE or NO_LOCAL_COPY_AVAILABLE (nothing during
+/// the baseline), and remembers it.
+fn compare_image(detection: &mut Detection<'_>, image: SeenImage, baseline: bool) -> Result<(), OutboxError> {
+    let operation = match detection.image(&image.backup_id)? {
+        None => Some(ImageOperation::Create),
+        Some(seen) if seen.fingerprint == image.fingerprint => None,
+        Some(seen) if seen.has_local_copy && !image.has_local_copy => Some(ImageOperation::NoLocalCopyAvailable),
+        Some(_) => Some(ImageOperation::Update),
+    };
+    let Some(operation) = operation else { return Ok(()) };
+    detection.set_image(&image)?;
+    if !baseline {
+        detection.push(image_record(&image, operation));
+    }
+    Ok(())
+}
+
+fn image_record(image: &SeenImage, operation: ImageOperation) -> Record {
+    Record::Image(ImageRecord {
+        client_type: image.client_type.clone(),
+        client_name: image.client_name.clone(),
+        backup_time: image.backup_time,
+        created_time: unix_now(),
+        operation_id: operation,
+        backup_id: image.backup_id.clone(),
+    })
+}
+
+/// What the detector keeps of a catalog image resource (`{id, attributes}`).
+fn seen_image(resource: &Value) -> Option<SeenImage> {
+    let attributes = &resource["attributes"];
+    let backup_id = resource["id"].as_str().or_else(|| attributes["backupId"].as_str())?.to_owned();
+    let backup_time = attributes["backupTime"].as_str().and_then(parse_time)?.timestamp();
+    // Copies: the `copies` list when the server gives one (with LOCAL/REPLICA), else the fragments.
+    let mut copies: Vec<(i64, String, String)> = match attributes["copies"].as_array() {
+        Some(copies) => copies
+            .iter()
+            .map(|copy| {
+                (
+                    copy["copyNumber"].as_i64().unwrap_or_default(),
+                    copy["copyType"].as_str().unwrap_or_default().to_owned(),
+                    copy["expiration"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
+        None => attributes["fragments"]
+            .as_array()
+            .map(|fragments| {
+                fragments
+                    .iter()
+                    .map(|fragment| {
+                        (
+                            fragment["copyNumber"].as_i64().unwrap_or_default(),
+                            String::new(),
+                            fragment["expiration"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    copies.sort();
+    copies.dedup();
+    let has_local_copy = match attributes["copies"].as_array() {
+        Some(list) => list.iter().any(|copy| !copy["copyType"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("REPLICA"))),
+        None => true,
+    };
+    let fingerprint = serde_json::json!({
+        "expiration": attributes["expiration"],
+        "numCopies": attributes["numCopies"],
+        "copies": copies,
+    })
+    .to_string();
+    Some(SeenImage {
+        backup_id,
+        client_name: attributes["clientName"].as_str().unwrap_or_default().to_owned(),
+        client_type: policy_type_name(attributes["policyType"].as_str().unwrap_or_default()),
+        backup_time,
+        fingerprint,
+        has_local_copy,
+    })
+}
+
+/// A JOB record from job attributes (D14): times in Unix seconds, `parentJobId` 0 mapped to `jobId`,
+/// NetBackup's schedule constants, upper-case policy type, states other than QUEUED/ACTIVE/DONE folded
+/// into the nearest of the three.
+fn job_record(attributes: &Value) -> Option<JobRecord> {
+    let job_id = attributes["jobId"].as_i64()?;
+    let parent_job_id = match attributes["parentJobId"].as_i64() {
+        Some(0) | None => job_id,
+        Some(parent) => parent,
+    };
+    let state = match attributes["state"].as_str().unwrap_or_default().to_ascii_uppercase().as_str() {
+        "DONE" => JobState::Done,
+        "QUEUED" | "REQUEUED" => JobState::Queued,
+        _ => JobState::Active,
+    };
+    Some(JobRecord {
+        schedule_type: schedule_type(&attributes["scheduleType"]),
+        client_name: attributes["clientName"].as_str().unwrap_or_default().to_owned(),
+        status: attributes["status"].as_i64().unwrap_or_default(),
+        start_time: attributes["startTime"].as_str().and_then(parse_time).map(|t| t.timestamp()).unwrap_or_default(),
+        state,
+        policy_name: attributes["policyName"].as_str().unwrap_or_default().to_owned(),
+        parent_job_id,
+        job_id,
+        policy_type: policy_type_name(attributes["policyType"].as_str().unwrap_or_default()),
+        job_type: JobType::from(attributes["jobType"].as_str().unwrap_or("BACKUP").to_ascii_uppercase().as_str()),
+    })
+}
+
+/// NetBackup's schedule constant for a `scheduleType` of any API version (names or numbers).
+fn schedule_type(value: &Value) -> ScheduleType {
+    if let Some(number) = value.as_i64() {
+        return match number {
+            1 => ScheduleType::Incremental,
+            2 => ScheduleType::UserBackup,
+            3 => ScheduleType::UserArchive,
+            4 => ScheduleType::CumulativeIncremental,
+            _ => ScheduleType::Full,
+        };
+    }
+    let text = value.as_str().unwrap_or_default().to_ascii_uppercase();
+    match text.as_str() {
+        "" | "FULL" | "FULL_BACKUP" | "ST_FULL" => ScheduleType::Full,
+        "DIFFERENTIAL_INCREMENTAL" | "DIFFERENTIAL_INCREMENTAL_BACKUP" | "INCR" | "ST_INCR" => {
+            ScheduleType::Incremental
+        }
+        "CUMULATIVE_INCREMENTAL" | "CUMULATIVE_INCREMENTAL_BACKUP" | "CINC" | "ST_CINC" => {
+            ScheduleType::CumulativeIncremental
+        }
+        "USER_BACKUP" | "UBAK" | "ST_UBAK" => ScheduleType::UserBackup,
+        "USER_ARCHIVE" | "UARC" | "ST_UARC" => ScheduleType::UserArchive,
+        other => ScheduleType::Other(format!("ST_{other}")),
+    }
+}
+
+/// Upper-case policy type as jobs report it, from either spelling (`VMware`, `MS-Windows`, `VMWARE`).
+fn policy_type_name(name: &str) -> String {
+    let known: HashMap<&str, &str> = [
+        ("ms-windows", "WINDOWS"),
+        ("ms-windows-nt", "WINDOWS"),
+        ("hyper-v", "HYPERV"),
+        ("ms-sql-server", "SQL_SERVER"),
+        ("", "STANDARD"),
+    ]
+    .into_iter()
+    .collect();
+    let lower = name.to_ascii_lowercase();
+    known.get(lower.as_str()).map_or_else(|| name.to_ascii_uppercase().replace('-', "_"), |k| (*k).to_owned())
+}
+
+fn api_major(version: &str) -> u32 {
+    version.split('.').next().and_then(|major| major.parse().ok()).unwrap_or(0)
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|time| time.with_timezone(&Utc))
+}
+
+fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn job_records_follow_d14() {
+        let attributes = json!({
+            "jobId": 144, "parentJobId": 0, "jobType": "BACKUP", "policyType": "VMware",
+            "policyName": "vmware2", "scheduleType": "FULL_BACKUP", "clientName": "vm1",
+            "state": "ACTIVE", "status": 0, "startTime": "2016-04-05T04:14:34.000Z",
+        });
+        let record = job_record(&attributes).unwrap();
+        assert_eq!(record.parent_job_id, 144);
+        assert_eq!(record.policy_type, "VMWARE");
+        assert_eq!(record.schedule_type, ScheduleType::Full);
+        assert_eq!(record.start_time, 1_459_829_674);
+        assert_eq!(record.state, JobState::Active);
+        let value = serde_json::to_value(&record).unwrap();
+        assert_eq!(value.as_object().unwrap().len(), 10);
+        for (raw, expected) in [
+            (json!("DIFFERENTIAL_INCREMENTAL_BACKUP"), "ST_INCR"),
+            (json!("CUMULATIVE_INCREMENTAL_BACKUP"), "ST_CINC"),
+            (json!("USER_BACKUP"), "ST_UBAK"),
+            (json!("USER_ARCHIVE"), "ST_UARC"),
+            (json!("FULL"), "ST_FULL"),
+            (json!(4), "ST_CINC"),
+        ] {
+            assert_eq!(schedule_type(&raw).as_str(), expected);
+        }
+        assert_eq!(job_record(&json!({"jobId": 5, "parentJobId": 3, "state": "REQUEUED"})).unwrap().state, JobState::Queued);
+    }
+
+    #[test]
+    fn image_fingerprints_see_copies_and_local_loss() {
+        let image = |copies: Value| {
+            json!({"id": "c_1700000000", "attributes": {
+                "clientName": "c", "policyType": "MS-Windows", "backupTime": "2023-11-14T22:13:20.000Z",
+                "expiration": "2024-01-01T00:00:00.000Z", "numCopies": 2, "copies": copies,
+            }})
+        };
+        let both = seen_image(&image(json!([
+            {"copyNumber": 1, "copyType": "LOCAL", "expiration": "2024-01-01T00:00:00.000Z"},
+            {"copyNumber": 2, "copyType": "REPLICA", "expiration": "2024-01-01T00:00:00.000Z"},
+        ])))
+        .unwrap();
+        let replica_only = seen_image(&image(json!([
+            {"copyNumber": 2, "copyType": "REPLICA", "expiration": "2024-01-01T00:00:00.000Z"},
+        ])))
+        .unwrap();
+        assert_eq!(both.client_type, "WINDOWS");
+        assert_eq!(both.backup_time, 1_700_000_000);
+        assert!(both.has_local_copy);
+        assert!(!replica_only.has_local_copy);
+        assert_ne!(both.fingerprint, replica_only.fingerprint);
+    }
+}

@@ -1,0 +1,72 @@
+//! Notifications (§6, D11–D14): detected on the primary server ([`detector`]), kept in a durable
+//! [`outbox`], delivered to every connected server group and resent until acknowledged ([`delivery`]).
+//!
+//! Invariants:
+//! * a record is committed to the outbox, in the same transaction as the detector state that produced it,
+//!   before any message carrying it is built; a message is committed (id and exact text) before it is
+//!   first sent, so a resend, even after a restart, repeats the same `id` and payload (D12);
+//! * each server group has its own delivery position; records are deleted only when every known group has
+//!   acknowledged them (D13);
+//! * when the outbox is full, new records are refused and the detector keeps its old watermarks, so the
+//!   events are detected again later: nothing is dropped, the oldest unsent records are kept.
+
+pub mod delivery;
+pub mod detector;
+pub mod metrics;
+pub mod outbox;
+pub mod primary_client;
+
+use nbwss_protocol::{ImageRecord, JobRecord, NotificationGroup, ObjectKind};
+use serde::{Deserialize, Serialize};
+
+pub use delivery::{Delivery, DeliveryHandle, DeliveryTiming, NotificationSink, SinkError};
+pub use detector::{Detector, DetectorConfig};
+pub use metrics::NotifyMetrics;
+pub use outbox::{Outbox, OutboxConfig, OutboxError, PendingMessage};
+pub use primary_client::{PrimaryClient, PrimaryCredentials};
+
+/// The outbox database's file name inside the service's data directory.
+pub const OUTBOX_FILE: &str = "notifications.sqlite3";
+
+/// One notification record, as kept in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "object", content = "record", rename_all = "UPPERCASE")]
+pub enum Record {
+    /// A JOB record.
+    Job(JobRecord),
+    /// An IMAGE record.
+    Image(ImageRecord),
+}
+
+impl Record {
+    /// The record's `object`.
+    pub fn object(&self) -> ObjectKind {
+        match self {
+            Self::Job(_) => ObjectKind::Job,
+            Self::Image(_) => ObjectKind::Image,
+        }
+    }
+}
+
+/// Groups records into payload elements: consecutive records of the same object share one element, so
+/// the detection order is kept across the whole payload.
+pub fn group_records(records: Vec<Record>) -> Vec<NotificationGroup> {
+    let mut groups: Vec<NotificationGroup> = Vec::new();
+    for record in records {
+        match (groups.last_mut(), record) {
+            (Some(NotificationGroup::Jobs { records, .. }), Record::Job(job)) => records.push(job),
+            (Some(NotificationGroup::Images { records, .. }), Record::Image(image)) => records.push(image),
+            (_, Record::Job(job)) => groups.push(NotificationGroup::jobs(vec![job])),
+            (_, Record::Image(image)) => groups.push(NotificationGroup::images(vec![image])),
+        }
+    }
+    groups
+}
+
+/// The current Unix time in milliseconds.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
