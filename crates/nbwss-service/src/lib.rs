@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod files;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod proxy;
 pub mod relay;

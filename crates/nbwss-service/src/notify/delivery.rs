@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Outbox, OutboxError, PendingMessage};
 use super::now_millis;
+use super::outbox::{Outbox, OutboxError, PendingMessage};
 
 /// The connection could not take the message: it is closed.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,11 @@ impl Delivery {
     }
 
     /// Delivers until cancelled or until the connection closes.
-    pub async fn run<S: NotificationSink>(mut self, sink: S, cancel: CancellationToken) -> Result<(), DeliveryError> {
+    pub async fn run<S: NotificationSink>(
+        mut self,
+        sink: S,
+        cancel: CancellationToken,
+    ) -> Result<(), DeliveryError> {
         let mut appended = self.outbox.appended();
         let tick = (self.timing.scheduled_rate / 4).max(Duration::from_millis(50));
         let mut first_round = true;
@@ -124,7 +128,11 @@ impl Delivery {
 
     /// Sends what is due: resends first (they are older), then new messages while the window allows.
     /// A send that times out ends the round; its message is retried after the scheduled rate.
-    async fn round<S: NotificationSink>(&self, sink: &S, resend_everything: bool) -> Result<(), DeliveryError> {
+    async fn round<S: NotificationSink>(
+        &self,
+        sink: &S,
+        resend_everything: bool,
+    ) -> Result<(), DeliveryError> {
         let due = if resend_everything {
             self.outbox.unacked(&self.group)?
         } else {
@@ -144,17 +152,31 @@ impl Delivery {
         Ok(())
     }
 
-    async fn send<S: NotificationSink>(&self, sink: &S, message: PendingMessage) -> Result<bool, DeliveryError> {
+    async fn send<S: NotificationSink>(
+        &self,
+        sink: &S,
+        message: PendingMessage,
+    ) -> Result<bool, DeliveryError> {
         let sent = tokio::time::timeout(self.timing.send_timeout, sink.send(message.text)).await;
         self.outbox.mark_sent(&self.group, &message.id, now_millis())?;
         match sent {
             Ok(result) => {
                 result?;
-                tracing::debug!(group = self.group, id = message.id, records = message.records, sends = message.sends + 1, "notification sent");
+                tracing::debug!(
+                    group = self.group,
+                    id = message.id,
+                    records = message.records,
+                    sends = message.sends + 1,
+                    "notification sent"
+                );
                 Ok(true)
             }
             Err(_) => {
-                tracing::warn!(group = self.group, id = message.id, "notification send timed out; retrying after notification.scheduledRate");
+                tracing::warn!(
+                    group = self.group,
+                    id = message.id,
+                    "notification send timed out; retrying after notification.scheduledRate"
+                );
                 Ok(false)
             }
         }

@@ -179,7 +179,8 @@ impl Detector {
                 page_query.push(("page[offset]", offset.to_string()));
             }
             let page = self.client.get_json("/admin/jobs", &page_query).await?;
-            let data = page["data"].as_array().ok_or_else(|| DetectError::Shape("jobs: no data array".into()))?;
+            let data =
+                page["data"].as_array().ok_or_else(|| DetectError::Shape("jobs: no data array".into()))?;
             jobs.extend(data.iter().map(|job| job["attributes"].clone()));
             offset += data.len();
             let next = &page["meta"]["pagination"]["next"];
@@ -288,7 +289,9 @@ fn compare_image(detection: &mut Detection<'_>, image: SeenImage, baseline: bool
     let operation = match detection.image(&image.backup_id)? {
         None => Some(ImageOperation::Create),
         Some(seen) if seen.fingerprint == image.fingerprint => None,
-        Some(seen) if seen.has_local_copy && !image.has_local_copy => Some(ImageOperation::NoLocalCopyAvailable),
+        Some(seen) if seen.has_local_copy && !image.has_local_copy => {
+            Some(ImageOperation::NoLocalCopyAvailable)
+        }
         Some(_) => Some(ImageOperation::Update),
     };
     let Some(operation) = operation else { return Ok(()) };
@@ -346,7 +349,9 @@ fn seen_image(resource: &Value) -> Option<SeenImage> {
     copies.sort();
     copies.dedup();
     let has_local_copy = match attributes["copies"].as_array() {
-        Some(list) => list.iter().any(|copy| !copy["copyType"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("REPLICA"))),
+        Some(list) => list
+            .iter()
+            .any(|copy| !copy["copyType"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("REPLICA"))),
         None => true,
     };
     let fingerprint = serde_json::json!({
@@ -383,13 +388,19 @@ fn job_record(attributes: &Value) -> Option<JobRecord> {
         schedule_type: schedule_type(&attributes["scheduleType"]),
         client_name: attributes["clientName"].as_str().unwrap_or_default().to_owned(),
         status: attributes["status"].as_i64().unwrap_or_default(),
-        start_time: attributes["startTime"].as_str().and_then(parse_time).map(|t| t.timestamp()).unwrap_or_default(),
+        start_time: attributes["startTime"]
+            .as_str()
+            .and_then(parse_time)
+            .map(|t| t.timestamp())
+            .unwrap_or_default(),
         state,
         policy_name: attributes["policyName"].as_str().unwrap_or_default().to_owned(),
         parent_job_id,
         job_id,
         policy_type: policy_type_name(attributes["policyType"].as_str().unwrap_or_default()),
-        job_type: JobType::from(attributes["jobType"].as_str().unwrap_or("BACKUP").to_ascii_uppercase().as_str()),
+        job_type: JobType::from(
+            attributes["jobType"].as_str().unwrap_or("BACKUP").to_ascii_uppercase().as_str(),
+        ),
     })
 }
 
@@ -476,7 +487,10 @@ mod tests {
         ] {
             assert_eq!(schedule_type(&raw).as_str(), expected);
         }
-        assert_eq!(job_record(&json!({"jobId": 5, "parentJobId": 3, "state": "REQUEUED"})).unwrap().state, JobState::Queued);
+        assert_eq!(
+            job_record(&json!({"jobId": 5, "parentJobId": 3, "state": "REQUEUED"})).unwrap().state,
+            JobState::Queued
+        );
     }
 
     #[test]

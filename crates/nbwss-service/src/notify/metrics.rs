@@ -57,9 +57,9 @@ impl Default for NotifyMetrics {
             refused_records: Counter::default(),
             outbox_full: Gauge::default(),
             appended_records: Counter::default(),
-            detection_lag_seconds: Histogram::new(
-                [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0].into_iter(),
-            ),
+            detection_lag_seconds: Histogram::new([
+                0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
         }
     }
 }
@@ -87,7 +87,11 @@ impl NotifyMetrics {
             self.refused_records.clone(),
         );
         registry.register("outbox_full", "1 while the outbox is full", self.outbox_full.clone());
-        registry.register("appended_records", "Records appended to the outbox", self.appended_records.clone());
+        registry.register(
+            "appended_records",
+            "Records appended to the outbox",
+            self.appended_records.clone(),
+        );
         registry.register(
             "detection_lag_seconds",
             "Time between an event on the primary server and its detection",

@@ -235,8 +235,7 @@ impl Outbox {
                 drop(transaction);
                 self.metrics.refused_records.inc_by(records.len() as u64);
                 self.metrics.outbox_full.set(1);
-                let error =
-                    OutboxError::Full { held, cap: self.config.max_records, refused: records.len() };
+                let error = OutboxError::Full { held, cap: self.config.max_records, refused: records.len() };
                 tracing::error!(%error, "notification outbox full: detection paused, nothing dropped");
                 return Err(error);
             }
@@ -279,7 +278,8 @@ impl Outbox {
             |row| row.get(0),
         )?;
         for group in groups.iter().filter(|group| !known.contains(group)) {
-            transaction.execute("INSERT INTO groups (group_id, position) VALUES (?1, ?2)", params![group, start])?;
+            transaction
+                .execute("INSERT INTO groups (group_id, position) VALUES (?1, ?2)", params![group, start])?;
             tracing::info!(group, after_record = start, "server group registered for notifications");
         }
         prune(&transaction)?;
@@ -302,19 +302,19 @@ impl Outbox {
         let mut connection = self.lock()?;
         let transaction = connection.transaction()?;
         let Some(position) = group_position(&transaction, group)? else { return Ok(None) };
-        let out: usize = transaction.query_row(
-            "SELECT COUNT(*) FROM messages WHERE group_id = ?1",
-            [group],
-            |row| row.get::<_, i64>(0),
-        )? as usize;
+        let out: usize =
+            transaction.query_row("SELECT COUNT(*) FROM messages WHERE group_id = ?1", [group], |row| {
+                row.get::<_, i64>(0)
+            })? as usize;
         if out >= self.config.max_unacked {
             return Ok(None);
         }
         let rows: Vec<(i64, String)> = {
-            let mut select =
-                transaction.prepare_cached("SELECT seq, record FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-            let rows = select
-                .query_map(params![position, self.config.batch_size as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let mut select = transaction
+                .prepare_cached("SELECT seq, record FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = select.query_map(params![position, self.config.batch_size as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
         let (Some(first), Some(last)) = (rows.first().map(|row| row.0), rows.last().map(|row| row.0)) else {
@@ -352,7 +352,11 @@ impl Outbox {
         self.select_messages(group, Some(now_ms.saturating_sub(rate_ms)))
     }
 
-    fn select_messages(&self, group: &str, sent_before: Option<i64>) -> Result<Vec<PendingMessage>, OutboxError> {
+    fn select_messages(
+        &self,
+        group: &str,
+        sent_before: Option<i64>,
+    ) -> Result<Vec<PendingMessage>, OutboxError> {
         let connection = self.lock()?;
         let mut select = connection.prepare_cached(
             "SELECT id, text, records, sends FROM messages WHERE group_id = ?1 \
@@ -393,8 +397,8 @@ impl Outbox {
     pub fn ack(&self, group: &str, id: &str) -> Result<bool, OutboxError> {
         let mut connection = self.lock()?;
         let transaction = connection.transaction()?;
-        let removed =
-            transaction.execute("DELETE FROM messages WHERE group_id = ?1 AND id = ?2", params![group, id])?;
+        let removed = transaction
+            .execute("DELETE FROM messages WHERE group_id = ?1 AND id = ?2", params![group, id])?;
         if removed > 0 {
             prune(&transaction)?;
         }
@@ -565,7 +569,9 @@ fn count_records(connection: &Connection) -> rusqlite::Result<usize> {
 }
 
 fn group_position(connection: &Connection, group: &str) -> rusqlite::Result<Option<i64>> {
-    connection.query_row("SELECT position FROM groups WHERE group_id = ?1", [group], |row| row.get(0)).optional()
+    connection
+        .query_row("SELECT position FROM groups WHERE group_id = ?1", [group], |row| row.get(0))
+        .optional()
 }
 
 /// Deletes the records every known group has acknowledged: those before each group's oldest unacknowledged
@@ -644,10 +650,10 @@ mod tests {
         assert_eq!(second.records, 1);
         assert!(outbox.next_message("g").unwrap().is_none());
         assert_ne!(first.id, second.id);
-        assert_eq!(outbox.unacked("g").unwrap().iter().map(|m| m.id.clone()).collect::<Vec<_>>(), [
-            first.id.clone(),
-            second.id.clone()
-        ]);
+        assert_eq!(
+            outbox.unacked("g").unwrap().iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+            [first.id.clone(), second.id.clone()]
+        );
     }
 
     #[test]
@@ -655,7 +661,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path(), config(1, 2, 100));
         outbox.sync_groups(&["g".into()]).unwrap();
-        outbox.append(&[job(1, JobState::Active), job(2, JobState::Active), job(3, JobState::Active)]).unwrap();
+        outbox
+            .append(&[job(1, JobState::Active), job(2, JobState::Active), job(3, JobState::Active)])
+            .unwrap();
         let first = outbox.next_message("g").unwrap().unwrap();
         outbox.next_message("g").unwrap().unwrap();
         assert!(outbox.next_message("g").unwrap().is_none(), "window of 2 is full");
@@ -677,7 +685,10 @@ mod tests {
         assert!(outbox.due_for_resend("g", 5_999, rate).unwrap().is_empty());
         let due = outbox.due_for_resend("g", 6_000, rate).unwrap();
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].id.as_str(), due[0].text.as_str(), due[0].sends), (message.id.as_str(), message.text.as_str(), 1));
+        assert_eq!(
+            (due[0].id.as_str(), due[0].text.as_str(), due[0].sends),
+            (message.id.as_str(), message.text.as_str(), 1)
+        );
         outbox.mark_sent("g", &message.id, 6_000).unwrap();
         let group = GroupLabel::of("g");
         assert_eq!(outbox.metrics().sent.get_or_create(&group).get(), 1);
@@ -730,7 +741,11 @@ mod tests {
         assert_eq!(outbox.record_count().unwrap(), 0);
         outbox.append(&[job(2, JobState::Active)]).unwrap();
         outbox.sync_groups(&["a".into(), "b".into()]).unwrap();
-        assert_eq!(outbox.next_message("b").unwrap().unwrap().records, 1, "b starts at the oldest record held");
+        assert_eq!(
+            outbox.next_message("b").unwrap().unwrap().records,
+            1,
+            "b starts at the oldest record held"
+        );
         outbox.sync_groups(&["a".into()]).unwrap();
         assert_eq!(outbox.groups().unwrap(), ["a"]);
         let to_a = outbox.next_message("a").unwrap().unwrap();
@@ -754,7 +769,11 @@ mod tests {
             Ok(())
         });
         assert!(watermark.is_err());
-        assert_eq!(outbox.detect(|detection| detection.watermark("jobs")).unwrap(), None, "rolled back whole");
+        assert_eq!(
+            outbox.detect(|detection| detection.watermark("jobs")).unwrap(),
+            None,
+            "rolled back whole"
+        );
         let message = outbox.next_message("g").unwrap().unwrap();
         assert_eq!(message.records, 2, "the oldest records are the ones kept");
         outbox.ack("g", &message.id).unwrap();
@@ -785,12 +804,14 @@ mod tests {
         let outbox = open(dir.path(), config(2, 10, 100));
         let unacked = outbox.unacked("g").unwrap();
         assert_eq!(unacked.len(), 1);
-        assert_eq!((unacked[0].id.as_str(), unacked[0].text.as_str()), (sent_id.as_str(), sent_text.as_str()));
+        assert_eq!(
+            (unacked[0].id.as_str(), unacked[0].text.as_str()),
+            (sent_id.as_str(), sent_text.as_str())
+        );
         let next = outbox.next_message("g").unwrap().unwrap();
         assert_eq!(next.records, 1, "the position survived: only job 3 is left");
-        let (watermark, done) = outbox
-            .detect(|detection| Ok((detection.watermark("jobs")?, detection.job(1)?)))
-            .unwrap();
+        let (watermark, done) =
+            outbox.detect(|detection| Ok((detection.watermark("jobs")?, detection.job(1)?))).unwrap();
         assert_eq!(watermark.as_deref(), Some("2026-01-01T00:00:00.000Z"));
         assert_eq!(done, Some(false));
         outbox.ack("g", &sent_id).unwrap();

@@ -172,7 +172,9 @@ impl PrimaryClient {
             }
         };
         let mut token = self.token.lock().await;
-        if let Some(current) = token.as_ref().filter(|current| !force_login && Instant::now() < current.renew_at) {
+        if let Some(current) =
+            token.as_ref().filter(|current| !force_login && Instant::now() < current.renew_at)
+        {
             return Ok(current.value.clone());
         }
         let mut body = json!({"userName": user, "password": password.expose()});
