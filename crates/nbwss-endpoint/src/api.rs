@@ -1,0 +1,217 @@
+//! The HTTP side: the router (`app(state)`), API-key checks, request logging with secrets redacted, the
+//! primary server list, and the unauthenticated routes (dashboard, OpenAPI document, health, metrics).
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{connection, feed, relay};
+
+/// The header that carries the app API key. `Authorization` is never used by the app API: on relay
+/// routes it belongs to NetBackup and passes through untouched.
+pub const API_KEY_HEADER: &str = "x-nbwss-api-key";
+
+/// Query parameter accepted instead of the header on the SSE stream, for browsers' `EventSource`,
+/// which cannot set headers. Redacted in logs.
+pub const API_KEY_QUERY: &str = "api_key";
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// The endpoint's router.
+pub(crate) fn app(state: AppState) -> Router {
+    let keyed = Router::new()
+        .route("/api/v1/primaries", get(primaries))
+        .route("/api/v1/primaries/{name}/netbackup/{*path}", any(relay::with_header))
+        .route("/api/v1/notifications", get(feed::list))
+        .route("/api/v1/notifications/stream", get(feed::stream))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    Router::new()
+        .merge(keyed)
+        .route("/relay/{key}/{name}/netbackup/{*path}", any(relay::with_capability))
+        .route(&state.config.websocket_path, get(connection::upgrade))
+        .route("/", get(dashboard))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(state.config.limits.max_message_bytes))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let from_header = request.headers().get(API_KEY_HEADER).and_then(|value| value.to_str().ok());
+    let from_query = if request.uri().path() == "/api/v1/notifications/stream" {
+        query_value(request.uri(), API_KEY_QUERY)
+    } else {
+        None
+    };
+    let Some(key) = from_header.map(str::to_owned).or(from_query) else {
+        return ApiError::unauthorized().into_response();
+    };
+    match state.store.check_api_key(&key) {
+        Ok(Some(_)) => next.run(request).await,
+        Ok(None) => ApiError::unauthorized().into_response(),
+        Err(error) => ApiError::internal(&error).into_response(),
+    }
+}
+
+fn query_value(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let decoded = (bytes[index] == b'%' && index + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[index + 1..index + 3]).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(if bytes[index] == b'+' { b' ' } else { bytes[index] });
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The request path and query with secrets replaced by `***`: the key segment of `/relay/{key}/...` and
+/// the value of `api_key=`. Every log line about a request uses this, never the raw URI.
+pub fn redact(uri: &Uri) -> String {
+    let path = uri.path();
+    let path = match path.strip_prefix("/relay/") {
+        Some(rest) => match rest.find('/') {
+            Some(slash) => format!("/relay/***{}", &rest[slash..]),
+            None => "/relay/***".to_owned(),
+        },
+        None => path.to_owned(),
+    };
+    match uri.query() {
+        None => path,
+        Some(query) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key == API_KEY_QUERY => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+    }
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let target = redact(request.uri());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(%method, target, status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64, "http request");
+    response
+}
+
+/// `GET /api/v1/primaries`: every primary server known (by token) or connected.
+async fn primaries(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let tokens = state.store.list_tokens()?;
+    let counts: std::collections::HashMap<String, i64> =
+        state.store.notification_counts()?.into_iter().collect();
+    let sessions = state.registry.all();
+    let mut names: Vec<String> = tokens.iter().map(|token| token.name.clone()).collect();
+    names.extend(sessions.iter().map(|session| session.name.clone()));
+    names.sort();
+    names.dedup();
+    let list: Vec<Value> = names
+        .into_iter()
+        .map(|name| {
+            let token = tokens.iter().find(|token| token.name == name);
+            let session = sessions.iter().find(|session| session.name == name);
+            let stats = state.registry.stats(&name);
+            json!({
+                "name": name,
+                "groupId": session.map(|s| s.group_id.clone()).or_else(|| token.map(|t| t.group_id.clone())),
+                "priority": token.map(|t| t.priority),
+                "registered": token.is_some(),
+                "connected": session.is_some(),
+                "connectedSince": session.map(|s| s.connected_at.to_rfc3339()),
+                "remoteAddress": session.map(|s| s.remote.to_string()).or(stats.last_remote.map(|a| a.to_string())),
+                "lastDisconnectedAt": stats.last_disconnected_at.map(|t| t.to_rfc3339()),
+                "commands": stats.commands,
+                "notifications": counts.get(&name).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "primaries": list })))
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let uri: Uri = "/relay/SECRET/p1/netbackup/admin/jobs?x=1".parse().unwrap();
+        assert_eq!(redact(&uri), "/relay/***/p1/netbackup/admin/jobs?x=1");
+        let uri: Uri = "/api/v1/notifications/stream?after=3&api_key=SECRET".parse().unwrap();
+        assert_eq!(redact(&uri), "/api/v1/notifications/stream?after=3&api_key=***");
+        let uri: Uri = "/api/v1/notifications/stream?api_key=a%2Bb&after=1".parse().unwrap();
+        assert_eq!(query_value(&uri, API_KEY_QUERY).unwrap(), "a+b");
+    }
+
+    #[test]
+    fn openapi_is_json_and_names_the_routes() {
+        let document: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(document["openapi"].as_str().unwrap().chars().next(), Some('3'));
+        for path in [
+            "/api/v1/primaries",
+            "/api/v1/primaries/{name}/netbackup/{path}",
+            "/relay/{apiKey}/{name}/netbackup/{path}",
+            "/api/v1/notifications",
+            "/api/v1/notifications/stream",
+            "/healthz",
+            "/metrics",
+        ] {
+            assert!(document["paths"].get(path).is_some(), "{path}");
+        }
+    }
+}

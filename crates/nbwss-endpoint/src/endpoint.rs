@@ -1,0 +1,138 @@
+//! Starting and stopping a running endpoint: one TLS listener for the WebSocket endpoint, the app API and
+//! the dashboard; every task owned and awaited at shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use nbwss_protocol::{CloseStatus, EndpointDetails};
+use tokio::task::JoinHandle;
+
+use crate::config::{loopback_if_wildcard, EndpointConfig};
+use crate::state::{AppState, Shared};
+use crate::store::Store;
+use crate::{api, tls};
+
+/// How long shutdown lets open HTTP connections finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The cloud WebSocket endpoint.
+pub struct Endpoint;
+
+/// A running endpoint.
+pub struct EndpointHandle {
+    state: AppState,
+    local_addr: SocketAddr,
+    certificate_pem: String,
+    certificate_sha256: String,
+    server: axum_server::Handle<SocketAddr>,
+    serve_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Endpoint {
+    /// Opens the store, loads (or generates) the certificate, binds the listener and starts serving.
+    pub async fn start(config: EndpointConfig) -> anyhow::Result<EndpointHandle> {
+        config.validate()?;
+        let store = Store::open(&config.data_dir)?;
+        let identity = tls::load(&config)?;
+        let listener = std::net::TcpListener::bind(config.bind)
+            .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.bind))?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let state: AppState = Arc::new(Shared::new(config, store)?);
+        let server = axum_server::Handle::new();
+        let app = api::app(state.clone());
+        let serving =
+            axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(identity.server_config))?
+                .handle(server.clone());
+        let serve_task = tokio::spawn(serving.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
+        let handle = EndpointHandle {
+            state,
+            local_addr,
+            certificate_pem: identity.certificate_pem,
+            certificate_sha256: identity.certificate_sha256,
+            server,
+            serve_task,
+        };
+        tracing::info!(url = %handle.url(), websocket = %handle.websocket_url(),
+            certificate_sha256 = %handle.certificate_sha256, "endpoint listening");
+        Ok(handle)
+    }
+}
+
+impl EndpointHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `https://HOST:PORT`: base URL of the app API and the dashboard.
+    pub fn url(&self) -> String {
+        format!("https://{}", loopback_if_wildcard(self.local_addr))
+    }
+
+    /// The `wss://` URL NBWSS connects to (`public_url` when configured).
+    pub fn websocket_url(&self) -> String {
+        self.state.config.websocket_url_for(self.local_addr)
+    }
+
+    /// The endpoint's certificate (PEM), for a client to trust or pin.
+    pub fn certificate_pem(&self) -> &str {
+        &self.certificate_pem
+    }
+
+    /// SHA-256 fingerprint of the certificate: upper-case hex pairs joined by colons.
+    pub fn certificate_sha256(&self) -> &str {
+        &self.certificate_sha256
+    }
+
+    /// The store, for token and API key management while running.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Creates (or rotates) the token of primary server `name` and returns its endpoint details file (D15);
+    /// the token is shown only here.
+    pub fn create_token(&self, name: &str, group: &str, priority: i64) -> anyhow::Result<EndpointDetails> {
+        self.state.store.create_token(name, group, priority, &self.websocket_url())
+    }
+
+    /// Revokes the token of `name` and closes its session, if connected. False when there was no token.
+    pub fn revoke_token(&self, name: &str) -> anyhow::Result<bool> {
+        let revoked = self.state.store.revoke_token(name)?;
+        if let Some(session) = self.state.registry.get(name) {
+            session.close(CloseStatus::ViolatedPolicy, "token revoked");
+        }
+        Ok(revoked)
+    }
+
+    /// Creates (or replaces) API key `name`; the key is shown only here.
+    pub fn create_api_key(&self, name: &str) -> anyhow::Result<String> {
+        self.state.store.create_api_key(name)
+    }
+
+    /// Names of the primary servers connected now.
+    pub fn connected_primaries(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.state.registry.all().into_iter().map(|session| session.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Stops accepting, closes every session (failing their in-flight calls), ends SSE streams, and waits
+    /// for every task.
+    pub async fn shutdown(self) {
+        self.state.registry.close_all("endpoint shutting down");
+        self.state.cancel.cancel();
+        self.server.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        match self.serve_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!("listener ended with an error: {error}"),
+            Err(error) => tracing::warn!("listener task failed: {error}"),
+        }
+        self.state.tracker.close();
+        self.state.tracker.wait().await;
+        tracing::info!("endpoint stopped");
+    }
+}

@@ -1,0 +1,145 @@
+//! The notification feed: a page of stored records after a cursor, and a server-sent-events stream that
+//! resumes from `Last-Event-ID` (event id = cursor) and then follows new records as they are committed.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{FeedQuery, StoredNotification};
+
+/// Default page size.
+const DEFAULT_LIMIT: usize = 100;
+/// Largest page.
+const MAX_LIMIT: usize = 1000;
+/// Records read from the store at a time by a stream.
+const STREAM_BATCH: usize = 500;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct FeedParams {
+    after: Option<i64>,
+    limit: Option<usize>,
+    primary: Option<String>,
+    object: Option<String>,
+}
+
+impl FeedParams {
+    fn query(&self, after: i64, limit: usize) -> Result<FeedQuery, ApiError> {
+        if after < 0 {
+            return Err(ApiError::bad_request("after: must be a cursor (0 or more)"));
+        }
+        let object = match self.object.as_deref().map(str::to_ascii_uppercase) {
+            None => None,
+            Some(object) if object == "JOB" || object == "IMAGE" => Some(object),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!("object: '{other}' is not JOB or IMAGE")))
+            }
+        };
+        Ok(FeedQuery { after, limit, primary: self.primary.clone().filter(|p| !p.is_empty()), object })
+    }
+}
+
+/// `GET /api/v1/notifications?after=CURSOR&limit=N[&primary=NAME&object=JOB|IMAGE]`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<FeedParams>,
+) -> Result<Json<Value>, ApiError> {
+    let after = params.after.unwrap_or(0);
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!("limit: at most {MAX_LIMIT}")));
+    }
+    let query = params.query(after, limit)?;
+    let notifications = state.store.notifications(&query)?;
+    let next_cursor = notifications.last().map_or(after, |last| last.cursor);
+    Ok(Json(json!({
+        "notifications": notifications,
+        "nextCursor": next_cursor,
+        "lastCursor": state.store.last_cursor()?,
+    })))
+}
+
+/// `GET /api/v1/notifications/stream[?after=CURSOR&primary=&object=]`, resuming after `Last-Event-ID`
+/// when the client sends one.
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    Query(params): Query<FeedParams>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID: must be a cursor"))?,
+        ),
+    };
+    let after = last_event_id.or(params.after).unwrap_or(0);
+    let query = params.query(after, STREAM_BATCH)?;
+    let follower = Follower {
+        state: state.clone(),
+        query,
+        buffer: VecDeque::new(),
+        changes: state.feed.subscribe(),
+        cancel: state.cancel.clone(),
+    };
+    let events = futures_util::stream::unfold(follower, |mut follower| async move {
+        let next = follower.next().await?;
+        Some((Ok(event(&next)), follower))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+struct Follower {
+    state: AppState,
+    query: FeedQuery,
+    buffer: VecDeque<StoredNotification>,
+    changes: watch::Receiver<i64>,
+    cancel: CancellationToken,
+}
+
+impl Follower {
+    /// The next record, waiting for one when none is stored yet; `None` at shutdown.
+    async fn next(&mut self) -> Option<StoredNotification> {
+        loop {
+            if let Some(next) = self.buffer.pop_front() {
+                self.query.after = next.cursor;
+                return Some(next);
+            }
+            // Mark the current cursor seen before reading, so a commit after the read wakes us.
+            self.changes.borrow_and_update();
+            match self.state.store.notifications(&self.query) {
+                Ok(rows) if !rows.is_empty() => {
+                    self.buffer.extend(rows);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!("notification stream ends: {error:#}");
+                    return None;
+                }
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return None,
+                changed = self.changes.changed() => changed.ok()?,
+            }
+        }
+    }
+}
+
+fn event(notification: &StoredNotification) -> Event {
+    let data = serde_json::to_string(notification).unwrap_or_default();
+    Event::default().id(notification.cursor.to_string()).event("notification").data(data)
+}

@@ -1,0 +1,89 @@
+//! Prometheus metrics of the endpoint, served at `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+/// The endpoint's metrics.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub connected: Gauge,
+    pub connections: Counter,
+    pub connect_failures: Family<Labels, Counter>,
+    pub relayed: Family<Labels, Counter>,
+    pub relay_seconds: Histogram,
+    pub notification_records: Counter,
+    pub notification_messages: Counter,
+    pub notification_duplicates: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nbwss_endpoint");
+        let connected = Gauge::default();
+        registry.register("sessions", "Primary servers connected now", connected.clone());
+        let connections = Counter::default();
+        registry.register("connections", "Sessions established (CONNECT accepted)", connections.clone());
+        let connect_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "connect_failures",
+            "WebSocket connections refused, by reason (bad_token, no_connect, rate_limited)",
+            connect_failures.clone(),
+        );
+        let relayed = Family::<Labels, Counter>::default();
+        registry.register("relayed_calls", "Relayed NetBackup API calls, by HTTP status", relayed.clone());
+        let relay_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        registry.register("relay_duration_seconds", "Latency of relayed calls", relay_seconds.clone());
+        let notification_records = Counter::default();
+        registry.register(
+            "notification_records",
+            "Notification records stored",
+            notification_records.clone(),
+        );
+        let notification_messages = Counter::default();
+        registry.register(
+            "notification_messages",
+            "NOTIFICATION REQUESTs received",
+            notification_messages.clone(),
+        );
+        let notification_duplicates = Counter::default();
+        registry.register(
+            "notification_duplicates",
+            "NOTIFICATION REQUESTs received again (acknowledged, not stored)",
+            notification_duplicates.clone(),
+        );
+        Self {
+            registry,
+            connected,
+            connections,
+            connect_failures,
+            relayed,
+            relay_seconds,
+            notification_records,
+            notification_messages,
+            notification_duplicates,
+        }
+    }
+
+    pub fn connect_failure(&self, reason: &str) {
+        self.connect_failures.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).inc();
+    }
+
+    pub fn relayed(&self, status: u16, seconds: f64) {
+        self.relayed.get_or_create(&vec![("status".to_owned(), status.to_string())]).inc();
+        self.relay_seconds.observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

@@ -1,0 +1,216 @@
+//! The transparent relay: an HTTP request to `…/{name}/netbackup/{path}` becomes a COMMAND REQUEST to that
+//! primary server's session, and its COMMAND RESPONSE becomes the HTTP response (status, headers, body).
+
+use std::time::Instant;
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use nbwss_protocol::{Body, CommandRequest, CommandResponse, Headers, Message, Method};
+
+use crate::api::API_KEY_HEADER;
+use crate::error::ApiError;
+use crate::session::CallFailure;
+use crate::state::AppState;
+
+/// Headers that describe one hop, not the call; never relayed in either direction.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// `ANY /api/v1/primaries/{name}/netbackup/{*path}` (API key in the header, checked by the middleware).
+pub(crate) async fn with_header(
+    State(state): State<AppState>,
+    Path((name, _path)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let uri = command_uri(request.uri(), 4);
+    relay(state, name, uri, request).await
+}
+
+/// `ANY /relay/{key}/{name}/netbackup/{*path}`: the same relay under a capability base URL.
+pub(crate) async fn with_capability(
+    State(state): State<AppState>,
+    Path((key, name, _path)): Path<(String, String, String)>,
+    request: Request,
+) -> Response {
+    match state.store.check_api_key(&key) {
+        Ok(Some(_)) => {}
+        Ok(None) => return ApiError::unauthorized().into_response(),
+        Err(error) => return ApiError::internal(&error).into_response(),
+    }
+    let uri = command_uri(request.uri(), 3);
+    relay(state, name, uri, request).await
+}
+
+/// The COMMAND `uri`: the raw request path after `skip` leading segments (so `/netbackup/...` exactly as the
+/// client encoded it) plus the query string.
+fn command_uri(uri: &Uri, skip: usize) -> Option<String> {
+    let mut rest = uri.path();
+    for _ in 0..skip {
+        let after_slash = rest.strip_prefix('/')?;
+        rest = &after_slash[after_slash.find('/')?..];
+    }
+    if !rest.starts_with("/netbackup/") {
+        return None;
+    }
+    Some(match uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    })
+}
+
+async fn relay(state: AppState, name: String, uri: Option<String>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = match relay_call(&state, &name, uri, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    state.metrics.relayed(response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+async fn relay_call(
+    state: &AppState,
+    name: &str,
+    uri: Option<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let uri = uri.ok_or_else(|| ApiError::bad_request("the path must continue with /netbackup/..."))?;
+    let Some(session) = state.registry.get(name) else {
+        return Err(if state.store.token(name)?.is_some() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_connected",
+                format!("primary server '{name}' is not connected"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_primary",
+                format!("no primary server named '{name}'"),
+            )
+        });
+    };
+    let method = Method::parse(request.method().as_str()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "NBWSS relays GET, POST, PUT, PATCH, DELETE, HEAD and OPTIONS",
+        )
+    })?;
+    let Ok(_permit) = session.in_flight.clone().try_acquire_owned() else {
+        return Err(ApiError::too_many_requests(format!(
+            "too many calls in flight to primary server '{name}' (limit {})",
+            state.config.limits.max_in_flight_per_primary
+        )));
+    };
+    let headers = relayed_headers(request.headers());
+    let limit = state.config.limits.max_message_bytes;
+    let body = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body over {limit} bytes"))
+    })?;
+    let parameters = if body.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8(body.to_vec()).map_err(|_| {
+            ApiError::bad_request("the request body must be UTF-8 text (NBWSS carries it as a JSON string)")
+        })?)
+    };
+    let message = Message::new(Body::CommandRequest(CommandRequest { uri, method, headers, parameters }));
+    let id = message.id.clone();
+    tracing::debug!(primary = %name, "relaying {}", message.summary());
+    let disconnected = || {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "disconnected",
+            format!("primary server '{name}' disconnected before answering"),
+        )
+    };
+    let Some(reply) = session.expect_response(&id) else {
+        return Err(disconnected());
+    };
+    state.registry.count_command(name);
+    let text = state.codec.encode(&message);
+    let timeout = state.config.relay_timeout();
+    let outcome = tokio::time::timeout(timeout, async {
+        if session.outgoing.send(axum::extract::ws::Message::Text(text.into())).await.is_err() {
+            return Err(CallFailure::Disconnected);
+        }
+        reply.await.unwrap_or(Err(CallFailure::Disconnected))
+    })
+    .await;
+    match outcome {
+        Err(_) => {
+            session.forget(&id);
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("primary server '{name}' did not answer within {} ms", timeout.as_millis()),
+            ))
+        }
+        Ok(Err(CallFailure::Disconnected)) => Err(disconnected()),
+        Ok(Err(CallFailure::InvalidResponse(why))) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "invalid_response",
+            format!("invalid COMMAND RESPONSE from '{name}': {why}"),
+        )),
+        Ok(Ok(response)) => Ok(http_response(response)),
+    }
+}
+
+fn relayed_headers(headers: &HeaderMap) -> Headers {
+    let mut relayed = Headers::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if HOP_BY_HOP.contains(&name) || name == "host" || name.eq_ignore_ascii_case(API_KEY_HEADER) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            relayed.append(name, value);
+        }
+    }
+    relayed
+}
+
+fn http_response(response: CommandResponse) -> Response {
+    let status = StatusCode::from_u16(response.status_code).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut http = Response::new(HttpBody::from(response.body));
+    *http.status_mut() = status;
+    for (name, value) in response.headers.iter() {
+        if HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+        {
+            http.headers_mut().append(name, value);
+        }
+    }
+    http
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_uri_keeps_the_raw_path_and_query() {
+        let uri: Uri =
+            "/api/v1/primaries/p1/netbackup/admin/jobs?page%5Blimit%5D=10&filter=a%20b".parse().unwrap();
+        assert_eq!(command_uri(&uri, 4).unwrap(), "/netbackup/admin/jobs?page%5Blimit%5D=10&filter=a%20b");
+        let uri: Uri = "/relay/KEY/p1/netbackup/login".parse().unwrap();
+        assert_eq!(command_uri(&uri, 3).unwrap(), "/netbackup/login");
+        let uri: Uri = "/relay/KEY/p1/other/login".parse().unwrap();
+        assert_eq!(command_uri(&uri, 3), None);
+    }
+}

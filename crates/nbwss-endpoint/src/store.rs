@@ -1,0 +1,451 @@
+//! The endpoint's durable state in SQLite (WAL): tokens and API keys (as SHA-256 hashes only) and the
+//! notifications received, one row per record, in arrival order.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine as _;
+use nbwss_protocol::{EndpointDetails, NotificationGroup, Secret};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Name of the SQLite file inside the data directory.
+pub const DATABASE_FILE: &str = "endpoint.sqlite";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    name TEXT PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    key_sha256 TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notification_messages (
+    primary_name TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (primary_name, message_id)
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+    primary_name TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    notification_type TEXT NOT NULL,
+    object TEXT NOT NULL,
+    record TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_primary ON notifications (primary_name, cursor);
+";
+
+/// The SQLite store. Cheap to clone; operations are short and serialised on one connection.
+#[derive(Clone)]
+pub struct Store {
+    connection: Arc<Mutex<Connection>>,
+}
+
+/// A registered primary server, as `token list` shows it (never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    /// The primary server's name: the token identifies which primary server connected.
+    pub name: String,
+    /// Its server group.
+    pub group_id: String,
+    /// Its priority within the group.
+    pub priority: i64,
+    /// When the token was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// An API key, as `apikey list` shows it (never the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyInfo {
+    /// The key's name.
+    pub name: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// One stored notification record, as the feed serves it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredNotification {
+    /// Position in arrival order; the feed's cursor and the SSE event id.
+    pub cursor: i64,
+    /// The primary server that sent it (its token's name).
+    pub primary: String,
+    /// The NOTIFICATION REQUEST's message id.
+    pub message_id: String,
+    /// `notificationType` of its group (`INFO`).
+    pub notification_type: String,
+    /// `JOB`, `IMAGE`, or another object kind as received.
+    pub object: String,
+    /// The record, exactly as decoded.
+    pub record: Value,
+    /// When the endpoint received it (RFC 3339, UTC).
+    pub received_at: String,
+}
+
+/// What storing a NOTIFICATION REQUEST did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// First time this message id was seen from this primary server: its records were stored.
+    Stored {
+        /// Records stored.
+        records: usize,
+        /// Cursor of the last record stored (the previous last cursor when there were none).
+        last_cursor: i64,
+    },
+    /// The message id was already stored: nothing was written.
+    Duplicate,
+}
+
+/// Filters of the notification feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedQuery {
+    /// Only records with a cursor greater than this.
+    pub after: i64,
+    /// At most this many records.
+    pub limit: usize,
+    /// Only this primary server's records.
+    pub primary: Option<String>,
+    /// Only records of this object kind (`JOB`, `IMAGE`).
+    pub object: Option<String>,
+}
+
+impl Store {
+    /// Opens (creating when needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", data_dir.display()))?;
+        let path = data_dir.join(DATABASE_FILE);
+        let connection = Connection::open(&path)
+            .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
+        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed notification survives a power loss, which is what the acknowledgement promises.
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back): keep going.
+        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates the token of primary server `name`, replacing (rotating) any previous one, and returns the
+    /// endpoint details file for it. The token is shown only here; the store keeps its SHA-256.
+    pub fn create_token(
+        &self,
+        name: &str,
+        group_id: &str,
+        priority: i64,
+        websocket_url: &str,
+    ) -> anyhow::Result<EndpointDetails> {
+        check_name(name, "name")?;
+        check_name(group_id, "group")?;
+        if !(0..=i64::from(i32::MAX)).contains(&priority) {
+            anyhow::bail!("priority: must be a non-negative integer");
+        }
+        let host_name = host_of(websocket_url)?;
+        let token = new_secret();
+        self.lock().execute(
+            "INSERT INTO tokens (name, group_id, priority, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name) DO UPDATE SET group_id = ?2, priority = ?3, token_sha256 = ?4, created_at = ?5",
+            params![name, group_id, priority, sha256_hex(&token), now()],
+        )?;
+        Ok(EndpointDetails {
+            host_name,
+            url: websocket_url.to_owned(),
+            group_id: group_id.to_owned(),
+            priority,
+            token: Secret::new(token),
+        })
+    }
+
+    /// The registered primary servers.
+    pub fn list_tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT name, group_id, priority, created_at FROM tokens ORDER BY name")?;
+        let rows = statement.query_map([], |row| {
+            Ok(TokenInfo {
+                name: row.get(0)?,
+                group_id: row.get(1)?,
+                priority: row.get(2)?,
+                created_at: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One registered primary server.
+    pub fn token(&self, name: &str) -> anyhow::Result<Option<TokenInfo>> {
+        Ok(self.list_tokens()?.into_iter().find(|token| token.name == name))
+    }
+
+    /// Removes the token of `name`; false when there was none.
+    pub fn revoke_token(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self.lock().execute("DELETE FROM tokens WHERE name = ?1", params![name])? > 0)
+    }
+
+    /// The primary server a CONNECT token belongs to, if any.
+    pub fn check_token(&self, token: &Secret) -> anyhow::Result<Option<TokenInfo>> {
+        let connection = self.lock();
+        Ok(connection
+            .query_row(
+                "SELECT name, group_id, priority, created_at FROM tokens WHERE token_sha256 = ?1",
+                params![sha256_hex(token.expose())],
+                |row| {
+                    Ok(TokenInfo {
+                        name: row.get(0)?,
+                        group_id: row.get(1)?,
+                        priority: row.get(2)?,
+                        created_at: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Creates API key `name`, replacing any previous key of that name; the key is shown only here.
+    pub fn create_api_key(&self, name: &str) -> anyhow::Result<String> {
+        check_name(name, "name")?;
+        let key = new_secret();
+        self.lock().execute(
+            "INSERT INTO api_keys (name, key_sha256, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET key_sha256 = ?2, created_at = ?3",
+            params![name, sha256_hex(&key), now()],
+        )?;
+        Ok(key)
+    }
+
+    /// The API keys.
+    pub fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKeyInfo>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare("SELECT name, created_at FROM api_keys ORDER BY name")?;
+        let rows =
+            statement.query_map([], |row| Ok(ApiKeyInfo { name: row.get(0)?, created_at: row.get(1)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes API key `name`; false when there was none.
+    pub fn revoke_api_key(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self.lock().execute("DELETE FROM api_keys WHERE name = ?1", params![name])? > 0)
+    }
+
+    /// The name of the API key `key`, if it is one.
+    pub fn check_api_key(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let connection = self.lock();
+        Ok(connection
+            .query_row("SELECT name FROM api_keys WHERE key_sha256 = ?1", params![sha256_hex(key)], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Stores the records of one NOTIFICATION REQUEST from `primary` in one committed transaction, unless
+    /// a message with this id from this primary server was stored before. Returns only after the commit:
+    /// the caller acknowledges after this returns `Ok`.
+    pub fn store_notification(
+        &self,
+        primary: &str,
+        message_id: &str,
+        groups: &[NotificationGroup],
+    ) -> anyhow::Result<StoreOutcome> {
+        let received_at = now();
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let inserted = transaction.execute(
+            "INSERT OR IGNORE INTO notification_messages (primary_name, message_id, received_at) VALUES (?1, ?2, ?3)",
+            params![primary, message_id, received_at],
+        )?;
+        if inserted == 0 {
+            return Ok(StoreOutcome::Duplicate);
+        }
+        let mut records = 0;
+        {
+            let mut statement = transaction.prepare(
+                "INSERT INTO notifications (primary_name, message_id, notification_type, object, record, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for group in groups {
+                let element = group.to_value();
+                let notification_type = element["notificationType"].as_str().unwrap_or("INFO").to_owned();
+                let object = group.object();
+                let data = element["data"].as_array().cloned().unwrap_or_default();
+                for record in data {
+                    statement.execute(params![
+                        primary,
+                        message_id,
+                        notification_type.as_str(),
+                        object.as_str(),
+                        record.to_string(),
+                        received_at
+                    ])?;
+                    records += 1;
+                }
+            }
+        }
+        let last_cursor: i64 =
+            transaction
+                .query_row("SELECT COALESCE(MAX(cursor), 0) FROM notifications", [], |row| row.get(0))?;
+        transaction.commit()?;
+        Ok(StoreOutcome::Stored { records, last_cursor })
+    }
+
+    /// Notifications after a cursor, in arrival order.
+    pub fn notifications(&self, query: &FeedQuery) -> anyhow::Result<Vec<StoredNotification>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT cursor, primary_name, message_id, notification_type, object, record, received_at
+             FROM notifications
+             WHERE cursor > ?1 AND (?2 IS NULL OR primary_name = ?2) AND (?3 IS NULL OR object = ?3)
+             ORDER BY cursor LIMIT ?4",
+        )?;
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![query.after, query.primary, query.object, limit], |row| {
+            let record: String = row.get(5)?;
+            Ok(StoredNotification {
+                cursor: row.get(0)?,
+                primary: row.get(1)?,
+                message_id: row.get(2)?,
+                notification_type: row.get(3)?,
+                object: row.get(4)?,
+                record: serde_json::from_str(&record).unwrap_or(Value::String(record)),
+                received_at: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The cursor of the newest record (0 when there is none).
+    pub fn last_cursor(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COALESCE(MAX(cursor), 0) FROM notifications", [], |row| row.get(0))?)
+    }
+
+    /// Records stored per primary server.
+    pub fn notification_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT primary_name, COUNT(*) FROM notifications GROUP BY primary_name")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// A new secret: 256 random bits, base64url without padding (43 characters).
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    // SystemRandom only fails when the OS has no randomness at all; fall back to rand's OS generator.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Lower-case hex SHA-256 of a secret: all the store ever keeps of it.
+fn sha256_hex(secret: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()))
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn check_name(value: &str, what: &str) -> anyhow::Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if value.is_empty() || value.len() > 255 || !value.chars().all(allowed) {
+        anyhow::bail!("{what}: '{value}' must be 1 to 255 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+/// The host of a `wss://` URL (the details file's `hostName`).
+fn host_of(url: &str) -> anyhow::Result<String> {
+    let rest =
+        url.strip_prefix("wss://").ok_or_else(|| anyhow::anyhow!("url: '{url}' must start with wss://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+    };
+    if host.is_empty() {
+        anyhow::bail!("url: '{url}' names no host");
+    }
+    Ok(host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nbwss_protocol::{ImageOperation, ImageRecord};
+
+    fn image(backup_time: i64) -> ImageRecord {
+        ImageRecord {
+            client_type: "STANDARD".into(),
+            client_name: "client1".into(),
+            backup_time,
+            created_time: backup_time + 5,
+            operation_id: ImageOperation::Create,
+            backup_id: format!("client1_{backup_time}"),
+        }
+    }
+
+    #[test]
+    fn tokens_are_hashed_and_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let details = store.create_token("primary1", "sg1", 1, "wss://cloud.example.com:8443/nbwss").unwrap();
+        assert_eq!(details.host_name, "cloud.example.com");
+        assert!(details.token.expose().len() >= 43);
+        assert_eq!(store.check_token(&details.token).unwrap().unwrap().name, "primary1");
+        let raw = std::fs::read(dir.path().join(DATABASE_FILE)).unwrap();
+        assert!(!raw.windows(43).any(|window| window == details.token.expose().as_bytes()));
+        let rotated = store.create_token("primary1", "sg2", 2, "wss://[::1]:1/nbwss").unwrap();
+        assert_eq!(rotated.host_name, "::1");
+        assert!(store.check_token(&details.token).unwrap().is_none());
+        assert_eq!(store.list_tokens().unwrap()[0].group_id, "sg2");
+        assert!(store.revoke_token("primary1").unwrap());
+        assert!(store.check_token(&rotated.token).unwrap().is_none());
+        assert!(store.create_token("bad name", "g", 1, "wss://h/x").is_err());
+    }
+
+    #[test]
+    fn notifications_are_stored_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let groups = vec![NotificationGroup::images(vec![image(1), image(2)])];
+        let first = store.store_notification("p1", "M1", &groups).unwrap();
+        assert_eq!(first, StoreOutcome::Stored { records: 2, last_cursor: 2 });
+        assert_eq!(store.store_notification("p1", "M1", &groups).unwrap(), StoreOutcome::Duplicate);
+        assert!(matches!(
+            store.store_notification("p2", "M1", &groups).unwrap(),
+            StoreOutcome::Stored { .. }
+        ));
+        let all = store.notifications(&FeedQuery { after: 0, limit: 10, ..FeedQuery::default() }).unwrap();
+        assert_eq!(all.iter().map(|n| n.cursor).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(all[1].record["backupTime"], 2);
+        assert_eq!(all[0].object, "IMAGE");
+        let p2 = store
+            .notifications(&FeedQuery { after: 0, limit: 10, primary: Some("p2".into()), object: None })
+            .unwrap();
+        assert_eq!(p2.len(), 2);
+        let jobs = store
+            .notifications(&FeedQuery { after: 0, limit: 10, primary: None, object: Some("JOB".into()) })
+            .unwrap();
+        assert!(jobs.is_empty());
+    }
+}

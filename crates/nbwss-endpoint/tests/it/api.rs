@@ -1,0 +1,113 @@
+//! API keys on every app API route; the unauthenticated routes.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::util::Harness;
+
+#[tokio::test]
+async fn every_app_api_route_needs_a_valid_api_key_in_its_header() {
+    let harness = Harness::start().await;
+    harness.echo_primary("primary1").await;
+    let url = harness.endpoint.url();
+    let routes = [
+        (Method::GET, "/api/v1/primaries".to_owned()),
+        (Method::GET, "/api/v1/primaries/primary1/netbackup/admin/jobs".to_owned()),
+        (Method::POST, "/api/v1/primaries/primary1/netbackup/login".to_owned()),
+        (Method::DELETE, "/api/v1/primaries/primary1/netbackup/config/policies/p".to_owned()),
+        (Method::GET, "/api/v1/notifications".to_owned()),
+        (Method::GET, "/api/v1/notifications/stream".to_owned()),
+        (Method::GET, "/relay/wrong-key/primary1/netbackup/admin/jobs".to_owned()),
+    ];
+    for (method, path) in &routes {
+        let none = harness.http.request(method.clone(), format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(none.status(), 401, "{method} {path} without a key");
+        let body: Value = none.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let wrong = harness
+            .http
+            .request(method.clone(), format!("{url}{path}"))
+            .header("X-NBWSS-API-Key", "wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{method} {path} with a wrong key");
+        // The Authorization header is NetBackup's, never the app API's.
+        let bearer = harness
+            .http
+            .request(method.clone(), format!("{url}{path}"))
+            .header("Authorization", format!("Bearer {}", harness.api_key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bearer.status(), 401, "{method} {path} with the key as Authorization");
+    }
+    // The query parameter is accepted on the SSE stream only.
+    let query =
+        harness.http.get(format!("{url}/api/v1/primaries?api_key={}", harness.api_key)).send().await.unwrap();
+    assert_eq!(query.status(), 401);
+    // A revoked key stops working.
+    let other = harness.endpoint.create_api_key("other").unwrap();
+    let ok = harness
+        .http
+        .get(format!("{url}/api/v1/primaries"))
+        .header("X-NBWSS-API-Key", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(harness.endpoint.store().revoke_api_key("other").unwrap());
+    let gone = harness
+        .http
+        .get(format!("{url}/api/v1/primaries"))
+        .header("X-NBWSS-API-Key", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 401);
+    harness.endpoint.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_metrics_openapi_and_dashboard_are_served() {
+    let harness = Harness::start().await;
+    let url = harness.endpoint.url();
+    assert!(url.starts_with("https://127.0.0.1:"));
+    assert!(harness.endpoint.websocket_url().starts_with("wss://127.0.0.1:"));
+    assert!(harness.endpoint.websocket_url().ends_with("/nbwss"));
+    let fingerprint = harness.endpoint.certificate_sha256();
+    assert_eq!(fingerprint.len(), 32 * 3 - 1);
+    assert!(fingerprint.chars().all(|c| c == ':' || c.is_ascii_digit() || c.is_ascii_uppercase()));
+
+    let health: Value =
+        harness.http.get(format!("{url}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let metrics = harness.http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "nbwss_endpoint_sessions",
+        "nbwss_endpoint_connections_total",
+        "nbwss_endpoint_relay_duration_seconds",
+        "nbwss_endpoint_notification_records_total",
+        "nbwss_endpoint_notification_duplicates_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
+    let openapi: Value =
+        harness.http.get(format!("{url}/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(openapi["paths"]["/api/v1/notifications/stream"].is_object());
+    let page = harness.http.get(format!("{url}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("NBWSS endpoint"));
+
+    let details = harness.endpoint.create_token("primary1", "group-a", 3).unwrap();
+    let value = details.to_value();
+    assert_eq!(value["hostName"], "127.0.0.1");
+    assert_eq!(value["url"], harness.endpoint.websocket_url());
+    assert_eq!(value["groupId"], "group-a");
+    assert_eq!(value["priority"], 3);
+    assert!(value["token"].as_str().unwrap().len() >= 43);
+    let parsed = nbwss_protocol::parse_endpoint_details(&value.to_string()).unwrap();
+    assert_eq!(parsed[0], details);
+    harness.endpoint.shutdown().await;
+}
