@@ -292,6 +292,27 @@ pub(crate) struct ImageCopy {
     pub(crate) media_server: String,
 }
 
+/// The image attributes of API versions before 5.0.
+const COMPACT_IMAGE_KEYS: &[&str] = &[
+    "backupId",
+    "policyName",
+    "policyType",
+    "clientName",
+    "backupTime",
+    "expiration",
+    "scheduleName",
+    "scheduleType",
+    "backupStatus",
+    "jobId",
+    "kbytes",
+    "numFiles",
+    "numCopies",
+    "primaryCopy",
+    "retentionLevel",
+    "keyword",
+    "copies",
+];
+
 /// A catalog image.
 #[derive(Debug, Clone)]
 pub(crate) struct Image {
@@ -339,6 +360,21 @@ impl Image {
         self.copies.iter().any(|copy| !copy.replica)
     }
 
+    /// The attributes a client sees at `version`: before 5.0 (when the image shape changed) only the
+    /// core fields, which also keeps a page of images small for clients that read one TLS record.
+    pub(crate) fn attributes_at(&self, version: ApiVersion) -> Value {
+        let full = self.attributes();
+        if version.major >= 5 {
+            return full;
+        }
+        let compact: Map<String, Value> = COMPACT_IMAGE_KEYS
+            .iter()
+            .filter_map(|key| full.get(*key).map(|value| ((*key).to_owned(), value.clone())))
+            .collect();
+        Value::Object(compact)
+    }
+
+    /// Every attribute (filters work on these).
     pub(crate) fn attributes(&self) -> Value {
         let primary = self.copies.iter().find(|copy| !copy.replica).or(self.copies.first());
         let primary_copy = primary.map(|copy| copy.copy_number).unwrap_or(1);
@@ -374,6 +410,7 @@ impl Image {
             })
             .collect();
         json!({
+            "backupId": self.backup_id,
             "policyName": self.policy_name,
             "policyType": self.policy_type,
             "clientName": self.client_name,

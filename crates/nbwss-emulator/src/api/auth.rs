@@ -156,7 +156,8 @@ pub(crate) fn create_key(shared: &Shared, user: &str, description: &str, days: i
     let mut inner = shared.lock();
     let tag = inner.random_token(8);
     let key = format!("A{}", inner.random_token(32));
-    let created = Utc::now();
+    let now = Utc::now();
+    let created = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
     let api_key = ApiKey {
         tag: tag.clone(),
         key,

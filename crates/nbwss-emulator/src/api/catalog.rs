@@ -4,16 +4,17 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 
-use super::{data_attributes, empty, json, json_body, link, optional_str, User};
+use super::{data_attributes, empty, json, json_body, link, optional_str, version_of, User};
 use crate::engine;
 use crate::error::{ApiError, ApiResult};
 use crate::event::EventKind;
 use crate::filter::{Field, Filter, Kind, Sort, EQ, RANGE};
+use crate::media::ApiVersion;
 use crate::model::Image;
 use crate::query::{OffsetPage, Params};
 use crate::state::{Shared, MEDIA_SERVER};
@@ -36,12 +37,12 @@ const IMAGE_FIELDS: &[Field] = &[
 
 const DEFAULT_SORT: Sort = Sort { field: "backupTime", descending: true };
 
-fn image_resource(headers: &HeaderMap, image: &Image) -> Value {
+fn image_resource(headers: &HeaderMap, image: &Image, version: ApiVersion) -> Value {
     let mut resource = json!({
         "type": "image",
         "id": image.backup_id,
         "links": {"self": {"href": link(headers, &format!("/catalog/images/{}", image.backup_id))}},
-        "attributes": image.attributes(),
+        "attributes": image.attributes_at(version),
         "relationships": {
             "mediaServers": {"data": [{"type": "mediaServer", "id": MEDIA_SERVER}]},
         },
@@ -56,9 +57,11 @@ fn image_resource(headers: &HeaderMap, image: &Image) -> Value {
 pub(crate) async fn list_images(
     State(shared): State<Arc<Shared>>,
     _user: User,
+    extensions: Extensions,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
+    let version = version_of(&extensions, &shared);
     let params = Params::parse(query.as_deref());
     let filter = params.get("filter").map(|text| Filter::parse(text, IMAGE_FIELDS)).transpose()?;
     let sort = Sort::parse(params.get("sort"), IMAGE_FIELDS, DEFAULT_SORT)?;
@@ -82,7 +85,7 @@ pub(crate) async fn list_images(
     let body = page.envelope(
         rows,
         &link(&headers, "/catalog/images"),
-        |(image, _)| image_resource(&headers, image),
+        |(image, _)| image_resource(&headers, image, version),
         "",
     );
     Ok(json(StatusCode::OK, body))
@@ -103,11 +106,13 @@ fn find_image(shared: &Shared, backup_id: &str) -> ApiResult<Image> {
 pub(crate) async fn get_image(
     State(shared): State<Arc<Shared>>,
     _user: User,
+    extensions: Extensions,
     headers: HeaderMap,
     Path(backup_id): Path<String>,
 ) -> ApiResult<Response> {
+    let version = version_of(&extensions, &shared);
     let image = find_image(&shared, &backup_id)?;
-    Ok(json(StatusCode::OK, json!({"data": image_resource(&headers, &image)})))
+    Ok(json(StatusCode::OK, json!({"data": image_resource(&headers, &image, version)})))
 }
 
 fn parse_time(attributes: &Value, key: &str) -> ApiResult<Option<DateTime<Utc>>> {
