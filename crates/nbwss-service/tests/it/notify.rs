@@ -1,0 +1,439 @@
+//! Notifications: the detector against the emulator (over HTTPS on port 0, fast clock), the outbox across
+//! a reopen, and delivery with resends and acknowledgements.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nbwss_emulator::{Emulator, EmulatorConfig, EmulatorEvent, EmulatorHandle, EventKind, JobSummary};
+use nbwss_protocol::{
+    Body, Codec, ImageOperation, ImageRecord, JobRecord, JobState, NotificationGroup, Secret,
+};
+use nbwss_service::notify::detector::{DetectError, DetectorConfig};
+use nbwss_service::notify::{
+    Delivery, DeliveryTiming, Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient,
+    PrimaryCredentials, Record,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const GROUP: &str = "test-group";
+
+fn outbox_at(dir: &Path) -> Arc<Outbox> {
+    let config = OutboxConfig { max_records: 100_000, batch_size: 50, max_unacked: 1000 };
+    let outbox = Outbox::open(&dir.join("notifications.sqlite3"), config, NotifyMetrics::default()).unwrap();
+    outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
+    Arc::new(outbox)
+}
+
+fn detector(
+    emulator: &EmulatorHandle,
+    outbox: &Arc<Outbox>,
+    api_version: &str,
+    use_api_key: bool,
+) -> Detector {
+    let credentials = if use_api_key {
+        PrimaryCredentials::ApiKey(Secret::new(emulator.create_api_key("admin")))
+    } else {
+        PrimaryCredentials::Password {
+            user: "admin".into(),
+            password: Secret::new("password"),
+            domain_type: None,
+            domain_name: None,
+        }
+    };
+    let client =
+        PrimaryClient::new(&emulator.base_url(), Some(&emulator.certificate_pem()), credentials, api_version)
+            .unwrap();
+    let config = DetectorConfig {
+        poll_interval: Duration::from_millis(100),
+        reconcile_interval: Duration::from_millis(300),
+        job_overlap: chrono::TimeDelta::minutes(5),
+        image_lookback: chrono::TimeDelta::hours(6),
+    };
+    Detector::new(client, Arc::clone(outbox), config)
+}
+
+/// Takes every record the group has not seen yet, acknowledging the messages.
+fn drain(outbox: &Outbox) -> Vec<Record> {
+    let mut records = Vec::new();
+    while let Some(message) = outbox.next_message(GROUP).unwrap() {
+        records.extend(records_of(&message.text));
+        assert!(outbox.ack(GROUP, &message.id).unwrap());
+    }
+    records
+}
+
+fn records_of(text: &str) -> Vec<Record> {
+    let Body::NotificationRequest(groups) = Codec::default().decode(text).unwrap().body else {
+        panic!("not a NOTIFICATION REQUEST: {text}")
+    };
+    let mut records = Vec::new();
+    for group in groups {
+        match group {
+            NotificationGroup::Jobs { records: jobs, .. } => {
+                records.extend(jobs.into_iter().map(Record::Job))
+            }
+            NotificationGroup::Images { records: images, .. } => {
+                records.extend(images.into_iter().map(Record::Image))
+            }
+            NotificationGroup::Other { object, .. } => panic!("unexpected object {object}"),
+        }
+    }
+    records
+}
+
+fn jobs_of(records: &[Record]) -> BTreeMap<i64, Vec<JobRecord>> {
+    let mut jobs: BTreeMap<i64, Vec<JobRecord>> = BTreeMap::new();
+    for record in records {
+        if let Record::Job(job) = record {
+            jobs.entry(job.job_id).or_default().push(job.clone());
+        }
+    }
+    jobs
+}
+
+fn images_of(records: &[Record], operation: &ImageOperation) -> Vec<ImageRecord> {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Image(image) if &image.operation_id == operation => Some(image.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The emulator's jobs from journal position `from` on, each with its final summary once DONE.
+fn done_jobs(events: &[EmulatorEvent]) -> BTreeMap<u64, JobSummary> {
+    events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::JobDone(summary) => Some((summary.job_id, summary.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn created_jobs(events: &[EmulatorEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::JobCreated(summary) => Some(summary.job_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls until `done(records so far)` holds, or fails after the deadline.
+async fn poll_until(
+    detector: &mut Detector,
+    outbox: &Outbox,
+    records: &mut Vec<Record>,
+    what: &str,
+    done: impl Fn(&[Record]) -> bool,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        detector.poll_once().await.unwrap();
+        records.extend(drain(outbox));
+        if done(records) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; records so far: {records:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every job of the journal: one first sighting in its state and one DONE (just one record when first seen
+/// DONE), each with every field equal to the emulator's own summary.
+fn assert_jobs_reported(records: &[Record], events: &[EmulatorEvent]) {
+    let reported = jobs_of(records);
+    let done = done_jobs(events);
+    for job_id in created_jobs(events) {
+        let summary = &done[&job_id];
+        let sightings = &reported[&(job_id as i64)];
+        let last = sightings.last().unwrap();
+        assert_eq!(last.state, JobState::Done, "job {job_id}: {sightings:?}");
+        let expected = if sightings[0].state == JobState::Done { 1 } else { 2 };
+        assert_eq!(sightings.len(), expected, "job {job_id}: {sightings:?}");
+        assert_eq!(last.job_id as u64, summary.job_id);
+        assert_eq!(last.parent_job_id as u64, summary.parent_job_id, "job {job_id}");
+        assert_eq!(last.job_type.as_str(), summary.job_type);
+        assert_eq!(last.policy_type, summary.policy_type);
+        assert_eq!(last.policy_name, summary.policy_name);
+        assert_eq!(last.schedule_type.as_str(), summary.schedule_type);
+        assert_eq!(last.client_name, summary.client_name);
+        assert_eq!(last.status, summary.status);
+        assert_eq!(last.start_time, summary.start_time);
+        for sighting in sightings {
+            assert_eq!(serde_json::to_value(sighting).unwrap().as_object().unwrap().len(), 10);
+        }
+    }
+}
+
+fn all_done(records: &[Record], events: &[EmulatorEvent]) -> bool {
+    let reported = jobs_of(records);
+    created_jobs(events).iter().all(|job_id| {
+        reported.get(&(*job_id as i64)).is_some_and(|jobs| jobs.iter().any(|job| job.state == JobState::Done))
+    })
+}
+
+fn image_events(events: &[EmulatorEvent], deleted: bool) -> Vec<nbwss_emulator::ImageSummary> {
+    events
+        .iter()
+        .filter_map(|event| match (&event.kind, deleted) {
+            (EventKind::ImageCreated(image), false) | (EventKind::ImageDeleted(image), true) => {
+                Some(image.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn assert_images(records: &[Record], events: &[EmulatorEvent], operation: ImageOperation) {
+    let expected = image_events(events, operation == ImageOperation::Delete);
+    let reported = images_of(records, &operation);
+    assert_eq!(reported.len(), expected.len(), "{operation}: {reported:#?} vs {expected:#?}");
+    for image in expected {
+        let record = reported.iter().find(|record| record.backup_id == image.backup_id).unwrap();
+        assert_eq!(record.client_name, image.client_name);
+        assert_eq!(record.client_type, image.client_type);
+        assert_eq!(record.backup_time, image.backup_time);
+        assert_eq!(serde_json::to_value(record).unwrap().as_object().unwrap().len(), 6);
+    }
+}
+
+#[tokio::test]
+async fn detector_reports_vmware_and_standard_backups_expiry_and_restore() {
+    let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = outbox_at(dir.path());
+    let mut detector = detector(&emulator, &outbox, "9.0", false);
+    assert_eq!(detector.poll_once().await.unwrap(), 0, "the first poll is a silent baseline");
+    assert!(drain(&outbox).is_empty());
+
+    let from = emulator.events().len();
+    let vmware = emulator.start_backup("VMware_Gold", None).unwrap();
+    let standard = emulator.start_backup("Standard_FS", None).unwrap();
+    let mut records = Vec::new();
+    poll_until(&mut detector, &outbox, &mut records, "the backups' jobs and images", |records| {
+        let events = emulator.events_since(from);
+        all_done(records, &events)
+            && images_of(records, &ImageOperation::Create).len() == image_events(&events, false).len()
+    })
+    .await;
+    let events = emulator.events_since(from);
+    assert_jobs_reported(&records, &events);
+    assert_images(&records, &events, ImageOperation::Create);
+    let jobs = jobs_of(&records);
+    let parent = &jobs[&(vmware[0] as i64)][0];
+    assert_eq!((parent.parent_job_id, parent.policy_type.as_str()), (parent.job_id, "VMWARE"));
+    let children: Vec<&JobRecord> = jobs
+        .values()
+        .map(|j| &j[0])
+        .filter(|j| j.parent_job_id == parent.job_id && j.job_id != j.parent_job_id)
+        .collect();
+    assert_eq!(children.len(), 3, "one child per VM");
+    for job_id in &standard {
+        let job = &jobs[&(*job_id as i64)][0];
+        assert_eq!(
+            (job.parent_job_id, job.policy_type.as_str(), job.schedule_type.as_str()),
+            (job.job_id, "STANDARD", "ST_FULL")
+        );
+    }
+    assert_eq!(images_of(&records, &ImageOperation::Create).len(), 5, "3 VMs and 2 clients");
+
+    // Expiring an image: DELETE (found by the reconciliation, confirmed by a lookup).
+    let expired = images_of(&records, &ImageOperation::Create)[0].backup_id.clone();
+    let from = emulator.events().len();
+    emulator.expire_image(&expired).unwrap();
+    let mut records = Vec::new();
+    poll_until(&mut detector, &outbox, &mut records, "the DELETE", |records| {
+        !images_of(records, &ImageOperation::Delete).is_empty()
+            && all_done(records, &emulator.events_since(from))
+    })
+    .await;
+    let events = emulator.events_since(from);
+    assert_images(&records, &events, ImageOperation::Delete);
+    assert_eq!(images_of(&records, &ImageOperation::Delete)[0].backup_id, expired);
+    assert_jobs_reported(&records, &events);
+
+    // A restore through the REST API: its RESTORE job.
+    let restore_from = images_of(&records, &ImageOperation::Delete)[0].backup_id.clone();
+    let target = jobs
+        .values()
+        .map(|j| &j[0])
+        .find(|j| {
+            j.policy_type == "VMWARE"
+                && j.job_id != j.parent_job_id
+                && !restore_from.starts_with(&j.client_name)
+        })
+        .unwrap()
+        .client_name
+        .clone();
+    let token = emulator.create_token("admin");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(emulator.certificate_pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let from = emulator.events().len();
+    let response = http
+        .post(format!("{}/recovery/workloads/vmware/scenarios/full-vm/recover", emulator.base_url()))
+        .header("Authorization", token)
+        .header("Content-Type", "application/vnd.netbackup+json;version=9.0")
+        .body(serde_json::json!({"data": {"type": "recoveryRequest", "attributes": {"recoveryPoint": {"client": target}}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201, "{}", response.text().await.unwrap());
+    let mut records = Vec::new();
+    poll_until(&mut detector, &outbox, &mut records, "the restore job", |records| {
+        all_done(records, &emulator.events_since(from))
+    })
+    .await;
+    let events = emulator.events_since(from);
+    assert_jobs_reported(&records, &events);
+    let restores: Vec<JobRecord> =
+        jobs_of(&records).into_values().flatten().filter(|job| job.job_type.as_str() == "RESTORE").collect();
+    assert!(!restores.is_empty());
+    assert!(restores.iter().all(|job| job.parent_job_id == job.job_id && job.client_name == target));
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_detector_neither_misses_nor_repeats_with_offset_pages_and_an_api_key() {
+    let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let outbox = outbox_at(dir.path());
+        let mut detector = detector(&emulator, &outbox, "8.0", true);
+        assert_eq!(detector.poll_once().await.unwrap(), 0);
+    }
+    let from = emulator.events().len();
+    emulator.start_backup("Standard_DB", None).unwrap();
+    emulator.start_backup("Standard_FS", None).unwrap();
+    let mut records = Vec::new();
+    // First life: until at least one job is seen, then the service "stops" mid-stream.
+    {
+        let outbox = outbox_at(dir.path());
+        let mut detector = detector(&emulator, &outbox, "8.0", true);
+        poll_until(&mut detector, &outbox, &mut records, "a first sighting", |records| !records.is_empty())
+            .await;
+    }
+    // Second life, from the same database.
+    let outbox = outbox_at(dir.path());
+    let mut detector = detector(&emulator, &outbox, "8.0", true);
+    poll_until(&mut detector, &outbox, &mut records, "every job done and every image", |records| {
+        let events = emulator.events_since(from);
+        all_done(records, &events)
+            && images_of(records, &ImageOperation::Create).len() == image_events(&events, false).len()
+    })
+    .await;
+    // A few more polls add nothing.
+    for _ in 0..3 {
+        detector.poll_once().await.unwrap();
+    }
+    records.extend(drain(&outbox));
+    let events = emulator.events_since(from);
+    assert_jobs_reported(&records, &events);
+    assert_images(&records, &events, ImageOperation::Create);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_outbox_holds_detection_and_catches_up_in_order() {
+    let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = OutboxConfig { max_records: 2, batch_size: 50, max_unacked: 1000 };
+    let outbox =
+        Arc::new(Outbox::open(&dir.path().join("n.sqlite3"), config, NotifyMetrics::default()).unwrap());
+    outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
+    let mut detector = detector(&emulator, &outbox, "9.0", false);
+    detector.poll_once().await.unwrap();
+    let from = emulator.events().len();
+    emulator.start_backup("Standard_FS", None).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut refused = false;
+    let mut records = Vec::new();
+    while !all_done(&records, &emulator.events_since(from)) {
+        assert!(Instant::now() < deadline, "timed out; records: {records:#?}");
+        match detector.poll_once().await {
+            Ok(_) => {}
+            Err(DetectError::Outbox(nbwss_service::notify::OutboxError::Full { .. })) => refused = true,
+            Err(error) => panic!("{error}"),
+        }
+        // The endpoint acknowledges slowly: one message per poll.
+        if let Some(message) = outbox.next_message(GROUP).unwrap() {
+            records.extend(records_of(&message.text));
+            outbox.ack(GROUP, &message.id).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused || outbox.metrics().refused_records.get() > 0, "the cap of 2 was reached at least once");
+    assert_jobs_reported(&records, &emulator.events_since(from));
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn delivery_resends_the_same_id_until_acknowledged_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing =
+        DeliveryTiming { scheduled_rate: Duration::from_millis(300), send_timeout: Duration::from_secs(2) };
+    let job = |job_id: i64| {
+        Record::Job(JobRecord {
+            schedule_type: nbwss_protocol::ScheduleType::Full,
+            client_name: "c1".into(),
+            status: 0,
+            start_time: 1_700_000_000,
+            state: JobState::Active,
+            policy_name: "p".into(),
+            parent_job_id: job_id,
+            job_id,
+            policy_type: "STANDARD".into(),
+            job_type: nbwss_protocol::JobType::Backup,
+        })
+    };
+    let first_id = {
+        let outbox = outbox_at(dir.path());
+        outbox.append(&[job(1), job(2)]).unwrap();
+        let (delivery, _handle) = Delivery::new(Arc::clone(&outbox), GROUP, timing);
+        let (sink, mut endpoint) = tokio::sync::mpsc::channel::<String>(16);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(delivery.run(sink, cancel.clone()));
+        // An endpoint that never acknowledges gets the same message again after the scheduled rate.
+        let first = endpoint.recv().await.unwrap();
+        let sent_at = Instant::now();
+        let again = endpoint.recv().await.unwrap();
+        assert!(sent_at.elapsed() >= Duration::from_millis(250), "resent too early");
+        assert_eq!(again, first, "same id and payload");
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        Codec::default().decode(&first).unwrap().id
+    };
+    // After a restart the same message goes out first, then new records; acknowledgements empty the outbox.
+    let outbox = outbox_at(dir.path());
+    outbox.append(&[job(3)]).unwrap();
+    let (delivery, handle) = Delivery::new(Arc::clone(&outbox), GROUP, timing);
+    let (sink, mut endpoint) = tokio::sync::mpsc::channel::<String>(16);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(delivery.run(sink, cancel.clone()));
+    let resent = Codec::default().decode(&endpoint.recv().await.unwrap()).unwrap();
+    assert_eq!(resent.id, first_id);
+    let next = Codec::default().decode(&endpoint.recv().await.unwrap()).unwrap();
+    assert_ne!(next.id, first_id);
+    handle.on_ack(&resent.id);
+    handle.on_ack(&next.id);
+    let deadline = Instant::now() + DEADLINE;
+    while outbox.record_count().unwrap() > 0 {
+        assert!(Instant::now() < deadline, "records not removed after acknowledgement");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = outbox.metrics();
+    let group = nbwss_service::notify::metrics::GroupLabel::of(GROUP);
+    assert_eq!(metrics.acknowledged.get_or_create(&group).get(), 2);
+    assert!(metrics.resent.get_or_create(&group).get() >= 1);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
