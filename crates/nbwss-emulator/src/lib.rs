@@ -90,6 +90,14 @@ impl Emulator {
     }
 }
 
+/// A random password for a generated user (20 letters and digits).
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..20).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+}
+
 /// A running emulator.
 pub struct EmulatorHandle {
     shared: Arc<Shared>,
