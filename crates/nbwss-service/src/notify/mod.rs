@@ -12,6 +12,7 @@
 
 pub mod delivery;
 pub mod detector;
+pub mod ingest;
 pub mod metrics;
 pub mod outbox;
 pub mod primary_client;

@@ -1,0 +1,291 @@
+//! The admin listener: NetBackup's `wssendpoints` API (§8.5) at its own paths, `/metrics` and `/healthz`.
+//! Every call but `/healthz` needs the admin key (`X-NBWSS-Admin-Key: KEY`, or `Authorization: KEY` as
+//! NetBackup API keys are sent, optionally with `Bearer `). Errors are NetBackup-style JSON bodies.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use nbwss_protocol::{parse_endpoint_details, EndpointType, HostObject, HostState, StateUpdate};
+use serde_json::{json, Value};
+
+use crate::connections::{Status, Trigger};
+use crate::metrics::Metrics;
+use crate::proxy::Connector;
+use crate::store::{Server, Store, StoreError};
+use crate::tls::{CertificateInfo, PinnedVerifier};
+
+/// Header carrying the admin key.
+pub const ADMIN_KEY_HEADER: &str = "x-nbwss-admin-key";
+/// Base path of the WebSocket servers API.
+pub const WSSENDPOINTS: &str = "/netbackup/config/servers/wssendpoints";
+
+/// What the admin handlers share.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Live connection states.
+    pub status: Arc<Status>,
+    /// Runs the connection task after a change.
+    pub trigger: Trigger,
+    /// Outbound TCP for validation.
+    pub connector: Connector,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of the admin key.
+    pub key_digest: Vec<u8>,
+    /// Client for provider URLs (`validateurl`).
+    pub provider_client: reqwest::Client,
+}
+
+/// An error answered as `{errorCode, errorMessage, errorDetails}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>, details: Vec<String>) -> Self {
+        Self { status, message: message.into(), details }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message, Vec::new())
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "admin API internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; see the service log.", Vec::new())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "errorCode": self.status.as_u16(),
+            "errorMessage": self.message,
+            "errorDetails": self.details,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Duplicate(_) => Self::new(StatusCode::CONFLICT, error.to_string(), Vec::new()),
+            StoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, error.to_string(), Vec::new()),
+            StoreError::Internal(error) => Self::internal(format!("{error:#}")),
+        }
+    }
+}
+
+/// The admin router.
+pub fn app(state: Arc<AdminState>) -> Router {
+    let protected = Router::new()
+        .route(WSSENDPOINTS, get(list))
+        .route(&format!("{WSSENDPOINTS}/validatehost"), post(validate_host))
+        .route(&format!("{WSSENDPOINTS}/validateurl"), post(validate_url))
+        .route(&format!("{WSSENDPOINTS}/save"), post(save))
+        .route(&format!("{WSSENDPOINTS}/update"), post(update))
+        .route(&format!("{WSSENDPOINTS}/{{hostName}}"), delete(remove))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(protected)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "No such API.", Vec::new()) })
+        .with_state(state)
+}
+
+async fn authenticate(
+    State(state): State<Arc<AdminState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let presented = headers
+        .get(ADMIN_KEY_HEADER)
+        .or_else(|| headers.get(axum::http::header::AUTHORIZATION))
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.strip_prefix("Bearer ").unwrap_or(value).trim());
+    let ok = presented.is_some_and(|key| ring::digest::digest(&ring::digest::SHA256, key.as_bytes()).as_ref() == state.key_digest.as_slice());
+    if !ok {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing or wrong admin key.",
+            vec![format!("send the key from the data directory's admin.key in the {ADMIN_KEY_HEADER} header")],
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|error| ApiError::bad_request(format!("The request body is not valid JSON: {error}")))
+}
+
+fn host_object(value: &Value) -> Result<HostObject, ApiError> {
+    HostObject::from_value(value).map_err(|error| ApiError::bad_request(format!("Invalid WebSocket server: {error}")))
+}
+
+/// Connects to the URL's host and port and returns the certificate it presents.
+pub async fn fetch_certificate(connector: &Connector, url: &str) -> Result<CertificateInfo, ApiError> {
+    let verifier = PinnedVerifier::capturing();
+    let result = crate::session::open_tls(connector, url, &verifier).await;
+    let unreachable = |reason: String| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("The WebSocket server at {url} cannot be reached."), vec![reason])
+    };
+    match (result, verifier.seen()) {
+        (Ok(_stream), Some(der)) => CertificateInfo::from_der(&der).map_err(|error| unreachable(error.to_string())),
+        (Ok(_), None) => Err(unreachable("the server presented no certificate".into())),
+        (Err(ended), _) => Err(unreachable(ended.reason)),
+    }
+}
+
+async fn validate_host(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Json<HostObject>, ApiError> {
+    let host = host_object(&json_body(&body)?)?;
+    let info = fetch_certificate(&state.connector, &host.url).await?;
+    Ok(Json(HostObject {
+        token: None,
+        certificate: Some(info.pem),
+        subject: Some(info.subject),
+        sha1_fingerprints: Some(info.sha1),
+        sha256_fingerprint: Some(info.sha256),
+        ..host
+    }))
+}
+
+async fn validate_url(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Response, ApiError> {
+    let value = json_body(&body)?;
+    let url = value
+        .get("url")
+        .and_then(Value::as_str)
+        .filter(|url| !url.is_empty())
+        .ok_or_else(|| ApiError::bad_request("url: missing; give the provider's URL as {\"url\": \"https://...\"}"))?;
+    if !url.to_ascii_lowercase().starts_with("https://") {
+        return Err(ApiError::bad_request(format!("url: '{url}' must start with https://")));
+    }
+    let failed = |reason: String| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("The provider URL {url} cannot be read."), vec![reason])
+    };
+    let response = state.provider_client.get(url).send().await.map_err(|error| failed(error_chain(&error)))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("it answered HTTP {}", response.status())));
+    }
+    let text = response.text().await.map_err(|error| failed(error_chain(&error)))?;
+    let details = parse_endpoint_details(&text)
+        .map_err(|error| ApiError::bad_request(format!("The provider URL returned invalid endpoint details: {error}")))?;
+    let mut values: Vec<Value> = details.iter().map(|details| details.to_value()).collect();
+    Ok(if values.len() == 1 { Json(values.remove(0)).into_response() } else { Json(Value::Array(values)).into_response() })
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(current) = source {
+        parts.push(current.to_string());
+        source = current.source();
+    }
+    parts.join(": ")
+}
+
+async fn save(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let host = host_object(&json_body(&body)?)?;
+    let token = host
+        .token
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("token: missing; the endpoint details must include the token"))?;
+    let accepted_pem = host.certificate.clone().ok_or_else(|| {
+        ApiError::bad_request("certificate: missing; validate the host first and send the certificate you accepted")
+    })?;
+    let accepted = CertificateInfo::from_pem(&accepted_pem)
+        .map_err(|error| ApiError::bad_request(format!("certificate: {error}")))?;
+    if state.store.list()?.iter().any(|server| server.host_name == host.host_name) {
+        return Err(StoreError::Duplicate(host.host_name).into());
+    }
+    let presented = fetch_certificate(&state.connector, &host.url).await?;
+    if presented.der != accepted.der {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The WebSocket server's certificate does not match the accepted certificate; validate the host again.",
+            vec![format!("accepted SHA-256 {}, presented SHA-256 {}", accepted.sha256, presented.sha256)],
+        ));
+    }
+    let server = Server {
+        host_name: host.host_name.clone(),
+        url: host.url,
+        group_id: host.group_id,
+        priority: host.priority,
+        token,
+        certificate_pem: accepted.pem,
+        certificate_der: accepted.der,
+        state: HostState::Activated,
+        endpoint_type: host.endpoint_type.unwrap_or(EndpointType::Others),
+        credential_id: uuid::Uuid::new_v4().to_string(),
+    };
+    state.store.insert(&server)?;
+    tracing::info!(host = %server.host_name, group = %server.group_id, priority = server.priority, "WebSocket server saved");
+    state.trigger.run_now();
+    Ok((StatusCode::CREATED, Json(json!({}))))
+}
+
+async fn update(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let update = StateUpdate::from_value(&json_body(&body)?)
+        .map_err(|error| ApiError::bad_request(format!("Invalid update: {error}")))?;
+    state.store.set_state(&update.host_name, &update.state)?;
+    tracing::info!(host = %update.host_name, state = %update.state.as_str(), "WebSocket server state changed");
+    state.trigger.run_now();
+    Ok(Json(json!({})))
+}
+
+async fn remove(State(state): State<Arc<AdminState>>, Path(host_name): Path<String>) -> Result<Json<Value>, ApiError> {
+    state.store.delete(&host_name)?;
+    tracing::info!(host = %host_name, "WebSocket server deleted");
+    state.trigger.run_now();
+    Ok(Json(json!({})))
+}
+
+async fn list(State(state): State<Arc<AdminState>>) -> Result<Json<Vec<HostObject>>, ApiError> {
+    let servers = state.store.list()?;
+    Ok(Json(
+        servers
+            .into_iter()
+            .map(|server| {
+                let (connection_state, close_status) = state.status.of(&server.host_name);
+                let info = CertificateInfo::from_der(&server.certificate_der).ok();
+                HostObject {
+                    host_name: server.host_name,
+                    url: server.url,
+                    group_id: server.group_id,
+                    priority: server.priority,
+                    token: None,
+                    certificate: Some(server.certificate_pem),
+                    state: Some(server.state),
+                    connection_state: Some(connection_state),
+                    endpoint_type: Some(server.endpoint_type),
+                    credential_id: Some(server.credential_id),
+                    close_status,
+                    subject: info.as_ref().map(|info| info.subject.clone()),
+                    sha1_fingerprints: info.as_ref().map(|info| info.sha1.clone()),
+                    sha256_fingerprint: info.map(|info| info.sha256),
+                }
+            })
+            .collect(),
+    ))
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>, _headers: HeaderMap) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

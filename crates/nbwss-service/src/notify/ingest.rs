@@ -1,0 +1,188 @@
+//! Local ingest: records given by NetBackup's own notify scripts (`bpstart_notify`, `bpend_notify`,
+//! `backup_notify`) through `nbwss notify`, validated strictly before they enter the outbox.
+//!
+//! Accepted JSON: one record, an array of records, one payload element
+//! (`{"notificationType", "object", "data": [...]}`) or an array of them. A bare record's object is told by
+//! its keys (`jobId` → JOB, `backupId` → IMAGE).
+
+use nbwss_protocol::{
+    Body, Codec, ImageOperation, ImageRecord, JobRecord, JobState, Message, NotificationGroup, ScheduleType,
+};
+use serde_json::{json, Value};
+
+use super::Record;
+
+const JOB_KEYS: [&str; 10] = [
+    "scheduleType",
+    "clientName",
+    "status",
+    "startTime",
+    "state",
+    "policyName",
+    "parentJobId",
+    "jobId",
+    "policyType",
+    "jobType",
+];
+const IMAGE_KEYS: [&str; 6] = ["clientType", "clientName", "backupTime", "createdTime", "operationId", "backupId"];
+
+/// Parses and validates records from JSON text.
+pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
+    let value: Value = serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))?;
+    let elements: Vec<Value> = match value {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    if elements.is_empty() {
+        return Err("no records given".to_owned());
+    }
+    let mut payload = Vec::new();
+    for (index, element) in elements.into_iter().enumerate() {
+        let object = element.as_object().ok_or_else(|| format!("[{index}]: must be a JSON object"))?;
+        if object.contains_key("data") {
+            payload.push(element);
+        } else if object.contains_key("jobId") {
+            payload.push(json!({"notificationType": "INFO", "object": "JOB", "data": [element]}));
+        } else if object.contains_key("backupId") {
+            payload.push(json!({"notificationType": "INFO", "object": "IMAGE", "data": [element]}));
+        } else {
+            return Err(format!("[{index}]: neither a JOB record (jobId) nor an IMAGE record (backupId)"));
+        }
+    }
+    for (index, element) in payload.iter().enumerate() {
+        let object = element["object"].as_str().unwrap_or_default();
+        let keys: &[&str] = match object {
+            "JOB" => &JOB_KEYS,
+            "IMAGE" => &IMAGE_KEYS,
+            other => return Err(format!("[{index}].object: must be JOB or IMAGE, not {other:?}")),
+        };
+        for (position, record) in element["data"].as_array().into_iter().flatten().enumerate() {
+            check_keys(record, keys).map_err(|problem| format!("[{index}].data[{position}]: {problem}"))?;
+        }
+    }
+    let envelope = json!({
+        "version": "1.0", "id": "INGEST", "type": "NOTIFICATION", "subType": "REQUEST",
+        "timeStamp": 0, "payload": payload,
+    });
+    let message: Message = Codec::default().decode_value(&envelope).map_err(|error| error.to_string())?;
+    let Body::NotificationRequest(groups) = message.body else {
+        return Err("not a notification".to_owned());
+    };
+    let mut records = Vec::new();
+    for group in groups {
+        match group {
+            NotificationGroup::Jobs { records: jobs, .. } => records.extend(jobs.into_iter().map(Record::Job)),
+            NotificationGroup::Images { records: images, .. } => {
+                records.extend(images.into_iter().map(Record::Image))
+            }
+            NotificationGroup::Other { object, .. } => return Err(format!("unknown object {object}")),
+        }
+    }
+    for record in &records {
+        validate(record)?;
+    }
+    Ok(records)
+}
+
+fn check_keys(record: &Value, keys: &[&str]) -> Result<(), String> {
+    let object = record.as_object().ok_or("must be a JSON object")?;
+    if let Some(missing) = keys.iter().find(|key| !object.contains_key(**key)) {
+        return Err(format!("{missing} is missing (a record carries exactly: {})", keys.join(", ")));
+    }
+    if let Some(extra) = object.keys().find(|key| !keys.contains(&key.as_str())) {
+        return Err(format!("{extra} is not a key of this record (a record carries exactly: {})", keys.join(", ")));
+    }
+    Ok(())
+}
+
+/// Checks what the wire types cannot: the values D14 allows.
+pub fn validate(record: &Record) -> Result<(), String> {
+    match record {
+        Record::Job(job) => validate_job(job),
+        Record::Image(image) => validate_image(image),
+    }
+}
+
+fn validate_job(job: &JobRecord) -> Result<(), String> {
+    let at = |problem: String| format!("JOB {}: {problem}", job.job_id);
+    if job.job_id <= 0 || job.parent_job_id <= 0 {
+        return Err(at("jobId and parentJobId must be positive (parentJobId = jobId for a top-level job)".into()));
+    }
+    if matches!(job.state, JobState::Other(_)) {
+        return Err(at(format!("state {} must be one of QUEUED, ACTIVE, DONE", job.state)));
+    }
+    if let ScheduleType::Other(other) = &job.schedule_type {
+        return Err(at(format!("scheduleType {other} must be one of {}", ScheduleType::known().join(", "))));
+    }
+    if job.job_type.as_str().is_empty() || job.job_type.as_str() != job.job_type.as_str().to_ascii_uppercase() {
+        return Err(at(format!("jobType {:?} must be upper case (BACKUP, RESTORE, ...)", job.job_type.as_str())));
+    }
+    if job.policy_type.is_empty() || job.policy_type != job.policy_type.to_ascii_uppercase() {
+        return Err(at(format!("policyType {:?} must be upper case (STANDARD, VMWARE, ...)", job.policy_type)));
+    }
+    if job.start_time < 0 {
+        return Err(at("startTime must be Unix seconds".into()));
+    }
+    Ok(())
+}
+
+fn validate_image(image: &ImageRecord) -> Result<(), String> {
+    let at = |problem: String| format!("IMAGE {}: {problem}", image.backup_id);
+    if matches!(image.operation_id, ImageOperation::Other(_)) {
+        return Err(at(format!(
+            "operationId {} must be one of {}",
+            image.operation_id,
+            ImageOperation::known().join(", ")
+        )));
+    }
+    if image.client_type.is_empty() || image.client_type != image.client_type.to_ascii_uppercase() {
+        return Err(at(format!("clientType {:?} must be upper case (STANDARD, VMWARE, ...)", image.client_type)));
+    }
+    if image.backup_time <= 0 || image.created_time <= 0 {
+        return Err(at("backupTime and createdTime must be Unix seconds".into()));
+    }
+    let expected = format!("{}_{}", image.client_name, image.backup_time);
+    if image.backup_id != expected {
+        return Err(at(format!("backupId must be <clientName>_<backupTime>, here {expected}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = r#"{"scheduleType":"ST_FULL","clientName":"c1","status":0,"startTime":1459829674,
+        "state":"ACTIVE","policyName":"p","parentJobId":144,"jobId":144,"policyType":"VMWARE","jobType":"BACKUP"}"#;
+    const IMAGE: &str = r#"{"clientType":"STANDARD","clientName":"localhost","backupTime":1458601200,
+        "createdTime":1459832492,"operationId":"DELETE","backupId":"localhost_1458601200"}"#;
+
+    #[test]
+    fn accepts_records_arrays_and_payload_elements_in_order() {
+        assert_eq!(parse_records(JOB).unwrap().len(), 1);
+        let records = parse_records(&format!("[{JOB},{IMAGE}]")).unwrap();
+        assert!(matches!(records[0], Record::Job(_)) && matches!(records[1], Record::Image(_)));
+        let element = format!(r#"{{"notificationType":"INFO","object":"IMAGE","data":[{IMAGE},{IMAGE}]}}"#);
+        assert_eq!(parse_records(&element).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn refuses_what_d14_does_not_allow() {
+        let cases = [
+            (JOB.replace("\"ACTIVE\"", "\"RUNNING\""), "state RUNNING"),
+            (JOB.replace("ST_FULL", "ST_WEEKLY"), "scheduleType ST_WEEKLY"),
+            (JOB.replace("\"VMWARE\"", "\"VMware\""), "policyType"),
+            (JOB.replace("\"jobId\":144,", ""), "jobId is missing"),
+            (JOB.replace("\"status\":0", "\"status\":\"0\""), "status"),
+            (JOB.replace("\"status\":0", "\"status\":0,\"extra\":1"), "extra is not a key"),
+            (IMAGE.replace("DELETE", "REMOVE"), "operationId REMOVE"),
+            (IMAGE.replace("localhost_1458601200", "other_1"), "backupId must be"),
+            ("[]".to_owned(), "no records"),
+            ("{\"x\":1}".to_owned(), "neither a JOB"),
+        ];
+        for (text, expected) in cases {
+            let error = parse_records(&text).unwrap_err();
+            assert!(error.contains(expected), "{error} does not say {expected}");
+        }
+    }
+}

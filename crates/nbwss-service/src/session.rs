@@ -1,0 +1,544 @@
+//! One connection to one WebSocket server: open (TCP, optional proxy, pinned TLS, WebSocket), CONNECT
+//! handshake (D5), then serve: a reader that routes messages, a writer that drains a bounded channel,
+//! keepalive pings (D18) and COMMANDs relayed concurrently (D9). Whichever side ends first ends the session;
+//! running COMMAND tasks live in a `JoinSet` owned by the session, so nothing outlives it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use nbwss_protocol::{
+    Body, CloseStatus, Codec, CommandResponse, ConnectRequest, DecodeError, DecodeErrorKind, Message,
+    MessageType, Properties, SubType,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::proxy::Connector;
+use crate::relay::Relay;
+use crate::store::Server;
+use crate::tls::PinnedVerifier;
+
+/// A WebSocket over TLS over TCP.
+pub type WsStream = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Messages waiting to be written, per connection.
+const OUTBOUND_CAPACITY: usize = 256;
+/// How long to wait for the TLS and WebSocket handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every session needs.
+#[derive(Debug)]
+pub struct SessionContext {
+    /// Runs COMMANDs.
+    pub relay: Arc<Relay>,
+    /// The service properties.
+    pub properties: Properties,
+    /// Outbound TCP (direct or through a proxy).
+    pub connector: Connector,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Live sessions, for senders of requests (notifications).
+    pub sessions: Arc<Sessions>,
+}
+
+impl SessionContext {
+    fn codec(&self) -> Codec {
+        Codec::new(self.properties.message_max_bytes)
+    }
+}
+
+/// Why a connection could not be established, or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The closeStatus reported by `list`.
+    pub close_status: CloseStatus,
+    /// For logs and the administrator.
+    pub reason: String,
+}
+
+impl Ended {
+    fn new(close_status: CloseStatus, reason: impl Into<String>) -> Self {
+        Self { close_status, reason: reason.into() }
+    }
+}
+
+/// A handle on a live, established session: sends requests and receives their responses by `id`.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// The WebSocket server.
+    pub host_name: String,
+    /// Its group.
+    pub group_id: String,
+    outbound: mpsc::Sender<WsMessage>,
+    pending: Arc<Mutex<HashMap<String, oneshot::Sender<Message>>>>,
+    codec: Codec,
+    closed: CancellationToken,
+}
+
+/// The session is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection is closed")]
+pub struct SessionClosed;
+
+impl SessionHandle {
+    /// Sends a request; the receiver gets the response with the same `id` (or is dropped when the
+    /// session ends). Sending again with the same `id` replaces the earlier waiter.
+    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Message>, SessionClosed> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(message.id.clone(), tx);
+        let text = self.codec.encode(message);
+        if self.outbound.send(WsMessage::text(text)).await.is_err() {
+            lock(&self.pending).remove(&message.id);
+            return Err(SessionClosed);
+        }
+        Ok(rx)
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Completes when the session ends.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Established sessions, at most one per group.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_group: Mutex<HashMap<String, SessionHandle>>,
+}
+
+impl Sessions {
+    /// Every established session.
+    pub fn connected(&self) -> Vec<SessionHandle> {
+        lock(&self.by_group).values().cloned().collect()
+    }
+
+    /// The established session of a group.
+    pub fn of_group(&self, group_id: &str) -> Option<SessionHandle> {
+        lock(&self.by_group).get(group_id).cloned()
+    }
+
+    fn insert(&self, handle: SessionHandle) {
+        lock(&self.by_group).insert(handle.group_id.clone(), handle);
+    }
+
+    fn remove(&self, handle: &SessionHandle) {
+        let mut map = lock(&self.by_group);
+        if map.get(&handle.group_id).is_some_and(|current| current.closed.is_cancelled()) {
+            map.remove(&handle.group_id);
+        }
+    }
+}
+
+/// Host and port of a `wss://` URL.
+pub fn host_and_port(url: &str) -> Result<(String, u16), String> {
+    let parsed = url::Url::parse(url).map_err(|error| format!("'{url}' is not a valid URL: {error}"))?;
+    if parsed.scheme() != "wss" {
+        return Err(format!("'{url}' is not a wss:// URL (ws:// is not supported)"));
+    }
+    let host = parsed.host_str().ok_or_else(|| format!("'{url}' names no host"))?.to_owned();
+    Ok((host, parsed.port_or_known_default().unwrap_or(443)))
+}
+
+/// Opens TCP (through the proxy when one applies) and TLS with `verifier`.
+pub async fn open_tls(
+    connector: &Connector,
+    url: &str,
+    verifier: &Arc<PinnedVerifier>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Ended> {
+    let (host, port) = host_and_port(url).map_err(|reason| Ended::new(CloseStatus::CannotAccept, reason))?;
+    let tcp = connector
+        .connect(&host, port)
+        .await
+        .map_err(|error| Ended::new(CloseStatus::ClosedAbnormally, format!("{error:#}")))?;
+    let config = verifier
+        .client_config()
+        .map_err(|error| Ended::new(CloseStatus::TlsHandshakeFailure, format!("{error:#}")))?;
+    let name = crate::tls::server_name(&host).map_err(|error| Ended::new(CloseStatus::CannotAccept, error.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(Ended::new(
+            CloseStatus::TlsHandshakeFailure,
+            format!("TLS handshake with {host}:{port} failed: {error}"),
+        )),
+        Err(_) => Err(Ended::new(CloseStatus::TlsHandshakeFailure, format!("TLS handshake with {host}:{port} timed out"))),
+    }
+}
+
+/// Opens the WebSocket to a saved server, accepting only its pinned certificate.
+pub async fn open(ctx: &SessionContext, server: &Server) -> Result<WsStream, Ended> {
+    let verifier = PinnedVerifier::pinned(server.certificate_der.clone());
+    let tls = open_tls(&ctx.connector, &server.url, &verifier).await.map_err(|mut ended| {
+        if ended.close_status == CloseStatus::TlsHandshakeFailure && verifier.seen().is_some_and(|seen| seen != server.certificate_der) {
+            ended.reason = format!(
+                "{} presented a certificate (SHA-256 {}) other than the one saved (SHA-256 {}); validate and save the server again to accept it",
+                server.url,
+                crate::tls::sha256_fingerprint(&verifier.seen().unwrap_or_default()),
+                crate::tls::sha256_fingerprint(&server.certificate_der)
+            );
+        }
+        ended
+    })?;
+    let limit = ctx.properties.message_max_bytes.saturating_add(64 * 1024);
+    let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::client_async_with_config(server.url.as_str(), tls, Some(config))).await {
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(error)) => Err(Ended::new(CloseStatus::ClosedAbnormally, format!("WebSocket handshake with {} failed: {error}", server.url))),
+        Err(_) => Err(Ended::new(CloseStatus::ClosedAbnormally, format!("WebSocket handshake with {} timed out", server.url))),
+    }
+}
+
+/// How a decoder error is answered: the close status, or `None` when it is ignored.
+fn decoder_close(ctx: &SessionContext, error: &DecodeError) -> Option<CloseStatus> {
+    match error.kind {
+        DecodeErrorKind::TooBig { .. } => Some(CloseStatus::TooBig),
+        _ if ctx.properties.ignore_decoder_exceptions => None,
+        DecodeErrorKind::NotJson => Some(CloseStatus::NotConsistent),
+        DecodeErrorKind::NotEnvelope | DecodeErrorKind::Invalid => Some(CloseStatus::ProtocolError),
+    }
+}
+
+async fn send_close(ws: &mut WsStream, status: &CloseStatus, reason: &str) {
+    if let Some(code) = status.code().filter(|code| *code != 1006 && *code != 1005 && *code != 1015) {
+        let frame = CloseFrame { code: CloseCode::from(code), reason: truncate(reason, 120).into() };
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn peer_close(frame: Option<&CloseFrame>) -> Ended {
+    match frame {
+        Some(frame) => Ended::new(
+            CloseStatus::from_code(u16::from(frame.code)),
+            format!("the endpoint closed the connection ({} {})", u16::from(frame.code), frame.reason),
+        ),
+        None => Ended::new(CloseStatus::NoStatusCode, "the endpoint closed the connection without a status"),
+    }
+}
+
+fn read_error(error: &tungstenite::Error) -> Ended {
+    match error {
+        tungstenite::Error::Capacity(_) => Ended::new(CloseStatus::TooBig, format!("message too big: {error}")),
+        _ => Ended::new(CloseStatus::ClosedAbnormally, format!("connection lost: {error}")),
+    }
+}
+
+/// Sends CONNECT with the saved token and waits for a matching `valid: true` (D5).
+pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream) -> Result<(), Ended> {
+    let codec = ctx.codec();
+    let request = Message::new(Body::ConnectRequest(ConnectRequest { token: server.token.clone() }));
+    if let Err(error) = ws.send(WsMessage::text(codec.encode(&request))).await {
+        return Err(Ended::new(CloseStatus::ClosedAbnormally, format!("cannot send CONNECT: {error}")));
+    }
+    let deadline = tokio::time::Instant::now() + ctx.properties.connect_response_timeout;
+    loop {
+        let next = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return Err(Ended::new(
+                    CloseStatus::ClosedAbnormally,
+                    format!(
+                        "no CONNECT RESPONSE within {} s (connect.responseTimeout)",
+                        ctx.properties.connect_response_timeout.as_secs_f64()
+                    ),
+                ))
+            }
+        };
+        let text = match next {
+            Some(Ok(WsMessage::Text(text))) => text,
+            Some(Ok(WsMessage::Binary(_))) => {
+                if ctx.properties.ignore_decoder_exceptions {
+                    tracing::warn!(host = %server.host_name, "binary message ignored (exception.ignoreDecoder=true)");
+                    continue;
+                }
+                let ended = Ended::new(CloseStatus::ProtocolError, "binary message (NBWSS messages are text)");
+                send_close(ws, &ended.close_status, &ended.reason).await;
+                return Err(ended);
+            }
+            Some(Ok(WsMessage::Close(frame))) => return Err(peer_close(frame.as_ref())),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(read_error(&error)),
+            None => return Err(Ended::new(CloseStatus::ClosedAbnormally, "the endpoint closed the connection during CONNECT")),
+        };
+        match codec.decode(&text) {
+            Ok(Message { id, body: Body::ConnectResponse(response), .. }) => {
+                if id != request.id {
+                    return Err(Ended::new(
+                        CloseStatus::ClosedAbnormally,
+                        format!("CONNECT RESPONSE carries id {id}, not the request's {}", request.id),
+                    ));
+                }
+                if response.valid {
+                    return Ok(());
+                }
+                let ended = Ended::new(CloseStatus::ViolatedPolicy, "the endpoint refused the token (valid: false)");
+                send_close(ws, &ended.close_status, &ended.reason).await;
+                return Err(ended);
+            }
+            Ok(other) => {
+                tracing::warn!(host = %server.host_name, message = %other.summary(), "ignored: received before the CONNECT RESPONSE");
+            }
+            Err(error) => match decoder_close(ctx, &error) {
+                None => tracing::warn!(host = %server.host_name, %error, "undecodable message ignored (exception.ignoreDecoder=true)"),
+                Some(status) => {
+                    let ended = Ended::new(status, format!("undecodable message: {error}"));
+                    send_close(ws, &ended.close_status, &ended.reason).await;
+                    return Err(ended);
+                }
+            },
+        }
+    }
+}
+
+/// Serves an established connection until it ends, `cancel` fires (the server was deactivated, deleted or
+/// changed: close 1000) or `shutdown` fires (close 1001).
+pub async fn serve(
+    ctx: &Arc<SessionContext>,
+    server: &Server,
+    ws: WsStream,
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let codec = ctx.codec();
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<WsMessage>(OUTBOUND_CAPACITY);
+    let closed = CancellationToken::new();
+    let handle = SessionHandle {
+        host_name: server.host_name.clone(),
+        group_id: server.group_id.clone(),
+        outbound: out_tx.clone(),
+        pending: Arc::new(Mutex::new(HashMap::new())),
+        codec,
+        closed: closed.clone(),
+    };
+    ctx.sessions.insert(handle.clone());
+
+    // The writer drains the channel; it stops after writing a Close frame or on a write error.
+    let writer = async move {
+        while let Some(message) = out_rx.recv().await {
+            let is_close = matches!(message, WsMessage::Close(_));
+            if let Err(error) = sink.send(message).await {
+                return Some(Ended::new(CloseStatus::ClosedAbnormally, format!("cannot write: {error}")));
+            }
+            if is_close {
+                let _ = sink.close().await;
+                return None;
+            }
+        }
+        None
+    };
+
+    let sent_close = std::sync::atomic::AtomicBool::new(false);
+    let reader = async {
+        let rate = ctx.properties.keep_alive_scheduled_rate;
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping_sent: Option<(Instant, u64)> = None;
+        let mut missed = 0u32;
+        let mut sequence = 0u64;
+        let in_flight = Arc::new(Semaphore::new(ctx.properties.command_max_in_flight));
+        let mut commands = JoinSet::new();
+        let close = |status: CloseStatus, reason: String| {
+            let out_tx = out_tx.clone();
+            let sent_close = &sent_close;
+            async move {
+                if let Some(code) = status.code().filter(|code| *code != 1006 && *code != 1005 && *code != 1015) {
+                    sent_close.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: truncate(&reason, 120).into() };
+                    let _ = out_tx.send(WsMessage::Close(Some(frame))).await;
+                }
+                Ended::new(status, reason)
+            }
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    return if shutdown.is_cancelled() {
+                        close(CloseStatus::GoingAway, "the service is stopping".into()).await
+                    } else {
+                        close(CloseStatus::NormalClosure, "the WebSocket server was deactivated, deleted or changed".into()).await
+                    };
+                }
+                Some(_) = commands.join_next(), if !commands.is_empty() => {}
+                _ = keepalive.tick() => {
+                    if ping_sent.is_some() {
+                        missed += 1;
+                        if missed >= ctx.properties.keep_alive_max_pong_miss_allowed {
+                            return Ended::new(
+                                CloseStatus::ClosedAbnormally,
+                                format!("{missed} keepalive pings without a pong (keepAlive.maxPongMissAllowed)"),
+                            );
+                        }
+                    }
+                    sequence += 1;
+                    ping_sent = Some((Instant::now(), sequence));
+                    if out_tx.send(WsMessage::Ping(sequence.to_be_bytes().to_vec().into())).await.is_err() {
+                        return Ended::new(CloseStatus::ClosedAbnormally, "writer stopped");
+                    }
+                }
+                next = stream.next() => {
+                    let text = match next {
+                        Some(Ok(WsMessage::Text(text))) => text,
+                        Some(Ok(WsMessage::Pong(payload))) => {
+                            if let Some((sent, expected)) = ping_sent {
+                                if payload.as_ref() == expected.to_be_bytes() {
+                                    ctx.metrics.ping_rtt.observe(sent.elapsed().as_secs_f64());
+                                    ping_sent = None;
+                                    missed = 0;
+                                }
+                            }
+                            continue;
+                        }
+                        Some(Ok(WsMessage::Binary(_))) => {
+                            if ctx.properties.ignore_decoder_exceptions {
+                                tracing::warn!(host = %server.host_name, "binary message ignored (exception.ignoreDecoder=true)");
+                                continue;
+                            }
+                            return close(CloseStatus::ProtocolError, "binary message (NBWSS messages are text)".into()).await;
+                        }
+                        Some(Ok(WsMessage::Close(frame))) => return peer_close(frame.as_ref()),
+                        Some(Ok(_)) => continue,
+                        Some(Err(error)) => {
+                            let ended = read_error(&error);
+                            if ended.close_status == CloseStatus::TooBig {
+                                return close(ended.close_status, ended.reason).await;
+                            }
+                            return ended;
+                        }
+                        None => return Ended::new(CloseStatus::ClosedAbnormally, "the connection was lost"),
+                    };
+                    match codec.decode(&text) {
+                        Ok(message) => route(ctx, server, &handle, message, &out_tx, &in_flight, &mut commands),
+                        Err(error) => {
+                            if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Command, SubType::Request))) =
+                                (&error.kind, &error.id, error.message_type)
+                            {
+                                let response = CommandResponse::service_error(400, "Malformed COMMAND.", vec![error.field.to_string()]);
+                                ctx.metrics.responded(400, true);
+                                let reply = Message::with_id(id.clone(), Body::CommandResponse(response));
+                                let _ = out_tx.send(WsMessage::text(codec.encode(&reply))).await;
+                                continue;
+                            }
+                            if let DecodeErrorKind::Invalid = error.kind {
+                                tracing::warn!(host = %server.host_name, %error, "invalid message dropped");
+                                continue;
+                            }
+                            match decoder_close(ctx, &error) {
+                                None => tracing::warn!(host = %server.host_name, %error, "undecodable message ignored (exception.ignoreDecoder=true)"),
+                                Some(status) => return close(status, format!("undecodable message: {error}")).await,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    tokio::pin!(writer);
+    let ended = tokio::select! {
+        ended = reader => {
+            // After a Close frame was queued, let the writer flush it, briefly.
+            if sent_close.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+            }
+            ended
+        }
+        failed = &mut writer => failed.unwrap_or_else(|| Ended::new(CloseStatus::ClosedAbnormally, "writer stopped")),
+    };
+    closed.cancel();
+    ctx.sessions.remove(&handle);
+    ended
+}
+
+/// Handles one decoded message on an established connection.
+fn route(
+    ctx: &Arc<SessionContext>,
+    server: &Server,
+    handle: &SessionHandle,
+    message: Message,
+    out_tx: &mpsc::Sender<WsMessage>,
+    in_flight: &Arc<Semaphore>,
+    commands: &mut JoinSet<()>,
+) {
+    match message.body {
+        Body::CommandRequest(request) => {
+            let codec = ctx.codec();
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                let response = CommandResponse::service_error(
+                    429,
+                    "Too many COMMANDs in flight.",
+                    vec![format!(
+                        "at most {} COMMANDs run at once on a connection (command.maxInFlight)",
+                        ctx.properties.command_max_in_flight
+                    )],
+                );
+                ctx.metrics.responded(429, true);
+                let reply = Message::with_id(message.id, Body::CommandResponse(response));
+                // A full channel means the endpoint is not reading: dropping this answer is the bounded choice.
+                let _ = out_tx.try_send(WsMessage::text(codec.encode(&reply)));
+                return;
+            };
+            let ctx = ctx.clone();
+            let out_tx = out_tx.clone();
+            let endpoint = server.host_name.clone();
+            commands.spawn(async move {
+                let _permit = permit;
+                ctx.metrics.commands_in_flight.inc();
+                let response = ctx.relay.run(&endpoint, &message.id, &request).await;
+                ctx.metrics.commands_in_flight.dec();
+                let mut reply = Message::with_id(message.id.clone(), Body::CommandResponse(response));
+                let mut text = codec.encode(&reply);
+                if text.len() > codec.max_message_bytes() {
+                    let response = CommandResponse::service_error(
+                        413,
+                        "The primary server's answer is too large to relay.",
+                        vec![format!("the response message exceeds message.maxBytes ({} bytes)", codec.max_message_bytes())],
+                    );
+                    reply = Message::with_id(message.id, Body::CommandResponse(response));
+                    text = codec.encode(&reply);
+                }
+                let _ = out_tx.send(WsMessage::text(text)).await;
+            });
+        }
+        Body::ConnectResponse(_) | Body::CommandResponse(_) | Body::NotificationResponse(_) => {
+            let waiter = lock(&handle.pending).remove(&message.id);
+            match waiter {
+                Some(waiter) => {
+                    let _ = waiter.send(message);
+                }
+                None => tracing::debug!(host = %server.host_name, message = %message.summary(), "response to no pending request"),
+            }
+        }
+        Body::ConnectRequest(_) | Body::NotificationRequest(_) => {
+            tracing::warn!(host = %server.host_name, message = %message.summary(), "ignored: the endpoint does not send this message");
+        }
+    }
+}
