@@ -3,7 +3,7 @@
 //!
 //! Accepted JSON: one record, an array of records, one payload element
 //! (`{"notificationType", "object", "data": [...]}`) or an array of them. A bare record's object is told by
-//! its keys (`jobId` → JOB, `backupId` → IMAGE).
+//! its keys (`jobId`, `jobType` → JOB; `backupId`, `operationId` → IMAGE).
 
 use nbwss_protocol::{
     Body, Codec, ImageOperation, ImageRecord, JobRecord, JobState, Message, NotificationGroup, ScheduleType,
@@ -24,7 +24,8 @@ const JOB_KEYS: [&str; 10] = [
     "policyType",
     "jobType",
 ];
-const IMAGE_KEYS: [&str; 6] = ["clientType", "clientName", "backupTime", "createdTime", "operationId", "backupId"];
+const IMAGE_KEYS: [&str; 6] =
+    ["clientType", "clientName", "backupTime", "createdTime", "operationId", "backupId"];
 
 /// Parses and validates records from JSON text.
 pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
@@ -41,9 +42,9 @@ pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
         let object = element.as_object().ok_or_else(|| format!("[{index}]: must be a JSON object"))?;
         if object.contains_key("data") {
             payload.push(element);
-        } else if object.contains_key("jobId") {
+        } else if ["jobId", "jobType", "parentJobId"].iter().any(|key| object.contains_key(*key)) {
             payload.push(json!({"notificationType": "INFO", "object": "JOB", "data": [element]}));
-        } else if object.contains_key("backupId") {
+        } else if ["backupId", "operationId"].iter().any(|key| object.contains_key(*key)) {
             payload.push(json!({"notificationType": "INFO", "object": "IMAGE", "data": [element]}));
         } else {
             return Err(format!("[{index}]: neither a JOB record (jobId) nor an IMAGE record (backupId)"));
@@ -71,7 +72,9 @@ pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
     let mut records = Vec::new();
     for group in groups {
         match group {
-            NotificationGroup::Jobs { records: jobs, .. } => records.extend(jobs.into_iter().map(Record::Job)),
+            NotificationGroup::Jobs { records: jobs, .. } => {
+                records.extend(jobs.into_iter().map(Record::Job))
+            }
             NotificationGroup::Images { records: images, .. } => {
                 records.extend(images.into_iter().map(Record::Image))
             }
@@ -90,7 +93,10 @@ fn check_keys(record: &Value, keys: &[&str]) -> Result<(), String> {
         return Err(format!("{missing} is missing (a record carries exactly: {})", keys.join(", ")));
     }
     if let Some(extra) = object.keys().find(|key| !keys.contains(&key.as_str())) {
-        return Err(format!("{extra} is not a key of this record (a record carries exactly: {})", keys.join(", ")));
+        return Err(format!(
+            "{extra} is not a key of this record (a record carries exactly: {})",
+            keys.join(", ")
+        ));
     }
     Ok(())
 }
@@ -106,7 +112,9 @@ pub fn validate(record: &Record) -> Result<(), String> {
 fn validate_job(job: &JobRecord) -> Result<(), String> {
     let at = |problem: String| format!("JOB {}: {problem}", job.job_id);
     if job.job_id <= 0 || job.parent_job_id <= 0 {
-        return Err(at("jobId and parentJobId must be positive (parentJobId = jobId for a top-level job)".into()));
+        return Err(at(
+            "jobId and parentJobId must be positive (parentJobId = jobId for a top-level job)".into()
+        ));
     }
     if matches!(job.state, JobState::Other(_)) {
         return Err(at(format!("state {} must be one of QUEUED, ACTIVE, DONE", job.state)));
@@ -114,11 +122,18 @@ fn validate_job(job: &JobRecord) -> Result<(), String> {
     if let ScheduleType::Other(other) = &job.schedule_type {
         return Err(at(format!("scheduleType {other} must be one of {}", ScheduleType::known().join(", "))));
     }
-    if job.job_type.as_str().is_empty() || job.job_type.as_str() != job.job_type.as_str().to_ascii_uppercase() {
-        return Err(at(format!("jobType {:?} must be upper case (BACKUP, RESTORE, ...)", job.job_type.as_str())));
+    if job.job_type.as_str().is_empty() || job.job_type.as_str() != job.job_type.as_str().to_ascii_uppercase()
+    {
+        return Err(at(format!(
+            "jobType {:?} must be upper case (BACKUP, RESTORE, ...)",
+            job.job_type.as_str()
+        )));
     }
     if job.policy_type.is_empty() || job.policy_type != job.policy_type.to_ascii_uppercase() {
-        return Err(at(format!("policyType {:?} must be upper case (STANDARD, VMWARE, ...)", job.policy_type)));
+        return Err(at(format!(
+            "policyType {:?} must be upper case (STANDARD, VMWARE, ...)",
+            job.policy_type
+        )));
     }
     if job.start_time < 0 {
         return Err(at("startTime must be Unix seconds".into()));
@@ -136,7 +151,10 @@ fn validate_image(image: &ImageRecord) -> Result<(), String> {
         )));
     }
     if image.client_type.is_empty() || image.client_type != image.client_type.to_ascii_uppercase() {
-        return Err(at(format!("clientType {:?} must be upper case (STANDARD, VMWARE, ...)", image.client_type)));
+        return Err(at(format!(
+            "clientType {:?} must be upper case (STANDARD, VMWARE, ...)",
+            image.client_type
+        )));
     }
     if image.backup_time <= 0 || image.created_time <= 0 {
         return Err(at("backupTime and createdTime must be Unix seconds".into()));
