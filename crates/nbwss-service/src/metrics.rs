@@ -46,6 +46,8 @@ pub struct Metrics {
     pub command_duration: Histogram,
     /// COMMAND RESPONSEs by status and origin.
     pub command_responses: Family<StatusLabel, Counter>,
+    /// Notification outbox and delivery metrics (`nbwss_notification_*`).
+    pub notifications: crate::notify::NotifyMetrics,
 }
 
 impl Default for Metrics {
@@ -70,7 +72,9 @@ impl Metrics {
         registry.register("command_duration_seconds", "Time to answer a COMMAND", command_duration.clone());
         let command_responses = Family::<StatusLabel, Counter>::default();
         registry.register("command_responses", "COMMAND RESPONSEs by status and origin", command_responses.clone());
-        Self { registry, connections, reconnects, ping_rtt, commands_in_flight, command_duration, command_responses }
+        let notifications = crate::notify::NotifyMetrics::default();
+        notifications.register(&mut registry);
+        Self { registry, connections, reconnects, ping_rtt, commands_in_flight, command_duration, command_responses, notifications }
     }
 
     /// The gauge of connections in `state`.

@@ -58,6 +58,7 @@ impl Service {
         let relay = Arc::new(Relay::new(&config, &properties, metrics.clone(), audit)?);
         let connector = Connector::from_config(&config.proxy)?;
         let sessions = Arc::new(Sessions::default());
+        let notifications = crate::notify::Notifications::open(&config, &properties, metrics.notifications.clone())?;
         let status = Arc::new(Status::default());
         let trigger = Trigger::default();
         let ctx = Arc::new(SessionContext {
@@ -109,6 +110,7 @@ impl Service {
         };
         files::write_public(&data_dir.join(files::ADMIN_INFO_FILE), serde_json::to_string_pretty(&info)?.as_bytes())?;
 
+        tracker.spawn(notifications.run(store.clone(), sessions.clone(), shutdown.clone(), tracker.clone()));
         let task = ConnectionTask { store, ctx, status, trigger };
         tracker.spawn(task.run(shutdown.clone(), tracker.clone()));
         tracing::info!(admin = %admin_url, data_dir = %data_dir.display(), primary = %config.primary.base_url, "NBWSS service started");

@@ -65,9 +65,10 @@ impl Default for NotifyMetrics {
 }
 
 impl NotifyMetrics {
-    /// Registers every metric under the `nbwss_notification` prefix.
+    /// Registers every metric under the `notification` prefix (inside the service's `nbwss` registry:
+    /// `nbwss_notification_...`).
     pub fn register(&self, registry: &mut Registry) {
-        let registry = registry.sub_registry_with_prefix("nbwss_notification");
+        let registry = registry.sub_registry_with_prefix("notification");
         registry.register(
             "outbox_depth",
             "Records not yet acknowledged by the server group",
@@ -109,7 +110,7 @@ mod tests {
         let metrics = NotifyMetrics::default();
         metrics.sent.get_or_create(&GroupLabel::of("g1")).inc();
         metrics.outbox_depth.get_or_create(&GroupLabel::of("g1")).set(3);
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_prefix("nbwss");
         metrics.register(&mut registry);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

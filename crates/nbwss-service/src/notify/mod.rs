@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod detector;
 pub mod ingest;
 pub mod metrics;
+pub mod notifications;
 pub mod outbox;
 pub mod primary_client;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use delivery::{Delivery, DeliveryHandle, DeliveryTiming, NotificationSink, SinkError};
 pub use detector::{Detector, DetectorConfig};
 pub use metrics::NotifyMetrics;
+pub use notifications::Notifications;
 pub use outbox::{Outbox, OutboxConfig, OutboxError, PendingMessage};
 pub use primary_client::{PrimaryClient, PrimaryCredentials};
 
