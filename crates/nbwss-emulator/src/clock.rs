@@ -41,9 +41,11 @@ impl Clock {
     }
 }
 
-/// Formats a time as NetBackup does: UTC, millisecond precision, `Z` suffix.
+/// Formats a time as NetBackup does: UTC, whole seconds shown with `.000` milliseconds, `Z` suffix
+/// (clients parse it with the strict format `%Y-%m-%dT%H:%M:%S.000Z`).
 pub(crate) fn format_time(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let seconds = DateTime::from_timestamp(time.timestamp(), 0).unwrap_or(time);
+    seconds.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Formats a duration as ISO 8601, e.g. `PT1H30M5S`.
@@ -71,6 +73,8 @@ mod tests {
     fn formats_times_with_milliseconds() {
         let time = DateTime::parse_from_rfc3339("2018-01-09T10:03:22Z").unwrap().with_timezone(&Utc);
         assert_eq!(format_time(time), "2018-01-09T10:03:22.000Z");
+        let fraction = DateTime::parse_from_rfc3339("2018-01-09T10:03:22.789Z").unwrap().with_timezone(&Utc);
+        assert_eq!(format_time(fraction), "2018-01-09T10:03:22.000Z");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{
-    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, TRANSFER_ENCODING,
 };
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -102,7 +102,16 @@ async fn method_not_allowed(request: Request) -> ApiError {
 }
 
 /// Collapses doubled slashes and drops a trailing slash. Runs before routing (it wraps the router).
+///
+/// HTTP/2 requests carry the authority in the URI rather than a `Host` header; it is copied into `Host` so
+/// that links are built the same way for both.
 pub(crate) fn normalize_path<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    if !request.headers().contains_key(HOST) {
+        let authority = request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        if let Some(authority) = authority {
+            request.headers_mut().insert(HOST, authority);
+        }
+    }
     let uri = request.uri();
     let path = uri.path();
     if path.contains("//") || (path.len() > 1 && path.ends_with('/')) {
@@ -183,12 +192,23 @@ impl FromRequestParts<Arc<Shared>> for User {
     }
 }
 
-/// The credential in `Authorization`, without a `Bearer ` prefix.
+/// The credential in `Authorization` (without a `Bearer ` prefix), or else in the `Authorization` cookie
+/// that `/login` sets.
 pub(crate) fn credential(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
-    let value =
-        value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
-    (!value.is_empty()).then(|| value.to_owned())
+    if let Some(value) = headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+        let value = value.trim();
+        let value =
+            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
+        return (!value.is_empty()).then(|| value.to_owned());
+    }
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == "Authorization" && !value.is_empty())
+        .map(|(_, value)| value.to_owned())
 }
 
 /// The negotiated version of a request.

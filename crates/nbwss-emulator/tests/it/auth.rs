@@ -34,6 +34,8 @@ async fn tokens_are_accepted_raw_or_with_bearer() {
     let token = server.login().await;
     assert_eq!(server.get("/admin/jobs", &token).await.status, 200);
     assert_eq!(server.get("/admin/jobs", &format!("Bearer {token}")).await.status, 200);
+    let cookie = format!("theme=dark; Authorization={token}");
+    assert_eq!(server.send("GET", "/admin/jobs", &[("Cookie", &cookie)], None).await.status, 200);
     server.get("/admin/jobs", "not-a-token").await.assert_error(401);
     server.send("GET", "/admin/jobs", &[], None).await.assert_error(401);
     server.send("GET", "/catalog/images", &[], None).await.assert_error(401);

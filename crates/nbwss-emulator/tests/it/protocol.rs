@@ -165,3 +165,27 @@ async fn the_certificate_is_self_signed_for_localhost() {
     let reply = client.get(format!("https://localhost:{port}/netbackup/ping")).send().await.unwrap();
     assert_eq!(reply.status(), 200);
 }
+
+#[tokio::test]
+async fn http2_clients_get_the_same_links() {
+    let server = Server::start().await;
+    let token = server.login().await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(server.handle.certificate_pem().as_bytes()).unwrap(),
+        )
+        .tls_built_in_root_certs(false)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/admin/jobs", server.base))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let href = body["data"][0]["links"]["self"]["href"].as_str().unwrap();
+    assert!(href.starts_with(&server.base), "{href}");
+}
