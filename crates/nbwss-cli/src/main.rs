@@ -3,6 +3,7 @@
 
 mod emulator;
 mod endpoint;
+mod notify;
 mod protocol;
 mod servers;
 mod service;
@@ -34,6 +35,8 @@ enum Command {
     Service(service::Args),
     /// Manage the WebSocket servers (cloud endpoints) the service connects to.
     Servers(servers::Args),
+    /// Enqueue JOB or IMAGE notification records (for NetBackup's notify scripts).
+    Notify(notify::Args),
     /// Run a cloud WebSocket endpoint and manage its tokens and API keys.
     Endpoint(endpoint::Args),
     /// Start an emulator, an endpoint and a service on loopback and show a backup flowing through.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Emulator(args) => emulator::run(args),
         Command::Service(args) => service::run(args),
         Command::Servers(args) => servers::run(args),
+        Command::Notify(args) => notify::run(args),
         Command::Endpoint(args) => endpoint::run(args),
         Command::Up(args) => up::run(args),
     };
