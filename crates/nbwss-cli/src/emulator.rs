@@ -67,6 +67,9 @@ struct RunArgs {
     /// Start with no policies, jobs or images.
     #[arg(long)]
     no_seed_data: bool,
+    /// Do not start backups when policy schedules are due (every frequencySeconds of emulated time).
+    #[arg(long)]
+    no_schedules: bool,
 }
 
 fn parse_user(text: &str) -> Result<(String, String), String> {
@@ -130,6 +133,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         background_activity: args.activity,
         default_api_version: args.api_version,
         seed_data: !args.no_seed_data,
+        run_schedules: !args.no_schedules,
     };
     let handle = Emulator::start(config).await?;
     if let Some(path) = &args.cert_out {

@@ -37,16 +37,20 @@ pub struct EmulatorConfig {
     pub default_api_version: String,
     /// Whether to create the seed data (policies, clients, recent jobs and images) on start.
     pub seed_data: bool,
+    /// Whether policy schedules start backups when due (every `frequencySeconds` of emulated time,
+    /// counted from start; start windows are not modelled).
+    pub run_schedules: bool,
 }
 
 impl EmulatorConfig {
-    /// A configuration for tests: `127.0.0.1:0`, user `admin`/`password`, no background activity, seed
-    /// data on, a fast clock (an emulated 10-minute job takes about a second).
+    /// A configuration for tests: `127.0.0.1:0`, user `admin`/`password`, no background activity and no
+    /// due schedules, seed data on, a fast clock (an emulated 10-minute job takes about a second).
     pub fn for_tests() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             users: vec![("admin".to_owned(), "password".to_owned())],
             clock_multiplier: 600.0,
+            run_schedules: false,
             ..Self::default()
         }
     }
@@ -65,6 +69,7 @@ impl Default for EmulatorConfig {
             background_activity: 0.0,
             default_api_version: DEFAULT_API_VERSION.to_owned(),
             seed_data: true,
+            run_schedules: true,
         }
     }
 }
@@ -83,6 +88,7 @@ impl fmt::Debug for EmulatorConfig {
             .field("background_activity", &self.background_activity)
             .field("default_api_version", &self.default_api_version)
             .field("seed_data", &self.seed_data)
+            .field("run_schedules", &self.run_schedules)
             .finish()
     }
 }

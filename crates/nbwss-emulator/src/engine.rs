@@ -5,6 +5,7 @@
 //! A VMware policy runs as a parent (discovery) job plus one child per VM; any other policy type runs one
 //! job per client. Every task is spawned on the shared tracker and stops at the shared cancellation token.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -575,6 +576,45 @@ pub(crate) async fn background_activity(shared: Arc<Shared>) {
             if let Err(error) = start_backup(&shared, &policy, Some(&schedule), None, "SCHEDULED") {
                 tracing::debug!(policy, error = %error.message, "background backup not started");
             }
+        }
+    }
+}
+
+/// Starts a backup whenever a schedule of an active policy is due: every `frequencySeconds` of emulated
+/// time, counted from when the schedule is first seen.
+pub(crate) async fn run_schedules(shared: Arc<Shared>) {
+    if !shared.config.run_schedules {
+        return;
+    }
+    let mut last_runs: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
+    loop {
+        let now = shared.now();
+        let mut due = Vec::new();
+        let mut next = now + TimeDelta::hours(1);
+        {
+            let inner = shared.lock();
+            for policy in inner.policies.values().filter(|policy| policy.active()) {
+                for schedule in policy.schedules().into_iter().filter(|s| s.frequency_seconds > 0) {
+                    let key = (policy.name().to_owned(), schedule.name.clone());
+                    let last = *last_runs.entry(key.clone()).or_insert(now);
+                    let at = last + TimeDelta::seconds(schedule.frequency_seconds);
+                    if at <= now {
+                        due.push(key);
+                    } else {
+                        next = next.min(at);
+                    }
+                }
+            }
+        }
+        for (policy, schedule) in due {
+            last_runs.insert((policy.clone(), schedule.clone()), now);
+            if let Err(error) = start_backup(&shared, &policy, Some(&schedule), None, "SCHEDULED") {
+                tracing::debug!(policy, schedule, error = %error.message, "scheduled backup not started");
+            }
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(shared.clock.instant_at(next)) => {}
         }
     }
 }

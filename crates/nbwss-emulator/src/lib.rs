@@ -68,6 +68,7 @@ impl Emulator {
         }
         shared.tasks.spawn(engine::expire_catalog(Arc::clone(&shared)));
         shared.tasks.spawn(engine::background_activity(Arc::clone(&shared)));
+        shared.tasks.spawn(engine::run_schedules(Arc::clone(&shared)));
 
         let router = api::app(Arc::clone(&shared));
         let service = tower::util::MapRequestLayer::new(api::normalize_path).layer(router);

@@ -477,6 +477,8 @@ pub(crate) struct Policy {
 pub(crate) struct ScheduleView {
     pub(crate) name: String,
     pub(crate) kind: ScheduleKind,
+    /// How often the schedule is due, in seconds (0: never by frequency).
+    pub(crate) frequency_seconds: i64,
     /// (copy is a replica, retention in seconds, storage) per copy.
     pub(crate) copies: Vec<(bool, i64, String)>,
 }
@@ -564,7 +566,8 @@ impl Policy {
                     })
                     .filter(|copies: &Vec<_>| !copies.is_empty())
                     .unwrap_or_else(|| vec![(false, 14 * 86_400, policy_storage.clone())]);
-                Some(ScheduleView { name, kind, copies })
+                let frequency_seconds = schedule.get("frequencySeconds").and_then(Value::as_i64).unwrap_or(0);
+                Some(ScheduleView { name, kind, frequency_seconds, copies })
             })
             .collect()
     }

@@ -310,6 +310,41 @@ async fn background_activity_runs_scheduled_backups() {
 }
 
 #[tokio::test]
+async fn due_schedules_start_backups() {
+    let config = EmulatorConfig {
+        run_schedules: true,
+        seed_data: false,
+        clock_multiplier: 36_000.0,
+        ..EmulatorConfig::for_tests()
+    };
+    let server = Server::start_with(config).await;
+    let token = server.login().await;
+    let policy = json!({"data": {"type": "policy", "id": "hourly", "attributes": {"policy": {
+        "policyType": "Standard",
+        "clients": [{"hostName": "client07.example.com", "hardware": "Linux", "OS": "Debian"}],
+        "schedules": [{"scheduleName": "INCR", "backupType": "Differential Incremental Backup", "frequencySeconds": 3600}]}}}});
+    assert_eq!(server.call("POST", "/config/policies", &token, &policy).await.status, 204);
+    let jobs = eventually("two scheduled runs", || async {
+        let jobs = server.jobs(&token, "scheduleName eq 'INCR' and state eq 'DONE'").await;
+        (jobs.len() >= 2).then_some(jobs)
+    })
+    .await;
+    for job in &jobs {
+        assert_eq!(job["attributes"]["jobSubType"], "SCHEDULED");
+        assert_eq!(job["attributes"]["scheduleType"], "DIFFERENTIAL_INCREMENTAL_BACKUP");
+    }
+    let times: Vec<i64> = jobs
+        .iter()
+        .map(|job| {
+            chrono::DateTime::parse_from_rfc3339(job["attributes"]["startTime"].as_str().unwrap())
+                .unwrap()
+                .timestamp()
+        })
+        .collect();
+    assert!((times[0] - times[1]).abs() >= 3599, "{times:?}");
+}
+
+#[tokio::test]
 async fn seed_data_is_deterministic_and_recent() {
     let first = Server::start_with(EmulatorConfig { seed: 7, ..EmulatorConfig::for_tests() }).await;
     let second = Server::start_with(EmulatorConfig { seed: 7, ..EmulatorConfig::for_tests() }).await;
