@@ -437,3 +437,103 @@ async fn delivery_resends_the_same_id_until_acknowledged_and_survives_a_restart(
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// The service end to end: the emulator's backup is detected, delivered over wss to an endpoint that does
+/// not acknowledge at first (the same id comes again after `notification.scheduledRate`), then acknowledged,
+/// which empties the outbox.
+#[tokio::test]
+async fn service_delivers_detected_notifications_over_wss_resending_until_acknowledged() {
+    use crate::util;
+
+    let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = util::config(dir.path(), &emulator.base_url(), &emulator.certificate_pem());
+    config.primary.credentials = Some(nbwss_service::config::PrimaryCredentials {
+        user_name: Some("admin".into()),
+        password: Some(Secret::new("password")),
+        domain_type: None,
+        domain_name: None,
+        api_key: None,
+    });
+    let properties = nbwss_protocol::Properties {
+        notification_scheduled_rate: Duration::from_secs(1),
+        notification_poll_interval: Duration::from_millis(200),
+        notification_reconcile_interval: Duration::from_secs(1),
+        ..util::fast_properties()
+    };
+    let (service, admin) = util::start(config, properties).await;
+    let endpoint = util::TestEndpoint::start(util::Mode::Valid).await;
+    util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
+    let peer = endpoint.next_peer().await;
+
+    // Let the baseline pass before the backup starts, so that the backup is news.
+    let outbox_path = dir.path().join(nbwss_service::notify::OUTBOX_FILE);
+    util::wait_until("the detector's baseline", || {
+        let outbox_path = outbox_path.clone();
+        async move {
+            let outbox =
+                Outbox::open(&outbox_path, OutboxConfig::default(), NotifyMetrics::default()).unwrap();
+            outbox.detect(|detection| detection.watermark("images.backupTime")).unwrap().is_some()
+        }
+    })
+    .await;
+    let from = emulator.events().len();
+    emulator.start_backup("Standard_FS", None).unwrap();
+
+    // The first NOTIFICATION REQUEST is not acknowledged until it comes again, same id and payload, after
+    // the scheduled rate; every other message is acknowledged at once. Collect until every job is DONE and
+    // every image seen.
+    let codec = Codec::default();
+    let ack = |id: &str| codec.encode(&nbwss_protocol::Message::with_id(id, Body::notification_ack()));
+    let first = peer.recv().await;
+    let first_at = Instant::now();
+    let Body::NotificationRequest(_) = &first.body else { panic!("expected a notification, got {first:?}") };
+    let mut records = records_of(&codec.encode(&first));
+    let mut ids = vec![first.id.clone()];
+    let mut first_resent = false;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let events = emulator.events_since(from);
+        if first_resent
+            && all_done(&records, &events)
+            && images_of(&records, &ImageOperation::Create).len() == image_events(&events, false).len()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "timed out; resent: {first_resent}; records: {records:#?}");
+        let message = peer.recv().await;
+        let Body::NotificationRequest(_) = &message.body else { continue };
+        if message.id == first.id {
+            assert_eq!(message, first, "resent with the same id and payload");
+            assert!(
+                first_at.elapsed() >= Duration::from_millis(900),
+                "resent before notification.scheduledRate"
+            );
+            first_resent = true;
+        } else if !ids.contains(&message.id) {
+            ids.push(message.id.clone());
+            records.extend(records_of(&codec.encode(&message)));
+        }
+        if message.id != first.id || first_resent {
+            peer.send_text(&ack(&message.id));
+        }
+    }
+    let events = emulator.events_since(from);
+    assert_jobs_reported(&records, &events);
+    assert_images(&records, &events, ImageOperation::Create);
+
+    // Acknowledged records leave the outbox.
+    util::wait_until("an empty outbox", || {
+        let outbox_path = outbox_path.clone();
+        async move {
+            let outbox =
+                Outbox::open(&outbox_path, OutboxConfig::default(), NotifyMetrics::default()).unwrap();
+            outbox.record_count().unwrap() == 0
+        }
+    })
+    .await;
+    let metrics = service.metrics().encode();
+    assert!(metrics.contains("nbwss_notification_resent_total{group=\"group1\"}"), "{metrics}");
+    service.shutdown().await;
+    emulator.shutdown().await;
+}
