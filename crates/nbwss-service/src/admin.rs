@@ -97,6 +97,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route(&format!("{WSSENDPOINTS}/update"), post(update))
         .route(&format!("{WSSENDPOINTS}/{{hostName}}"), delete(remove))
         .route("/metrics", get(metrics))
+        .merge(crate::notify::ingest::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -116,12 +117,16 @@ async fn authenticate(
         .or_else(|| headers.get(axum::http::header::AUTHORIZATION))
         .and_then(|value| value.to_str().ok())
         .map(|value| value.strip_prefix("Bearer ").unwrap_or(value).trim());
-    let ok = presented.is_some_and(|key| ring::digest::digest(&ring::digest::SHA256, key.as_bytes()).as_ref() == state.key_digest.as_slice());
+    let ok = presented.is_some_and(|key| {
+        ring::digest::digest(&ring::digest::SHA256, key.as_bytes()).as_ref() == state.key_digest.as_slice()
+    });
     if !ok {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Missing or wrong admin key.",
-            vec![format!("send the key from the data directory's admin.key in the {ADMIN_KEY_HEADER} header")],
+            vec![format!(
+                "send the key from the data directory's admin.key in the {ADMIN_KEY_HEADER} header"
+            )],
         )
         .into_response();
     }
@@ -129,11 +134,13 @@ async fn authenticate(
 }
 
 fn json_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|error| ApiError::bad_request(format!("The request body is not valid JSON: {error}")))
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request(format!("The request body is not valid JSON: {error}")))
 }
 
 fn host_object(value: &Value) -> Result<HostObject, ApiError> {
-    HostObject::from_value(value).map_err(|error| ApiError::bad_request(format!("Invalid WebSocket server: {error}")))
+    HostObject::from_value(value)
+        .map_err(|error| ApiError::bad_request(format!("Invalid WebSocket server: {error}")))
 }
 
 /// Connects to the URL's host and port and returns the certificate it presents.
@@ -141,16 +148,25 @@ pub async fn fetch_certificate(connector: &Connector, url: &str) -> Result<Certi
     let verifier = PinnedVerifier::capturing();
     let result = crate::session::open_tls(connector, url, &verifier).await;
     let unreachable = |reason: String| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("The WebSocket server at {url} cannot be reached."), vec![reason])
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("The WebSocket server at {url} cannot be reached."),
+            vec![reason],
+        )
     };
     match (result, verifier.seen()) {
-        (Ok(_stream), Some(der)) => CertificateInfo::from_der(&der).map_err(|error| unreachable(error.to_string())),
+        (Ok(_stream), Some(der)) => {
+            CertificateInfo::from_der(&der).map_err(|error| unreachable(error.to_string()))
+        }
         (Ok(_), None) => Err(unreachable("the server presented no certificate".into())),
         (Err(ended), _) => Err(unreachable(ended.reason)),
     }
 }
 
-async fn validate_host(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Json<HostObject>, ApiError> {
+async fn validate_host(
+    State(state): State<Arc<AdminState>>,
+    body: Bytes,
+) -> Result<Json<HostObject>, ApiError> {
     let host = host_object(&json_body(&body)?)?;
     let info = fetch_certificate(&state.connector, &host.url).await?;
     Ok(Json(HostObject {
@@ -165,26 +181,34 @@ async fn validate_host(State(state): State<Arc<AdminState>>, body: Bytes) -> Res
 
 async fn validate_url(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Response, ApiError> {
     let value = json_body(&body)?;
-    let url = value
-        .get("url")
-        .and_then(Value::as_str)
-        .filter(|url| !url.is_empty())
-        .ok_or_else(|| ApiError::bad_request("url: missing; give the provider's URL as {\"url\": \"https://...\"}"))?;
+    let url = value.get("url").and_then(Value::as_str).filter(|url| !url.is_empty()).ok_or_else(|| {
+        ApiError::bad_request("url: missing; give the provider's URL as {\"url\": \"https://...\"}")
+    })?;
     if !url.to_ascii_lowercase().starts_with("https://") {
         return Err(ApiError::bad_request(format!("url: '{url}' must start with https://")));
     }
     let failed = |reason: String| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("The provider URL {url} cannot be read."), vec![reason])
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("The provider URL {url} cannot be read."),
+            vec![reason],
+        )
     };
-    let response = state.provider_client.get(url).send().await.map_err(|error| failed(error_chain(&error)))?;
+    let response =
+        state.provider_client.get(url).send().await.map_err(|error| failed(error_chain(&error)))?;
     if !response.status().is_success() {
         return Err(failed(format!("it answered HTTP {}", response.status())));
     }
     let text = response.text().await.map_err(|error| failed(error_chain(&error)))?;
-    let details = parse_endpoint_details(&text)
-        .map_err(|error| ApiError::bad_request(format!("The provider URL returned invalid endpoint details: {error}")))?;
+    let details = parse_endpoint_details(&text).map_err(|error| {
+        ApiError::bad_request(format!("The provider URL returned invalid endpoint details: {error}"))
+    })?;
     let mut values: Vec<Value> = details.iter().map(|details| details.to_value()).collect();
-    Ok(if values.len() == 1 { Json(values.remove(0)).into_response() } else { Json(Value::Array(values)).into_response() })
+    Ok(if values.len() == 1 {
+        Json(values.remove(0)).into_response()
+    } else {
+        Json(Value::Array(values)).into_response()
+    })
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -197,14 +221,18 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-async fn save(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn save(
+    State(state): State<Arc<AdminState>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let host = host_object(&json_body(&body)?)?;
-    let token = host
-        .token
-        .clone()
-        .ok_or_else(|| ApiError::bad_request("token: missing; the endpoint details must include the token"))?;
+    let token = host.token.clone().ok_or_else(|| {
+        ApiError::bad_request("token: missing; the endpoint details must include the token")
+    })?;
     let accepted_pem = host.certificate.clone().ok_or_else(|| {
-        ApiError::bad_request("certificate: missing; validate the host first and send the certificate you accepted")
+        ApiError::bad_request(
+            "certificate: missing; validate the host first and send the certificate you accepted",
+        )
     })?;
     let accepted = CertificateInfo::from_pem(&accepted_pem)
         .map_err(|error| ApiError::bad_request(format!("certificate: {error}")))?;
@@ -246,7 +274,10 @@ async fn update(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Jso
     Ok(Json(json!({})))
 }
 
-async fn remove(State(state): State<Arc<AdminState>>, Path(host_name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn remove(
+    State(state): State<Arc<AdminState>>,
+    Path(host_name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state.store.delete(&host_name)?;
     tracing::info!(host = %host_name, "WebSocket server deleted");
     state.trigger.run_now();

@@ -81,8 +81,9 @@ impl AdminClient {
         let info = crate::files::read_admin_info(dir)?;
         let key = std::fs::read_to_string(&info.key_file)
             .with_context(|| format!("cannot read the admin key {}", info.key_file.display()))?;
-        let pem = std::fs::read_to_string(&info.certificate_file)
-            .with_context(|| format!("cannot read the admin certificate {}", info.certificate_file.display()))?;
+        let pem = std::fs::read_to_string(&info.certificate_file).with_context(|| {
+            format!("cannot read the admin certificate {}", info.certificate_file.display())
+        })?;
         Self::new(&info.url, &key, Some(&pem))
     }
 
@@ -91,7 +92,12 @@ impl AdminClient {
         &self.url
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, AdminError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, AdminError> {
         let url = format!("{}{path}", self.url);
         let transport = |reason: String| AdminError::Transport { url: self.url.clone(), reason };
         let mut request = self.client.request(method, &url).header(ADMIN_KEY_HEADER, self.key.expose());
@@ -105,7 +111,8 @@ impl AdminClient {
             if text.trim().is_empty() {
                 return Ok(json!({}));
             }
-            return serde_json::from_str(&text).map_err(|error| transport(format!("invalid JSON answer: {error}")));
+            return serde_json::from_str(&text)
+                .map_err(|error| transport(format!("invalid JSON answer: {error}")));
         }
         let value: Value = serde_json::from_str(&text).unwrap_or_default();
         Err(AdminError::Api {
@@ -121,14 +128,18 @@ impl AdminClient {
 
     /// `validatehost`: the endpoint's certificate (subject, fingerprints, PEM) with the host object.
     pub async fn validate_host(&self, host: &HostObject) -> Result<HostObject, AdminError> {
-        let value = self.call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/validatehost"), Some(to_value(host))).await?;
+        let value = self
+            .call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/validatehost"), Some(to_value(host)))
+            .await?;
         from_value(&self.url, value)
     }
 
     /// `validateurl`: the endpoint details a provider URL serves (one or several host objects, tokens
     /// included).
     pub async fn validate_url(&self, url: &str) -> Result<Vec<HostObject>, AdminError> {
-        let value = self.call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/validateurl"), Some(json!({"url": url}))).await?;
+        let value = self
+            .call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/validateurl"), Some(json!({"url": url})))
+            .await?;
         match value {
             Value::Array(items) => items.into_iter().map(|item| from_value(&self.url, item)).collect(),
             other => Ok(vec![from_value(&self.url, other)?]),
@@ -137,12 +148,15 @@ impl AdminClient {
 
     /// `save`: stores a WebSocket server (token and accepted certificate required).
     pub async fn save(&self, host: &HostObject) -> Result<(), AdminError> {
-        self.call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/save"), Some(to_value(host))).await.map(drop)
+        self.call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/save"), Some(to_value(host)))
+            .await
+            .map(drop)
     }
 
     /// `update`: activates or deactivates a WebSocket server.
     pub async fn update(&self, host_name: &str, state: HostState) -> Result<(), AdminError> {
-        let body = serde_json::to_value(StateUpdate { host_name: host_name.to_owned(), state }).unwrap_or_default();
+        let body =
+            serde_json::to_value(StateUpdate { host_name: host_name.to_owned(), state }).unwrap_or_default();
         self.call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/update"), Some(body)).await.map(drop)
     }
 
@@ -155,7 +169,8 @@ impl AdminClient {
     /// Every WebSocket server with its live state (no tokens).
     pub async fn list(&self) -> Result<Vec<HostObject>, AdminError> {
         let value = self.call(reqwest::Method::GET, WSSENDPOINTS, None).await?;
-        serde_json::from_value(value).map_err(|error| AdminError::Transport { url: self.url.clone(), reason: error.to_string() })
+        serde_json::from_value(value)
+            .map_err(|error| AdminError::Transport { url: self.url.clone(), reason: error.to_string() })
     }
 
     /// The Prometheus text of `/metrics`.
@@ -177,7 +192,10 @@ fn to_value(host: &HostObject) -> Value {
 }
 
 fn from_value(url: &str, value: Value) -> Result<HostObject, AdminError> {
-    serde_json::from_value(value).map_err(|error| AdminError::Transport { url: url.to_owned(), reason: format!("unexpected answer: {error}") })
+    serde_json::from_value(value).map_err(|error| AdminError::Transport {
+        url: url.to_owned(),
+        reason: format!("unexpected answer: {error}"),
+    })
 }
 
 fn chain(error: &dyn std::error::Error) -> String {

@@ -47,7 +47,8 @@ impl AuditLog {
             use std::os::unix::fs::OpenOptionsExt as _;
             options.mode(0o600);
         }
-        let file = options.open(path).with_context(|| format!("cannot open the audit log {}", path.display()))?;
+        let file =
+            options.open(path).with_context(|| format!("cannot open the audit log {}", path.display()))?;
         Ok(Self { file: Mutex::new(file) })
     }
 
@@ -65,7 +66,8 @@ impl AuditLog {
 pub fn entry_line(entry: &AuditEntry<'_>) -> Value {
     let mut headers = Map::new();
     for (name, value) in entry.request.headers.iter() {
-        let shown = if SECRET_HEADERS.iter().any(|secret| name.eq_ignore_ascii_case(secret)) { "***" } else { value };
+        let shown =
+            if SECRET_HEADERS.iter().any(|secret| name.eq_ignore_ascii_case(secret)) { "***" } else { value };
         headers.insert(name.to_owned(), Value::String(shown.to_owned()));
     }
     let body = entry.request.parameters.as_deref().map(redact_body);
@@ -120,7 +122,8 @@ mod tests {
     #[test]
     fn secrets_never_reach_the_line() {
         let mut request = CommandRequest::new(Method::Post, "/netbackup/login");
-        request.headers = Headers::from_iter([("Authorization", "eyJhbGciOi"), ("Content-Type", "application/json")]);
+        request.headers =
+            Headers::from_iter([("Authorization", "eyJhbGciOi"), ("Content-Type", "application/json")]);
         request.parameters = Some(r#"{"userName":"admin","password":"s3cret","data":{"apiKey":"k"}}"#.into());
         let entry = AuditEntry {
             endpoint: "ep1",
@@ -131,7 +134,10 @@ mod tests {
             duration: std::time::Duration::from_millis(3),
         };
         let line = entry_line(&entry).to_string();
-        assert!(!line.contains("eyJhbGciOi") && !line.contains("s3cret") && !line.contains("\"k\""), "{line}");
+        assert!(
+            !line.contains("eyJhbGciOi") && !line.contains("s3cret") && !line.contains("\"k\""),
+            "{line}"
+        );
         assert!(line.contains("admin") && line.contains("/netbackup/login"), "{line}");
         assert_eq!(redact_body("not json"), Value::String("<8 bytes>".into()));
     }

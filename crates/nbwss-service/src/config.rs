@@ -208,7 +208,11 @@ impl ServiceConfig {
     /// A configuration with defaults: the given data directory and primary server, trusting exactly
     /// `primary_ca_pem` (or the system roots when `None`). The environment's proxy variables are ignored
     /// (set `proxy` explicitly to use a proxy); convenient for tests and `nbwss up`.
-    pub fn new(data_dir: impl Into<PathBuf>, primary_base_url: impl Into<String>, primary_ca_pem: Option<String>) -> Self {
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        primary_base_url: impl Into<String>,
+        primary_ca_pem: Option<String>,
+    ) -> Self {
         Self {
             data_dir: data_dir.into(),
             primary: PrimaryConfig {
@@ -261,7 +265,10 @@ impl ServiceConfig {
         let base = url::Url::parse(&self.primary.base_url).map_err(|error| {
             ConfigError::new(
                 "primary.base_url",
-                format!("'{}' is not a URL ({error}); use e.g. https://localhost:1556/netbackup", self.primary.base_url),
+                format!(
+                    "'{}' is not a URL ({error}); use e.g. https://localhost:1556/netbackup",
+                    self.primary.base_url
+                ),
             )
         })?;
         if base.scheme() != "https" {
@@ -309,7 +316,10 @@ impl ServiceConfig {
             if rule.method != "*" && Method::parse(&rule.method).is_none() {
                 return Err(ConfigError::new(
                     format!("policy.allow[{index}].method"),
-                    format!("'{}' is not one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or *", rule.method),
+                    format!(
+                        "'{}' is not one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or *",
+                        rule.method
+                    ),
                 ));
             }
             if !rule.path.starts_with("/netbackup/") {
@@ -338,7 +348,10 @@ impl ServiceConfig {
         self.admin.bind.parse().map_err(|_| {
             ConfigError::new(
                 "admin.bind",
-                format!("'{}' is not an IP address and port, e.g. 127.0.0.1:0 or 127.0.0.1:8553", self.admin.bind),
+                format!(
+                    "'{}' is not an IP address and port, e.g. 127.0.0.1:0 or 127.0.0.1:8553",
+                    self.admin.bind
+                ),
             )
         })
     }

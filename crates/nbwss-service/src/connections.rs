@@ -122,7 +122,12 @@ impl ConnectionTask {
         }
     }
 
-    fn run_once(&self, workers: &mut HashMap<String, Worker>, shutdown: &CancellationToken, tracker: &TaskTracker) {
+    fn run_once(
+        &self,
+        workers: &mut HashMap<String, Worker>,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) {
         let servers = match self.store.list() {
             Ok(servers) => servers,
             Err(error) => {
@@ -235,7 +240,8 @@ impl GroupWorker {
                 };
                 tracing::info!(host = %server.host_name, group = %self.group_id, url = %server.url, "connected");
                 let cancel = shutdown.child_token();
-                *self.lock_active() = Some(Active { signature: Signature::of(server), cancel: cancel.clone() });
+                *self.lock_active() =
+                    Some(Active { signature: Signature::of(server), cancel: cancel.clone() });
                 self.status.connected(&server.host_name);
                 let gauge = self.ctx.metrics.connections_in("connected");
                 gauge.inc();

@@ -22,7 +22,9 @@ impl std::fmt::Debug for TokenCipher {
 /// `n` random bytes from the system's secure generator.
 pub fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
     let mut bytes = vec![0u8; n];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
     Ok(bytes)
 }
 
@@ -35,7 +37,8 @@ impl TokenCipher {
 
     /// A cipher with the given 32-byte key.
     pub fn from_key(key: &[u8]) -> anyhow::Result<Self> {
-        let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| anyhow::anyhow!("invalid key length"))?;
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, key).map_err(|_| anyhow::anyhow!("invalid key length"))?;
         Ok(Self { key: LessSafeKey::new(unbound), random: SystemRandom::new() })
     }
 
@@ -45,7 +48,11 @@ impl TokenCipher {
         self.random.fill(&mut nonce).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
         let mut buffer = plaintext.as_bytes().to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buffer)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut buffer,
+            )
             .map_err(|_| anyhow::anyhow!("token encryption failed"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buffer);

@@ -37,7 +37,8 @@ pub struct AdminInfo {
 
 /// Creates the data directory (owner-only) if needed.
 pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -78,7 +79,10 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 /// Reads a secret file, or creates it with `make()` (0600) when it does not exist.
-pub fn read_or_create_private(path: &Path, make: impl FnOnce() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+pub fn read_or_create_private(
+    path: &Path,
+    make: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
     match std::fs::read(path) {
         Ok(contents) => {
             warn_if_open(path);

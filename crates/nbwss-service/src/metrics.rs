@@ -63,7 +63,11 @@ impl Metrics {
         let connections = Family::<StateLabel, Gauge>::default();
         registry.register("endpoint_connections", "Connections to endpoints by state", connections.clone());
         let reconnects = Family::<ReasonLabel, Counter>::default();
-        registry.register("endpoint_disconnects", "Connections that ended or failed, by closeStatus", reconnects.clone());
+        registry.register(
+            "endpoint_disconnects",
+            "Connections that ended or failed, by closeStatus",
+            reconnects.clone(),
+        );
         let ping_rtt = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register("ping_rtt_seconds", "Keepalive ping round trip", ping_rtt.clone());
         let commands_in_flight = Gauge::default();
@@ -71,10 +75,23 @@ impl Metrics {
         let command_duration = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         registry.register("command_duration_seconds", "Time to answer a COMMAND", command_duration.clone());
         let command_responses = Family::<StatusLabel, Counter>::default();
-        registry.register("command_responses", "COMMAND RESPONSEs by status and origin", command_responses.clone());
+        registry.register(
+            "command_responses",
+            "COMMAND RESPONSEs by status and origin",
+            command_responses.clone(),
+        );
         let notifications = crate::notify::NotifyMetrics::default();
         notifications.register(&mut registry);
-        Self { registry, connections, reconnects, ping_rtt, commands_in_flight, command_duration, command_responses, notifications }
+        Self {
+            registry,
+            connections,
+            reconnects,
+            ping_rtt,
+            commands_in_flight,
+            command_duration,
+            command_responses,
+            notifications,
+        }
     }
 
     /// The gauge of connections in `state`.
@@ -90,7 +107,9 @@ impl Metrics {
     /// Counts a COMMAND RESPONSE.
     pub fn responded(&self, status: u16, from_service: bool) {
         let origin = if from_service { "service" } else { "primary" };
-        self.command_responses.get_or_create(&StatusLabel { status: status.to_string(), origin: origin.to_owned() }).inc();
+        self.command_responses
+            .get_or_create(&StatusLabel { status: status.to_string(), origin: origin.to_owned() })
+            .inc();
     }
 
     /// The text exposition format.

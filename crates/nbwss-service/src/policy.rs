@@ -16,7 +16,9 @@ impl Policy {
         let rules = config
             .allow
             .iter()
-            .map(|rule| (if rule.method == "*" { None } else { Method::parse(&rule.method) }, rule.path.clone()))
+            .map(|rule| {
+                (if rule.method == "*" { None } else { Method::parse(&rule.method) }, rule.path.clone())
+            })
             .collect();
         Self { rules }
     }
@@ -26,9 +28,9 @@ impl Policy {
         if self.rules.is_empty() {
             return path.starts_with("/netbackup/");
         }
-        self.rules
-            .iter()
-            .any(|(rule_method, pattern)| rule_method.is_none_or(|m| m == method) && glob_match(pattern, path))
+        self.rules.iter().any(|(rule_method, pattern)| {
+            rule_method.is_none_or(|m| m == method) && glob_match(pattern, path)
+        })
     }
 }
 

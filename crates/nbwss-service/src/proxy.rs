@@ -25,9 +25,8 @@ pub struct ProxyUrl {
 impl ProxyUrl {
     /// Parses a proxy URL; only `http://` proxies (CONNECT over plain TCP) are supported.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|_| {
-            "is not a URL; use http://[user:password@]host:port".to_owned()
-        })?;
+        let url = url::Url::parse(text)
+            .map_err(|_| "is not a URL; use http://[user:password@]host:port".to_owned())?;
         if url.scheme() != "http" {
             return Err(format!(
                 "scheme '{}' is not supported; use an HTTP CONNECT proxy: http://[user:password@]host:port",
@@ -77,17 +76,23 @@ impl Connector {
     /// The connector for a configuration: its proxy, else (if allowed) the environment's.
     pub fn from_config(config: &ProxyConfig) -> anyhow::Result<Self> {
         if let Some(url) = &config.url {
-            let proxy = ProxyUrl::parse(url.expose()).map_err(|problem| anyhow::anyhow!("proxy.url: {problem}"))?;
+            let proxy =
+                ProxyUrl::parse(url.expose()).map_err(|problem| anyhow::anyhow!("proxy.url: {problem}"))?;
             return Ok(Self { proxy: Some(proxy), no_proxy: config.no_proxy.clone() });
         }
         if config.use_environment {
-            let env = |names: &[&str]| names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+            let env = |names: &[&str]| {
+                names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+            };
             if let Some(text) = env(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]) {
                 let text = if text.contains("://") { text } else { format!("http://{text}") };
-                let proxy = ProxyUrl::parse(&text).map_err(|problem| anyhow::anyhow!("HTTPS_PROXY: {problem}"))?;
+                let proxy =
+                    ProxyUrl::parse(&text).map_err(|problem| anyhow::anyhow!("HTTPS_PROXY: {problem}"))?;
                 let mut no_proxy = config.no_proxy.clone();
                 if let Some(list) = env(&["NO_PROXY", "no_proxy"]) {
-                    no_proxy.extend(list.split(',').map(|item| item.trim().to_owned()).filter(|item| !item.is_empty()));
+                    no_proxy.extend(
+                        list.split(',').map(|item| item.trim().to_owned()).filter(|item| !item.is_empty()),
+                    );
                 }
                 return Ok(Self { proxy: Some(proxy), no_proxy });
             }
@@ -105,9 +110,9 @@ impl Connector {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         match &self.proxy {
             Some(proxy) if self.uses_proxy_for(bare) => {
-                tokio::time::timeout(CONNECT_TIMEOUT, tunnel(proxy, host, port))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("the proxy {}:{} did not answer in time", proxy.host, proxy.port))?
+                tokio::time::timeout(CONNECT_TIMEOUT, tunnel(proxy, host, port)).await.map_err(|_| {
+                    anyhow::anyhow!("the proxy {}:{} did not answer in time", proxy.host, proxy.port)
+                })?
             }
             _ => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((bare, port)))
                 .await
@@ -132,7 +137,11 @@ async fn tunnel(proxy: &ProxyUrl, host: &str, port: u16) -> anyhow::Result<TcpSt
     let mut stream = TcpStream::connect((proxy.host.as_str(), proxy.port))
         .await
         .with_context(|| format!("cannot reach the proxy {}:{}", proxy.host, proxy.port))?;
-    let authority = if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some(credentials) = &proxy.credentials {
         use base64::Engine as _;

@@ -109,14 +109,19 @@ impl Relay {
             CommandResponse::service_error(
                 403,
                 "Refused by the service's relay policy.",
-                vec![format!("{} {} is not in the allow-list (policy.allow)", request.method, request.path())],
+                vec![format!(
+                    "{} {} is not in the allow-list (policy.allow)",
+                    request.method,
+                    request.path()
+                )],
             )
         };
         let duration = started.elapsed();
         let from_service = response.is_from_service();
         self.metrics.command_duration.observe(duration.as_secs_f64());
         self.metrics.responded(response.status_code, from_service);
-        let entry = AuditEntry { endpoint, id, request, status: response.status_code, from_service, duration };
+        let entry =
+            AuditEntry { endpoint, id, request, status: response.status_code, from_service, duration };
         tracing::info!(target: "nbwss::audit", endpoint, id, method = %request.method, uri = %request.uri,
             status = response.status_code, from_service, duration_ms = duration.as_millis() as u64, "relayed");
         if let Some(audit) = &self.audit {
@@ -136,9 +141,10 @@ impl Relay {
             if is_hop_by_hop(name) {
                 continue;
             }
-            let (Ok(name), Ok(value)) =
-                (reqwest::header::HeaderName::from_bytes(name.as_bytes()), reqwest::header::HeaderValue::from_str(value))
-            else {
+            let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) else {
                 return bad_request(format!("header {name} is not a valid HTTP header"));
             };
             headers.append(name, value);
@@ -157,7 +163,10 @@ impl Relay {
             if is_hop_by_hop(name.as_str()) {
                 continue;
             }
-            out_headers.append(name.as_str().to_ascii_lowercase(), String::from_utf8_lossy(value.as_bytes()).into_owned());
+            out_headers.append(
+                name.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            );
         }
         let mut body = Vec::new();
         loop {
@@ -179,7 +188,11 @@ impl Relay {
                 Err(error) => return unreachable(&error),
             }
         }
-        CommandResponse { status_code: status, headers: out_headers, body: String::from_utf8_lossy(&body).into_owned() }
+        CommandResponse {
+            status_code: status,
+            headers: out_headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 }
 
@@ -194,7 +207,11 @@ fn unreachable(error: &reqwest::Error) -> CommandResponse {
         details.push(current.to_string());
         source = current.source();
     }
-    CommandResponse::service_error(502, "The primary server cannot be reached (connection or TLS failure).", details)
+    CommandResponse::service_error(
+        502,
+        "The primary server cannot be reached (connection or TLS failure).",
+        details,
+    )
 }
 
 #[cfg(test)]

@@ -49,16 +49,21 @@ impl Service {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         files::ensure_dir(&data_dir)?;
-        let store = Arc::new(Store::open(&data_dir.join(files::STORE_FILE), &data_dir.join(files::TOKEN_KEY_FILE))?);
+        let store =
+            Arc::new(Store::open(&data_dir.join(files::STORE_FILE), &data_dir.join(files::TOKEN_KEY_FILE))?);
         let key_path = data_dir.join(files::ADMIN_KEY_FILE);
-        let admin_key = files::read_or_create_private(&key_path, || Ok(hex::encode(crate::crypto::random_bytes(32)?).into_bytes()))?;
+        let admin_key = files::read_or_create_private(&key_path, || {
+            Ok(hex::encode(crate::crypto::random_bytes(32)?).into_bytes())
+        })?;
         let admin_key = String::from_utf8(admin_key).context("admin.key is not text")?.trim().to_owned();
         let metrics = Arc::new(Metrics::new());
-        let audit = if config.log.audit { Some(AuditLog::open(&data_dir.join(files::AUDIT_FILE))?) } else { None };
+        let audit =
+            if config.log.audit { Some(AuditLog::open(&data_dir.join(files::AUDIT_FILE))?) } else { None };
         let relay = Arc::new(Relay::new(&config, &properties, metrics.clone(), audit)?);
         let connector = Connector::from_config(&config.proxy)?;
         let sessions = Arc::new(Sessions::default());
-        let notifications = crate::notify::Notifications::open(&config, &properties, metrics.notifications.clone())?;
+        let notifications =
+            crate::notify::Notifications::open(&config, &properties, metrics.notifications.clone())?;
         let status = Arc::new(Status::default());
         let trigger = Trigger::default();
         let ctx = Arc::new(SessionContext {
@@ -87,9 +92,12 @@ impl Service {
             provider_client: provider_client(&config)?,
         });
         let server = axum_server::Handle::<SocketAddr>::new();
-        let serving = axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))?
-            .handle(server.clone())
-            .serve(admin::app(admin_state).into_make_service());
+        let serving = axum_server::from_tcp_rustls(
+            listener,
+            axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+        )?
+        .handle(server.clone())
+        .serve(admin::app(admin_state).layer(axum::Extension(notifications.outbox())).into_make_service());
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         tracker.spawn(async move {
@@ -108,7 +116,10 @@ impl Service {
             certificate_file: absolute(&data_dir.join(files::ADMIN_CERT_FILE)),
             key_file: absolute(&key_path),
         };
-        files::write_public(&data_dir.join(files::ADMIN_INFO_FILE), serde_json::to_string_pretty(&info)?.as_bytes())?;
+        files::write_public(
+            &data_dir.join(files::ADMIN_INFO_FILE),
+            serde_json::to_string_pretty(&info)?.as_bytes(),
+        )?;
 
         tracker.spawn(notifications.run(store.clone(), sessions.clone(), shutdown.clone(), tracker.clone()));
         let task = ConnectionTask { store, ctx, status, trigger };

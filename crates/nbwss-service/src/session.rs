@@ -171,7 +171,8 @@ pub async fn open_tls(
     let config = verifier
         .client_config()
         .map_err(|error| Ended::new(CloseStatus::TlsHandshakeFailure, format!("{error:#}")))?;
-    let name = crate::tls::server_name(&host).map_err(|error| Ended::new(CloseStatus::CannotAccept, error.to_string()))?;
+    let name = crate::tls::server_name(&host)
+        .map_err(|error| Ended::new(CloseStatus::CannotAccept, error.to_string()))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
         Ok(Ok(stream)) => Ok(stream),
@@ -179,7 +180,10 @@ pub async fn open_tls(
             CloseStatus::TlsHandshakeFailure,
             format!("TLS handshake with {host}:{port} failed: {error}"),
         )),
-        Err(_) => Err(Ended::new(CloseStatus::TlsHandshakeFailure, format!("TLS handshake with {host}:{port} timed out"))),
+        Err(_) => Err(Ended::new(
+            CloseStatus::TlsHandshakeFailure,
+            format!("TLS handshake with {host}:{port} timed out"),
+        )),
     }
 }
 
@@ -199,10 +203,21 @@ pub async fn open(ctx: &SessionContext, server: &Server) -> Result<WsStream, End
     })?;
     let limit = ctx.properties.message_max_bytes.saturating_add(64 * 1024);
     let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::client_async_with_config(server.url.as_str(), tls, Some(config))).await {
+    match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::client_async_with_config(server.url.as_str(), tls, Some(config)),
+    )
+    .await
+    {
         Ok(Ok((ws, _response))) => Ok(ws),
-        Ok(Err(error)) => Err(Ended::new(CloseStatus::ClosedAbnormally, format!("WebSocket handshake with {} failed: {error}", server.url))),
-        Err(_) => Err(Ended::new(CloseStatus::ClosedAbnormally, format!("WebSocket handshake with {} timed out", server.url))),
+        Ok(Err(error)) => Err(Ended::new(
+            CloseStatus::ClosedAbnormally,
+            format!("WebSocket handshake with {} failed: {error}", server.url),
+        )),
+        Err(_) => Err(Ended::new(
+            CloseStatus::ClosedAbnormally,
+            format!("WebSocket handshake with {} timed out", server.url),
+        )),
     }
 }
 
@@ -246,7 +261,9 @@ fn peer_close(frame: Option<&CloseFrame>) -> Ended {
 
 fn read_error(error: &tungstenite::Error) -> Ended {
     match error {
-        tungstenite::Error::Capacity(_) => Ended::new(CloseStatus::TooBig, format!("message too big: {error}")),
+        tungstenite::Error::Capacity(_) => {
+            Ended::new(CloseStatus::TooBig, format!("message too big: {error}"))
+        }
         _ => Ended::new(CloseStatus::ClosedAbnormally, format!("connection lost: {error}")),
     }
 }
@@ -279,14 +296,20 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
                     tracing::warn!(host = %server.host_name, "binary message ignored (exception.ignoreDecoder=true)");
                     continue;
                 }
-                let ended = Ended::new(CloseStatus::ProtocolError, "binary message (NBWSS messages are text)");
+                let ended =
+                    Ended::new(CloseStatus::ProtocolError, "binary message (NBWSS messages are text)");
                 send_close(ws, &ended.close_status, &ended.reason).await;
                 return Err(ended);
             }
             Some(Ok(WsMessage::Close(frame))) => return Err(peer_close(frame.as_ref())),
             Some(Ok(_)) => continue,
             Some(Err(error)) => return Err(read_error(&error)),
-            None => return Err(Ended::new(CloseStatus::ClosedAbnormally, "the endpoint closed the connection during CONNECT")),
+            None => {
+                return Err(Ended::new(
+                    CloseStatus::ClosedAbnormally,
+                    "the endpoint closed the connection during CONNECT",
+                ))
+            }
         };
         match codec.decode(&text) {
             Ok(Message { id, body: Body::ConnectResponse(response), .. }) => {
@@ -299,7 +322,8 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
                 if response.valid {
                     return Ok(());
                 }
-                let ended = Ended::new(CloseStatus::ViolatedPolicy, "the endpoint refused the token (valid: false)");
+                let ended =
+                    Ended::new(CloseStatus::ViolatedPolicy, "the endpoint refused the token (valid: false)");
                 send_close(ws, &ended.close_status, &ended.reason).await;
                 return Err(ended);
             }
@@ -307,7 +331,9 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
                 tracing::warn!(host = %server.host_name, message = %other.summary(), "ignored: received before the CONNECT RESPONSE");
             }
             Err(error) => match decoder_close(ctx, &error) {
-                None => tracing::warn!(host = %server.host_name, %error, "undecodable message ignored (exception.ignoreDecoder=true)"),
+                None => {
+                    tracing::warn!(host = %server.host_name, %error, "undecodable message ignored (exception.ignoreDecoder=true)")
+                }
                 Some(status) => {
                     let ended = Ended::new(status, format!("undecodable message: {error}"));
                     send_close(ws, &ended.close_status, &ended.reason).await;
@@ -370,9 +396,12 @@ pub async fn serve(
             let out_tx = out_tx.clone();
             let sent_close = &sent_close;
             async move {
-                if let Some(code) = status.code().filter(|code| *code != 1006 && *code != 1005 && *code != 1015) {
+                if let Some(code) =
+                    status.code().filter(|code| *code != 1006 && *code != 1005 && *code != 1015)
+                {
                     sent_close.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let frame = CloseFrame { code: CloseCode::from(code), reason: truncate(&reason, 120).into() };
+                    let frame =
+                        CloseFrame { code: CloseCode::from(code), reason: truncate(&reason, 120).into() };
                     let _ = out_tx.send(WsMessage::Close(Some(frame))).await;
                 }
                 Ended::new(status, reason)
@@ -520,7 +549,10 @@ fn route(
                     let response = CommandResponse::service_error(
                         413,
                         "The primary server's answer is too large to relay.",
-                        vec![format!("the response message exceeds message.maxBytes ({} bytes)", codec.max_message_bytes())],
+                        vec![format!(
+                            "the response message exceeds message.maxBytes ({} bytes)",
+                            codec.max_message_bytes()
+                        )],
                     );
                     reply = Message::with_id(message.id, Body::CommandResponse(response));
                     text = codec.encode(&reply);
@@ -534,7 +566,9 @@ fn route(
                 Some(waiter) => {
                     let _ = waiter.send(message);
                 }
-                None => tracing::debug!(host = %server.host_name, message = %message.summary(), "response to no pending request"),
+                None => {
+                    tracing::debug!(host = %server.host_name, message = %message.summary(), "response to no pending request")
+                }
             }
         }
         Body::ConnectRequest(_) | Body::NotificationRequest(_) => {

@@ -97,7 +97,9 @@ impl Store {
         let token = self.cipher.seal(server.token.expose(), &server.host_name)?;
         let db = self.db();
         let exists: Option<String> = db
-            .query_row("SELECT host_name FROM servers WHERE host_name = ?1", [&server.host_name], |row| row.get(0))
+            .query_row("SELECT host_name FROM servers WHERE host_name = ?1", [&server.host_name], |row| {
+                row.get(0)
+            })
             .optional()
             .context("store query failed")?;
         if exists.is_some() {
@@ -176,8 +178,18 @@ impl Store {
             .context("store query failed")?;
         let mut servers = Vec::new();
         for row in rows {
-            let (host_name, url, group_id, priority, token, certificate_pem, certificate_der, state, endpoint_type, credential_id) =
-                row.context("store query failed")?;
+            let (
+                host_name,
+                url,
+                group_id,
+                priority,
+                token,
+                certificate_pem,
+                certificate_der,
+                state,
+                endpoint_type,
+                credential_id,
+            ) = row.context("store query failed")?;
             let token = Secret::new(self.cipher.open_sealed(&token, &host_name)?);
             servers.push(Server {
                 host_name,

@@ -59,8 +59,8 @@ pub struct CertificateInfo {
 impl CertificateInfo {
     /// Reads a DER certificate.
     pub fn from_der(der: &[u8]) -> anyhow::Result<Self> {
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(der).map_err(|error| anyhow::anyhow!("bad certificate: {error}"))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(der)
+            .map_err(|error| anyhow::anyhow!("bad certificate: {error}"))?;
         Ok(Self {
             subject: parsed.subject().to_string(),
             sha1: fingerprint(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der),
@@ -140,9 +140,9 @@ impl ServerCertVerifier for PinnedVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(end_entity.to_vec());
         match &self.pinned {
-            Some(pinned) if pinned.as_slice() != end_entity.as_ref() => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )),
+            Some(pinned) if pinned.as_slice() != end_entity.as_ref() => Err(
+                rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure),
+            ),
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -153,7 +153,12 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -162,7 +167,12 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -188,7 +198,8 @@ pub fn admin_identity(data_dir: &Path, bind_ip: std::net::IpAddr) -> anyhow::Res
     if !bind_ip.is_unspecified() && !bind_ip.is_loopback() {
         names.push(bind_ip.to_string());
     }
-    let generated = rcgen::generate_simple_self_signed(names).context("cannot generate the admin certificate")?;
+    let generated =
+        rcgen::generate_simple_self_signed(names).context("cannot generate the admin certificate")?;
     let cert = generated.cert.pem();
     let key = generated.signing_key.serialize_pem();
     crate::files::write_private(&key_path, key.as_bytes())?;

@@ -1,4 +1,8 @@
-//! Integration tests of the NBWSS service, over real sockets on port 0.
-#![allow(clippy::unwrap_used)]
+//! Integration tests of the NBWSS service over real sockets.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure with its location
 
+mod admin;
+mod connections;
 mod notify;
+mod relay;
+mod util;

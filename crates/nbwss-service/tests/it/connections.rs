@@ -1,0 +1,271 @@
+//! CONNECT, priority, failover, no preemption, groups, activation, keepalive, pinning, proxy, shutdown.
+
+use std::time::Duration;
+
+use nbwss_protocol::HostState;
+use nbwss_protocol::Secret;
+use nbwss_service::config::ProxyConfig;
+
+use crate::util::*;
+
+#[tokio::test]
+async fn valid_connect_presents_the_saved_token_and_is_listed_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    let (service, client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    add(&client, &endpoint, "ep1", "sg1", 1, "qwerrtrtrtrt2234344===").await;
+    let peer = endpoint.next_peer().await;
+    assert_eq!(peer.token, "qwerrtrtrtrt2234344===");
+    wait_connection(&client, "ep1", true).await;
+    let list = client.list().await.unwrap();
+    assert!(list[0].token.is_none(), "list never returns tokens");
+    assert_eq!(list[0].state, Some(HostState::Activated));
+    let metrics = client.metrics().await.unwrap();
+    assert!(metrics.contains("nbwss_endpoint_connections{state=\"connected\"} 1"), "{metrics}");
+    assert_eq!(service.sessions().connected().len(), 1);
+    service.shutdown().await;
+    // Shutting down closes with 1001 GOING_AWAY.
+    assert_eq!(peer.closed().await, Some(1001));
+}
+
+#[tokio::test]
+async fn invalid_connect_closes_with_violated_policy_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let endpoint = TestEndpoint::start(Mode::Invalid).await;
+    let (service, client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    add(&client, &endpoint, "ep1", "sg1", 1, "bad-token").await;
+    let peer = endpoint.next_peer().await;
+    assert_eq!(peer.closed().await, Some(1008));
+    wait_close_status(&client, "ep1", "VIOLATED_POLICY").await;
+    assert_eq!(state_of(&client, "ep1").await.unwrap().1, "DISCONNECTED");
+    // The connection task tries again, and connects once the endpoint accepts the token.
+    endpoint.set_mode(Mode::Valid);
+    wait_connection(&client, "ep1", true).await;
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_or_wrong_id_connect_closes_abnormally() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let silent = TestEndpoint::start(Mode::Silent).await;
+    let wrong = TestEndpoint::start(Mode::WrongId).await;
+    let properties = nbwss_protocol::Properties {
+        connect_response_timeout: Duration::from_millis(500),
+        ..fast_properties()
+    };
+    let (service, client) = start(config(dir.path(), &primary.base_url, &primary.cert_pem), properties).await;
+    add(&client, &silent, "silent", "sg1", 1, "t").await;
+    add(&client, &wrong, "wrong", "sg2", 1, "t").await;
+    wait_close_status(&client, "silent", "CLOSED_ABNORMALLY").await;
+    wait_close_status(&client, "wrong", "CLOSED_ABNORMALLY").await;
+    // Retried by the connection task.
+    wait_until("silent endpoint retried", || async { silent.connects() >= 2 }).await;
+    assert_eq!(state_of(&client, "silent").await.unwrap().1, "DISCONNECTED");
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn priority_failover_and_no_preemption() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let ep1 = TestEndpoint::start(Mode::Invalid).await;
+    let ep2 = TestEndpoint::start(Mode::Invalid).await;
+    let properties = nbwss_protocol::Properties {
+        keep_alive_scheduled_rate: Duration::from_millis(200),
+        ..fast_properties()
+    };
+    let (service, client) = start(config(dir.path(), &primary.base_url, &primary.cert_pem), properties).await;
+    add(&client, &ep2, "ep2", "sg1", 2, "t2").await;
+    add(&client, &ep1, "ep1", "sg1", 1, "t1").await;
+    wait_until("both tried", || async { ep1.connects() >= 1 && ep2.connects() >= 1 }).await;
+
+    // Priority: with both able to connect, the lower number wins, and only one connection per group.
+    ep2.set_mode(Mode::Valid);
+    ep1.set_mode(Mode::Valid);
+    let peer1 = ep1.next_accepted_peer().await;
+    wait_connection(&client, "ep1", true).await;
+    assert_eq!(state_of(&client, "ep2").await.unwrap().1, "DISCONNECTED");
+
+    // Failover: ep1 refuses from now on and drops the connection; ep2 takes over.
+    ep1.set_mode(Mode::Invalid);
+    peer1.close(1000);
+    let peer2 = ep2.next_accepted_peer().await;
+    wait_connection(&client, "ep2", true).await;
+
+    // No preemption: ep1 accepts again, but the service stays on ep2 for many keepalive periods (and
+    // connection-task periods).
+    ep1.set_mode(Mode::Valid);
+    let connects_ep1 = ep1.connects();
+    wait_until("several periods on ep2", || async { peer2.pings() >= 5 }).await;
+    assert!(peer2.is_open());
+    assert_eq!(ep1.connects(), connects_ep1, "ep1 must not be tried while ep2 is connected");
+    assert_eq!(state_of(&client, "ep1").await.unwrap().1, "DISCONNECTED");
+
+    // When the cloud side closes ep2, the service goes back to the best endpoint.
+    peer2.close(1000);
+    let _peer1 = ep1.next_accepted_peer().await;
+    wait_connection(&client, "ep1", true).await;
+    wait_close_status(&client, "ep2", "NORMAL_CLOSURE").await;
+    assert_eq!(state_of(&client, "ep2").await.unwrap().1, "DISCONNECTED");
+    assert_eq!(service.sessions().connected().len(), 1);
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_groups_are_connected_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let a = TestEndpoint::start(Mode::Valid).await;
+    let b = TestEndpoint::start(Mode::Valid).await;
+    let (service, client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    add(&client, &a, "a", "sg1", 1, "ta").await;
+    add(&client, &b, "b", "sg2", 1, "tb").await;
+    wait_connection(&client, "a", true).await;
+    wait_connection(&client, "b", true).await;
+    let pa = a.next_peer().await;
+    let pb = b.next_peer().await;
+    assert_eq!((pa.token.as_str(), pb.token.as_str()), ("ta", "tb"));
+    let sessions = service.sessions();
+    wait_until("two sessions", || async { sessions.connected().len() == 2 }).await;
+    assert!(sessions.of_group("sg1").is_some() && sessions.of_group("sg2").is_some());
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn activate_deactivate_and_delete_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    let (service, client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    add(&client, &endpoint, "ep1", "sg1", 1, "t").await;
+    let peer = endpoint.next_peer().await;
+    wait_connection(&client, "ep1", true).await;
+
+    client.update("ep1", HostState::Deactivated).await.unwrap();
+    assert_eq!(peer.closed().await, Some(1000));
+    wait_connection(&client, "ep1", false).await;
+    assert_eq!(state_of(&client, "ep1").await.unwrap().0, "DEACTIVATED");
+    let connects = endpoint.connects();
+
+    client.update("ep1", HostState::Activated).await.unwrap();
+    let peer = endpoint.next_peer().await;
+    wait_connection(&client, "ep1", true).await;
+    assert!(endpoint.connects() > connects);
+
+    client.delete("ep1").await.unwrap();
+    assert_eq!(peer.closed().await, Some(1000));
+    assert!(client.list().await.unwrap().is_empty());
+    assert_eq!(client.delete("ep1").await.unwrap_err().status(), Some(404));
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn missed_pongs_close_and_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let endpoint = TestEndpoint::start(Mode::Freeze).await;
+    let properties = nbwss_protocol::Properties {
+        keep_alive_scheduled_rate: Duration::from_millis(150),
+        keep_alive_max_pong_miss_allowed: 2,
+        ..fast_properties()
+    };
+    let (service, client) = start(config(dir.path(), &primary.base_url, &primary.cert_pem), properties).await;
+    add(&client, &endpoint, "ep1", "sg1", 1, "t").await;
+    let _frozen = endpoint.next_peer().await;
+    wait_connection(&client, "ep1", true).await;
+    endpoint.set_mode(Mode::Valid);
+    wait_close_status(&client, "ep1", "CLOSED_ABNORMALLY").await;
+    // Reconnected to a live connection that answers pings.
+    let peer = endpoint.next_peer().await;
+    wait_connection(&client, "ep1", true).await;
+    wait_until("pings answered", || async { peer.pings() >= 3 }).await;
+    assert!(peer.is_open());
+    let metrics = client.metrics().await.unwrap();
+    assert!(metrics.contains("nbwss_endpoint_disconnects_total{reason=\"CLOSED_ABNORMALLY\"}"), "{metrics}");
+    assert!(metrics.contains("nbwss_ping_rtt_seconds_count"), "{metrics}");
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    let (service, client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    add(&client, &endpoint, "ep1", "sg1", 1, "t").await;
+    let peer = endpoint.next_peer().await;
+    wait_connection(&client, "ep1", true).await;
+    let old_pem = endpoint.certificate_pem();
+
+    endpoint.rotate_certificate();
+    peer.close(1001);
+    wait_close_status(&client, "ep1", "TLS_HANDSHAKE_FAILURE").await;
+    assert_eq!(state_of(&client, "ep1").await.unwrap().1, "DISCONNECTED");
+
+    // Saving with the old certificate is refused with 500 and a hint to validate again.
+    let host = nbwss_protocol::HostObject {
+        host_name: "ep1-again".into(),
+        url: endpoint.url.clone(),
+        group_id: "sg2".into(),
+        priority: 1,
+        token: Some(Secret::new("t")),
+        certificate: Some(old_pem),
+        ..Default::default()
+    };
+    let error = client.save(&host).await.unwrap_err();
+    assert_eq!(error.status(), Some(500));
+    assert!(error.to_string().contains("validate the host again"), "{error}");
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_go_through_the_configured_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    let proxy = TestProxy::start().await;
+    let mut config = config(dir.path(), &primary.base_url, &primary.cert_pem);
+    config.proxy = ProxyConfig {
+        url: Some(Secret::new(proxy.url.clone())),
+        no_proxy: Vec::new(),
+        use_environment: false,
+    };
+    let (service, client) = start(config, fast_properties()).await;
+    add(&client, &endpoint, "ep1", "sg1", 1, "t").await;
+    wait_connection(&client, "ep1", true).await;
+    // validatehost, save's re-check and the connection: every one through the proxy.
+    assert!(proxy.tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    let peer = endpoint.next_peer().await;
+    let response = peer.command(command(nbwss_protocol::Method::Get, "/netbackup/echo", &[], None)).await;
+    assert_eq!(response.status_code, 200);
+    service.shutdown().await;
+
+    // Wrong proxy credentials: nothing gets through, and validatehost says why.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::util::config(dir.path(), &primary.base_url, &primary.cert_pem);
+    config.proxy = ProxyConfig {
+        url: Some(Secret::new(proxy.url.replace("pa%20ss", "wrong"))),
+        no_proxy: Vec::new(),
+        use_environment: false,
+    };
+    let (service, client) = start(config, fast_properties()).await;
+    let host = nbwss_protocol::HostObject {
+        host_name: "ep1".into(),
+        url: endpoint.url.clone(),
+        group_id: "g".into(),
+        priority: 1,
+        ..Default::default()
+    };
+    let error = client.validate_host(&host).await.unwrap_err();
+    assert_eq!(error.status(), Some(500));
+    assert!(error.to_string().contains("407"), "{error}");
+    service.shutdown().await;
+}
