@@ -84,7 +84,6 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/recovery/workloads/vmware/scenarios/full-vm/pre-recovery-check", post(recovery::pre_check));
     Router::new()
         .nest(PREFIX, api)
-        .route("/", get(not_found))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), negotiation))
