@@ -29,5 +29,6 @@ pub use config::{
     DEFAULT_PING_INTERVAL_MS, DEFAULT_RELAY_TIMEOUT_MS, DEFAULT_WEBSOCKET_PATH,
 };
 pub use endpoint::{Endpoint, EndpointHandle};
+pub use relay::ORIGIN_ENDPOINT;
 pub use store::{ApiKeyInfo, FeedQuery, Store, StoreOutcome, StoredNotification, TokenInfo, DATABASE_FILE};
 pub use tls::{fingerprint, GENERATED_CERT_FILE, GENERATED_KEY_FILE};

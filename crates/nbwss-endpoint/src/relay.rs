@@ -7,12 +7,15 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use nbwss_protocol::{Body, CommandRequest, CommandResponse, Headers, Message, Method};
+use nbwss_protocol::{Body, CommandRequest, CommandResponse, Headers, Message, Method, HEADER_ORIGIN};
 
 use crate::api::API_KEY_HEADER;
 use crate::error::ApiError;
 use crate::session::CallFailure;
 use crate::state::AppState;
+
+/// Marks a relay error produced by the endpoint itself (the service marks its own with `service`).
+pub const ORIGIN_ENDPOINT: &str = "endpoint";
 
 /// Headers that describe one hop, not the call; never relayed in either direction.
 const HOP_BY_HOP: [&str; 10] = [
@@ -74,7 +77,11 @@ async fn relay(state: AppState, name: String, uri: Option<String>, request: Requ
     let started = Instant::now();
     let response = match relay_call(&state, &name, uri, request).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => {
+            let mut response = error.into_response();
+            response.headers_mut().insert(HEADER_ORIGIN, HeaderValue::from_static(ORIGIN_ENDPOINT));
+            response
+        }
     };
     state.metrics.relayed(response.status().as_u16(), started.elapsed().as_secs_f64());
     response

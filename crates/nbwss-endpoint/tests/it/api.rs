@@ -96,6 +96,24 @@ async fn health_metrics_openapi_and_dashboard_are_served() {
         harness.http.get(format!("{url}/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
     assert!(openapi["paths"]["/api/v1/notifications/stream"].is_object());
+    // Every route the document names is served (none is a 404), with the API key.
+    harness.token("primary1");
+    for (path, item) in openapi["paths"].as_object().unwrap() {
+        let path = path
+            .replace("{name}", "primary1")
+            .replace("{path}", "admin/jobs")
+            .replace("{apiKey}", &harness.api_key);
+        let method = if item.get("get").is_some() { Method::GET } else { Method::POST };
+        let response = harness
+            .http
+            .request(method, format!("{url}{path}"))
+            .header("X-NBWSS-API-Key", &harness.api_key)
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(response.status(), 404, "{path} is documented but not served");
+    }
     let page = harness.http.get(format!("{url}/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("NBWSS endpoint"));

@@ -146,6 +146,7 @@ async fn not_connected_is_503_and_unknown_is_404() {
     harness.token("primary1");
     let response = harness.get("/api/v1/primaries/primary1/netbackup/admin/jobs").await;
     assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["x-nbwss-origin"], "endpoint");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_connected");
     let response = harness.get("/api/v1/primaries/nobody/netbackup/admin/jobs").await;
