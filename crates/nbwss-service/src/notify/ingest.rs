@@ -166,6 +166,49 @@ fn validate_image(image: &ImageRecord) -> Result<(), String> {
     Ok(())
 }
 
+/// Path of the admin API call that enqueues records (`POST`, body as for `nbwss notify --json`).
+pub const INGEST_PATH: &str = "/nbwss/notifications";
+
+/// The admin API route of local ingest, for the admin router (behind its authentication). The outbox comes
+/// from an `axum::Extension<Arc<Outbox>>` layered on the admin app.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    axum::Router::new().route(INGEST_PATH, axum::routing::post(enqueue))
+}
+
+async fn enqueue(
+    outbox: Option<axum::Extension<std::sync::Arc<super::Outbox>>>,
+    body: String,
+) -> (axum::http::StatusCode, axum::Json<Value>) {
+    use axum::http::StatusCode;
+    let error = |status: StatusCode, message: &str, detail: String| {
+        (
+            status,
+            axum::Json(
+                json!({"errorCode": status.as_u16(), "errorMessage": message, "errorDetails": [detail]}),
+            ),
+        )
+    };
+    let Some(axum::Extension(outbox)) = outbox else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Notifications are not running.", String::new());
+    };
+    let records = match parse_records(&body) {
+        Ok(records) => records,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, "Invalid notification records.", problem),
+    };
+    match outbox.append(&records) {
+        Ok(count) => (StatusCode::CREATED, axum::Json(json!({"enqueued": count}))),
+        Err(full @ super::OutboxError::Full { .. }) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The notification outbox is full; try again later.",
+            full.to_string(),
+        ),
+        Err(other) => {
+            tracing::error!(error = %other, "cannot enqueue notification records");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; see the service log.", String::new())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,42 +244,6 @@ mod tests {
         for (text, expected) in cases {
             let error = parse_records(&text).unwrap_err();
             assert!(error.contains(expected), "{error} does not say {expected}");
-        }
-    }
-}
-
-/// Path of the admin API call that enqueues records (`POST`, body as for `nbwss notify --json`).
-pub const INGEST_PATH: &str = "/nbwss/notifications";
-
-/// The admin API route of local ingest, for the admin router (behind its authentication). The outbox comes
-/// from an `axum::Extension<Arc<Outbox>>` layered on the admin app.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
-    axum::Router::new().route(INGEST_PATH, axum::routing::post(enqueue))
-}
-
-async fn enqueue(
-    outbox: Option<axum::Extension<std::sync::Arc<super::Outbox>>>,
-    body: String,
-) -> (axum::http::StatusCode, axum::Json<Value>) {
-    use axum::http::StatusCode;
-    let error = |status: StatusCode, message: &str, detail: String| {
-        (status, axum::Json(json!({"errorCode": status.as_u16(), "errorMessage": message, "errorDetails": [detail]})))
-    };
-    let Some(axum::Extension(outbox)) = outbox else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "Notifications are not running.", String::new());
-    };
-    let records = match parse_records(&body) {
-        Ok(records) => records,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, "Invalid notification records.", problem),
-    };
-    match outbox.append(&records) {
-        Ok(count) => (StatusCode::CREATED, axum::Json(json!({"enqueued": count}))),
-        Err(full @ super::OutboxError::Full { .. }) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "The notification outbox is full; try again later.", full.to_string())
-        }
-        Err(other) => {
-            tracing::error!(error = %other, "cannot enqueue notification records");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; see the service log.", String::new())
         }
     }
 }

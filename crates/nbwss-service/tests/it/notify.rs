@@ -537,3 +537,71 @@ async fn service_delivers_detected_notifications_over_wss_resending_until_acknow
     service.shutdown().await;
     emulator.shutdown().await;
 }
+
+/// Local ingest: records posted to the admin API, and records written into the outbox file by another
+/// process (`nbwss notify`), are delivered in order; invalid records and calls without the admin key are
+/// refused.
+#[tokio::test]
+async fn ingested_records_are_validated_and_delivered_in_order() {
+    use crate::util;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = util::certificate();
+    let config = util::config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
+    let properties = nbwss_protocol::Properties {
+        notification_scheduled_rate: Duration::from_secs(1),
+        ..util::fast_properties()
+    };
+    let (service, admin) = util::start(config, properties).await;
+    let endpoint = util::TestEndpoint::start(util::Mode::Valid).await;
+    util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
+    let peer = endpoint.next_peer().await;
+
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let url = format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH);
+    let job = r#"{"scheduleType":"ST_FULL","clientName":"m1","status":0,"startTime":1459829674,"state":"ACTIVE",
+        "policyName":"vmware2","parentJobId":144,"jobId":144,"policyType":"VMWARE","jobType":"BACKUP"}"#;
+    let post = |body: String, key: Option<&str>| {
+        let mut request = http.post(&url).body(body);
+        if let Some(key) = key {
+            request = request.header("X-NBWSS-Admin-Key", key);
+        }
+        request.send()
+    };
+    let refused = post(job.to_owned(), None).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let invalid = post(job.replace("ACTIVE", "RUNNING"), Some(service.admin_key())).await.unwrap();
+    assert_eq!(invalid.status().as_u16(), 400);
+    assert!(invalid.text().await.unwrap().contains("state RUNNING"));
+    let created = post(job.to_owned(), Some(service.admin_key())).await.unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+
+    // What `nbwss notify` does: append to the outbox file from outside the service.
+    let image = r#"{"clientType":"STANDARD","clientName":"localhost","backupTime":1458601200,
+        "createdTime":1459832492,"operationId":"DELETE","backupId":"localhost_1458601200"}"#;
+    let outside =
+        nbwss_service::notify::notifications::open_outbox(dir.path(), &nbwss_protocol::Properties::default())
+            .unwrap();
+    outside.append(&nbwss_service::notify::ingest::parse_records(image).unwrap()).unwrap();
+
+    let codec = Codec::default();
+    let mut records = Vec::new();
+    while records.len() < 2 {
+        let message = peer.recv().await;
+        let Body::NotificationRequest(_) = &message.body else { continue };
+        records.extend(records_of(&codec.encode(&message)));
+        peer.send_text(
+            &codec.encode(&nbwss_protocol::Message::with_id(message.id, Body::notification_ack())),
+        );
+    }
+    assert_eq!(records.len(), 2);
+    assert!(matches!(&records[0], Record::Job(job) if job.job_id == 144 && job.policy_type == "VMWARE"));
+    assert!(matches!(&records[1], Record::Image(image) if image.operation_id == ImageOperation::Delete));
+    util::wait_until("an empty outbox", || async { outside.record_count().unwrap() == 0 }).await;
+    service.shutdown().await;
+}
