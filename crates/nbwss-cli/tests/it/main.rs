@@ -3,4 +3,6 @@
 
 mod endpoint;
 mod protocol;
+mod servers;
+mod up;
 mod util;
