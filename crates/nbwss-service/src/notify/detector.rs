@@ -165,7 +165,7 @@ impl Detector {
         if let Some(since) = since {
             query.push(("filter", format!("lastUpdateTime ge {}", format_time(since))));
         }
-        let cursor_pages = api_major(self.client.api_version()) >= 9;
+        let cursor_pages = api_major(&self.client.api_version()) >= 9;
         let mut jobs = Vec::new();
         let mut offset = 0usize;
         let mut after: Option<String> = None;

@@ -231,7 +231,8 @@ impl Outbox {
         let records = std::mem::take(&mut detection.records);
         if !records.is_empty() {
             let held = count_records(&transaction)?;
-            if held + records.len() > self.config.max_records {
+            // An empty outbox takes any batch, so a single poll larger than the cap cannot stall detection.
+            if held > 0 && held + records.len() > self.config.max_records {
                 drop(transaction);
                 self.metrics.refused_records.inc_by(records.len() as u64);
                 self.metrics.outbox_full.set(1);
@@ -779,6 +780,12 @@ mod tests {
         outbox.ack("g", &message.id).unwrap();
         outbox.append(&[job(3, JobState::Active)]).unwrap();
         assert_eq!(outbox.metrics().outbox_full.get(), 0);
+        let message = outbox.next_message("g").unwrap().unwrap();
+        outbox.ack("g", &message.id).unwrap();
+        outbox
+            .append(&[job(5, JobState::Active), job(6, JobState::Active), job(7, JobState::Active)])
+            .unwrap();
+        assert_eq!(outbox.record_count().unwrap(), 3, "an empty outbox takes a batch larger than the cap");
     }
 
     #[test]

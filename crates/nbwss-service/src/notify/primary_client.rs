@@ -59,6 +59,9 @@ impl PrimaryError {
 
 /// Renew a login token once this share of its validity has passed.
 const RENEW_AT: f64 = 0.8;
+/// The version asked for when the server refuses the configured one (406): offset pagination of jobs,
+/// understood by NetBackup 10.1 and later.
+pub const FALLBACK_API_VERSION: &str = "8.0";
 /// Per-request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -71,7 +74,7 @@ struct Token {
 pub struct PrimaryClient {
     http: reqwest::Client,
     base_url: String,
-    api_version: String,
+    api_version: std::sync::RwLock<String>,
     credentials: PrimaryCredentials,
     token: tokio::sync::Mutex<Option<Token>>,
 }
@@ -107,19 +110,33 @@ impl PrimaryClient {
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
-            api_version: api_version.to_owned(),
+            api_version: std::sync::RwLock::new(api_version.to_owned()),
             credentials,
             token: tokio::sync::Mutex::new(None),
         })
     }
 
-    /// The API version asked for.
-    pub fn api_version(&self) -> &str {
-        &self.api_version
+    /// The API version asked for (it steps down to [`FALLBACK_API_VERSION`] when the server refuses it).
+    pub fn api_version(&self) -> String {
+        self.api_version
+            .read()
+            .map(|version| version.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
     fn media_type(&self) -> String {
-        format!("application/vnd.netbackup+json;version={}", self.api_version)
+        format!("application/vnd.netbackup+json;version={}", self.api_version())
+    }
+
+    /// After a 406, asks for the fallback version from now on; whether there was a lower version to try.
+    fn step_down(&self) -> bool {
+        let Ok(mut version) = self.api_version.write() else { return false };
+        if version.as_str() == FALLBACK_API_VERSION {
+            return false;
+        }
+        tracing::warn!(refused = %version, now = FALLBACK_API_VERSION, "the primary server refused the API version");
+        *version = FALLBACK_API_VERSION.to_owned();
+        true
     }
 
     /// `GET path` with `query` pairs, as JSON; logs in first or again when needed.
@@ -133,6 +150,7 @@ impl PrimaryClient {
             }
         }
         let mut renewed = false;
+        let mut stepped_down = false;
         loop {
             let authorization = self.authorization(renewed).await?;
             let response = self
@@ -146,6 +164,10 @@ impl PrimaryClient {
             if status == reqwest::StatusCode::UNAUTHORIZED && !renewed {
                 tracing::info!("primary server refused the detector's token: logging in again");
                 renewed = true;
+                continue;
+            }
+            if status == reqwest::StatusCode::NOT_ACCEPTABLE && !stepped_down && self.step_down() {
+                stepped_down = true;
                 continue;
             }
             let body = response.text().await?;
