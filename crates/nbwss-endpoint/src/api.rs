@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -40,6 +40,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .route(&state.config.websocket_path, get(connection::upgrade))
         .route("/", get(dashboard))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/provider/{id}", get(provider))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(state.config.limits.max_message_bytes))
@@ -98,12 +99,15 @@ fn percent_decode(text: &str) -> String {
 /// the value of `api_key=`. Every log line about a request uses this, never the raw URI.
 pub fn redact(uri: &Uri) -> String {
     let path = uri.path();
-    let path = match path.strip_prefix("/relay/") {
-        Some(rest) => match rest.find('/') {
+    let path = if let Some(rest) = path.strip_prefix("/relay/") {
+        match rest.find('/') {
             Some(slash) => format!("/relay/***{}", &rest[slash..]),
             None => "/relay/***".to_owned(),
-        },
-        None => path.to_owned(),
+        }
+    } else if path.starts_with("/provider/") {
+        "/provider/***".to_owned()
+    } else {
+        path.to_owned()
     };
     match uri.query() {
         None => path,
@@ -163,6 +167,23 @@ async fn primaries(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     Ok(Json(json!({ "primaries": list })))
 }
 
+/// `GET /provider/{id}`: a one-time provider URL; serves its endpoint details file once, then 404.
+async fn provider(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let details = {
+        let mut providers = state.providers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        providers.remove(&id).filter(|(expiry, _)| *expiry > Instant::now())
+    };
+    match details {
+        Some((_, details)) => Json(details).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such provider URL (used, expired or never made)",
+        )
+        .into_response(),
+    }
+}
+
 async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
@@ -194,6 +215,8 @@ mod tests {
         assert_eq!(redact(&uri), "/relay/***/p1/netbackup/admin/jobs?x=1");
         let uri: Uri = "/api/v1/notifications/stream?after=3&api_key=SECRET".parse().unwrap();
         assert_eq!(redact(&uri), "/api/v1/notifications/stream?after=3&api_key=***");
+        let uri: Uri = "/provider/SECRET".parse().unwrap();
+        assert_eq!(redact(&uri), "/provider/***");
         let uri: Uri = "/api/v1/notifications/stream?api_key=a%2Bb&after=1".parse().unwrap();
         assert_eq!(query_value(&uri, API_KEY_QUERY).unwrap(), "a+b");
     }

@@ -98,6 +98,26 @@ impl EndpointHandle {
         self.state.store.create_token(name, group, priority, &self.websocket_url())
     }
 
+    /// Creates (or rotates) the token of primary server `name` and returns a one-time provider URL
+    /// (`https://HOST:PORT/provider/{id}`) that serves its endpoint details file once, for NetBackup's
+    /// `validateurl`, within `valid_for`. The token is kept in memory only until then.
+    pub fn create_token_provider_url(
+        &self,
+        name: &str,
+        group: &str,
+        priority: i64,
+        valid_for: Duration,
+    ) -> anyhow::Result<String> {
+        let details = self.create_token(name, group, priority)?;
+        let id = crate::store::new_secret();
+        let expires = std::time::Instant::now() + valid_for;
+        let mut providers = self.state.providers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        providers.retain(|_, (expiry, _)| *expiry > now);
+        providers.insert(id.clone(), (expires, details.to_value()));
+        Ok(format!("{}/provider/{id}", self.url()))
+    }
+
     /// Revokes the token of `name` and closes its session, if connected. False when there was no token.
     pub fn revoke_token(&self, name: &str) -> anyhow::Result<bool> {
         let revoked = self.state.store.revoke_token(name)?;

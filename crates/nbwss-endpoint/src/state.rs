@@ -1,6 +1,8 @@
 //! What every handler and connection task shares.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use nbwss_protocol::Codec;
 use tokio::sync::watch;
@@ -27,6 +29,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// The newest notification cursor; SSE streams wait on it.
     pub feed: watch::Sender<i64>,
+    /// One-time provider URLs: id → (expiry, endpoint details JSON with the token).
+    pub providers: Mutex<HashMap<String, (Instant, serde_json::Value)>>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -44,6 +48,7 @@ impl Shared {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             feed: watch::channel(last_cursor).0,
+            providers: Mutex::new(HashMap::new()),
         })
     }
 }

@@ -346,7 +346,7 @@ impl Store {
 }
 
 /// A new secret: 256 random bits, base64url without padding (43 characters).
-fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     // SystemRandom only fails when the OS has no randomness at all; fall back to rand's OS generator.
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {

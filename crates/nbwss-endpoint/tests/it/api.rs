@@ -112,7 +112,11 @@ async fn health_metrics_openapi_and_dashboard_are_served() {
             .send()
             .await
             .unwrap();
-        assert_ne!(response.status(), 404, "{path} is documented but not served");
+        if response.status() == 404 {
+            // Only the endpoint's own JSON "not found" (e.g. an unknown provider id), never the router's.
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert!(body["error"]["code"].is_string(), "{path} is documented but not served");
+        }
     }
     let page = harness.http.get(format!("{url}/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -127,5 +131,24 @@ async fn health_metrics_openapi_and_dashboard_are_served() {
     assert!(value["token"].as_str().unwrap().len() >= 43);
     let parsed = nbwss_protocol::parse_endpoint_details(&value.to_string()).unwrap();
     assert_eq!(parsed[0], details);
+    harness.endpoint.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_provider_url_serves_the_details_file_once() {
+    let harness = Harness::start().await;
+    let url = harness
+        .endpoint
+        .create_token_provider_url("primary1", "sg1", 1, std::time::Duration::from_secs(600))
+        .unwrap();
+    assert!(url.starts_with(&format!("{}/provider/", harness.endpoint.url())));
+    let first = harness.http.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let details = nbwss_protocol::parse_endpoint_details(&first.text().await.unwrap()).unwrap();
+    assert_eq!(details[0].url, harness.endpoint.websocket_url());
+    assert_eq!(harness.http.get(&url).send().await.unwrap().status(), 404, "one time only");
+    // The token it served is the primary server's token.
+    let primary = crate::util::Primary::connect(&harness.endpoint, &details[0].token).await;
+    assert!(primary.is_some());
     harness.endpoint.shutdown().await;
 }
