@@ -152,3 +152,64 @@ async fn a_provider_url_serves_the_details_file_once() {
     assert!(primary.is_some());
     harness.endpoint.shutdown().await;
 }
+
+/// Captured log output.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn api_keys_in_urls_never_reach_the_log() {
+    // The test's runtime is single-threaded: the endpoint's tasks log through this thread's subscriber.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let harness = Harness::start().await;
+    harness.echo_primary("primary1").await;
+    let url = harness.endpoint.url();
+    let relayed = harness
+        .http
+        .get(format!("{url}/relay/{}/primary1/netbackup/admin/jobs?x=1", harness.api_key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(relayed.status(), 200);
+    let stream = harness
+        .http
+        .get(format!("{url}/api/v1/notifications/stream?api_key={}", harness.api_key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    let provider = harness
+        .endpoint
+        .create_token_provider_url("primary2", "sg1", 1, std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(harness.http.get(&provider).send().await.unwrap().status(), 200);
+    harness.endpoint.shutdown().await;
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("/relay/***/primary1/netbackup/admin/jobs?x=1"), "requests are logged: {log}");
+    assert!(log.contains("api_key=***"), "{log}");
+    assert!(log.contains("/provider/***"), "{log}");
+    assert!(!log.contains(&harness.api_key), "the API key leaked into the log: {log}");
+    let provider_id = provider.rsplit('/').next().unwrap();
+    assert!(!log.contains(provider_id), "the provider id leaked into the log");
+}
