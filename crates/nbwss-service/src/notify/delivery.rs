@@ -99,7 +99,8 @@ impl Delivery {
         cancel: CancellationToken,
     ) -> Result<(), DeliveryError> {
         let mut appended = self.outbox.appended();
-        let tick = (self.timing.scheduled_rate / 4).max(Duration::from_millis(50));
+        // Records appended by another process (`nbwss notify`) do not wake this loop: the tick finds them.
+        let tick = (self.timing.scheduled_rate / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut first_round = true;
         loop {
             self.round(&sink, first_round).await?;

@@ -606,3 +606,75 @@ async fn ingested_records_are_validated_and_delivered_in_order() {
     util::wait_until("an empty outbox", || async { outside.record_count().unwrap() == 0 }).await;
     service.shutdown().await;
 }
+
+/// An endpoint outage: what was sent and not acknowledged is sent again first, with the same ids, when the
+/// endpoint is back, then the backlog follows in detection order; the window bounds what is out at once.
+#[tokio::test]
+async fn after_an_endpoint_outage_the_feed_catches_up_in_order() {
+    use crate::util;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = util::certificate();
+    let config = util::config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
+    let properties = nbwss_protocol::Properties {
+        notification_scheduled_rate: Duration::from_secs(30),
+        notification_batch_size: 3,
+        notification_max_unacked: 2,
+        ..util::fast_properties()
+    };
+    let (service, admin) = util::start(config, properties).await;
+    let endpoint = util::TestEndpoint::start(util::Mode::Valid).await;
+    util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
+    let first_peer = endpoint.next_peer().await;
+    let outbox =
+        nbwss_service::notify::notifications::open_outbox(dir.path(), &nbwss_protocol::Properties::default())
+            .unwrap();
+    util::wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
+    let job = |job_id: i64| {
+        Record::Job(JobRecord {
+            schedule_type: nbwss_protocol::ScheduleType::Full,
+            client_name: "c1".into(),
+            status: 0,
+            start_time: 1_700_000_000,
+            state: JobState::Active,
+            policy_name: "p".into(),
+            parent_job_id: job_id,
+            job_id,
+            policy_type: "STANDARD".into(),
+            job_type: nbwss_protocol::JobType::Backup,
+        })
+    };
+    outbox.append(&(1..=10).map(job).collect::<Vec<_>>()).unwrap();
+
+    // The window: two messages of three records, never acknowledged; then the endpoint goes away.
+    let codec = Codec::default();
+    let unacked = [first_peer.recv().await, first_peer.recv().await];
+    let unacked_ids: Vec<String> = unacked.iter().map(|message| message.id.clone()).collect();
+    first_peer.close(1001);
+    outbox.append(&(11..=20).map(job).collect::<Vec<_>>()).unwrap();
+
+    // Back: the two unacknowledged messages first, same ids and payloads, then the rest in order.
+    let peer = endpoint.next_peer().await;
+    let mut messages = Vec::new();
+    let mut job_ids = Vec::new();
+    while job_ids.len() < 20 {
+        let message = peer.recv().await;
+        let Body::NotificationRequest(_) = &message.body else { continue };
+        if !messages.iter().any(|seen: &nbwss_protocol::Message| seen.id == message.id) {
+            job_ids.extend(records_of(&codec.encode(&message)).into_iter().map(|record| match record {
+                Record::Job(job) => job.job_id,
+                Record::Image(image) => panic!("unexpected {image:?}"),
+            }));
+            messages.push(message.clone());
+        }
+        peer.send_text(
+            &codec.encode(&nbwss_protocol::Message::with_id(message.id, Body::notification_ack())),
+        );
+    }
+    assert_eq!(messages[0], unacked[0]);
+    assert_eq!(messages[1], unacked[1]);
+    assert_eq!(messages.iter().take(2).map(|m| m.id.clone()).collect::<Vec<_>>(), unacked_ids);
+    assert_eq!(job_ids, (1..=20).collect::<Vec<i64>>(), "every record once, in detection order");
+    util::wait_until("an empty outbox", || async { outbox.record_count().unwrap() == 0 }).await;
+    service.shutdown().await;
+}
