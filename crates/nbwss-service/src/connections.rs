@@ -225,10 +225,14 @@ impl GroupWorker {
                     session::handshake(&self.ctx, server, &mut ws).await?;
                     Ok::<_, session::Ended>(ws)
                 };
+                let connecting = self.ctx.metrics.connections_in("connecting");
+                connecting.inc();
                 let result = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    result = attempt => result,
+                    () = shutdown.cancelled() => None,
+                    result = attempt => Some(result),
                 };
+                connecting.dec();
+                let Some(result) = result else { return };
                 let ws = match result {
                     Ok(ws) => ws,
                     Err(ended) => {

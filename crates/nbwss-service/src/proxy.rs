@@ -73,23 +73,31 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// The connector for a configuration: its proxy, else (if allowed) the environment's.
+    /// The connector for a configuration: its proxy, else (if allowed) the environment's
+    /// `HTTPS_PROXY`/`NO_PROXY`.
     pub fn from_config(config: &ProxyConfig) -> anyhow::Result<Self> {
+        Self::from_config_and_env(config, |name| std::env::var(name).ok())
+    }
+
+    /// As [`from_config`](Self::from_config), reading environment variables through `env`.
+    pub fn from_config_and_env(
+        config: &ProxyConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
         if let Some(url) = &config.url {
             let proxy =
                 ProxyUrl::parse(url.expose()).map_err(|problem| anyhow::anyhow!("proxy.url: {problem}"))?;
             return Ok(Self { proxy: Some(proxy), no_proxy: config.no_proxy.clone() });
         }
         if config.use_environment {
-            let env = |names: &[&str]| {
-                names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-            };
-            if let Some(text) = env(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]) {
+            let first =
+                |names: &[&str]| names.iter().find_map(|name| env(name).filter(|value| !value.is_empty()));
+            if let Some(text) = first(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]) {
                 let text = if text.contains("://") { text } else { format!("http://{text}") };
                 let proxy =
                     ProxyUrl::parse(&text).map_err(|problem| anyhow::anyhow!("HTTPS_PROXY: {problem}"))?;
                 let mut no_proxy = config.no_proxy.clone();
-                if let Some(list) = env(&["NO_PROXY", "no_proxy"]) {
+                if let Some(list) = first(&["NO_PROXY", "no_proxy"]) {
                     no_proxy.extend(
                         list.split(',').map(|item| item.trim().to_owned()).filter(|item| !item.is_empty()),
                     );
@@ -185,6 +193,29 @@ mod tests {
         assert_eq!(proxy.credentials.unwrap().expose(), "u@x:p:w");
         assert!(ProxyUrl::parse("socks5://proxy").is_err());
         assert!(ProxyUrl::parse("proxy:3128").is_err());
+    }
+
+    #[test]
+    fn environment_proxy_and_no_proxy() {
+        let env = |name: &str| match name {
+            "HTTPS_PROXY" => Some("proxy.example:3128".to_owned()),
+            "NO_PROXY" => Some("localhost, .internal.example".to_owned()),
+            _ => None,
+        };
+        let connector = Connector::from_config_and_env(&ProxyConfig::default(), env).unwrap();
+        assert!(connector.uses_proxy_for("cloud.example.com"));
+        assert!(!connector.uses_proxy_for("localhost"));
+        assert!(!connector.uses_proxy_for("a.internal.example"));
+        let ignored = ProxyConfig { use_environment: false, ..ProxyConfig::default() };
+        assert!(!Connector::from_config_and_env(&ignored, env).unwrap().uses_proxy_for("cloud.example.com"));
+        let configured = ProxyConfig {
+            url: Some(Secret::new("http://u:p@configured:8080")),
+            no_proxy: vec!["skip.example".into()],
+            use_environment: true,
+        };
+        let connector = Connector::from_config_and_env(&configured, env).unwrap();
+        assert_eq!(connector.proxy.as_ref().unwrap().host, "configured");
+        assert!(!connector.uses_proxy_for("skip.example") && connector.uses_proxy_for("localhost"));
     }
 
     #[test]
