@@ -131,9 +131,8 @@ impl Detector {
             let mut newest = watermark.as_deref().and_then(parse_time);
             for attributes in &jobs {
                 let Some(job) = job_record(attributes) else { continue };
-                if let Some(updated) = attributes["lastUpdateTime"].as_str().and_then(parse_time) {
-                    newest = newest.max(Some(updated));
-                }
+                let updated = attributes["lastUpdateTime"].as_str().and_then(parse_time);
+                newest = newest.max(updated);
                 let done = job.state == JobState::Done;
                 let seen = detection.job(job.job_id)?;
                 let report = match seen {
@@ -142,10 +141,10 @@ impl Detector {
                     Some(reported_done) => done && !reported_done,
                 };
                 if seen != Some(true) {
-                    detection.set_job(job.job_id, done)?;
+                    detection.set_job(job.job_id, done, updated.map_or(0, |time| time.timestamp_millis()))?;
                 }
                 if report {
-                    if let Some(updated) = attributes["lastUpdateTime"].as_str().and_then(parse_time) {
+                    if let Some(updated) = updated {
                         lag.observe((now - updated.timestamp()).max(0) as f64);
                     }
                     detection.push(Record::Job(job));
@@ -153,6 +152,8 @@ impl Detector {
             }
             if let Some(newest) = newest {
                 detection.set_watermark(JOBS_WATERMARK, &format_time(newest))?;
+                let horizon = newest - self.config.job_overlap - TimeDelta::days(1);
+                detection.forget_done_jobs(horizon.timestamp_millis())?;
             }
             Ok(detection.pushed().len())
         })?;

@@ -151,7 +151,8 @@ CREATE TABLE IF NOT EXISTS watermarks (
 );
 CREATE TABLE IF NOT EXISTS seen_jobs (
     job_id INTEGER PRIMARY KEY,
-    done INTEGER NOT NULL
+    done INTEGER NOT NULL,
+    last_update_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS seen_images (
     backup_id TEXT PRIMARY KEY,
@@ -494,14 +495,22 @@ impl Detection<'_> {
             .optional()?)
     }
 
-    /// Remembers a job and whether it is done.
-    pub fn set_job(&self, job_id: i64, done: bool) -> Result<(), OutboxError> {
+    /// Remembers a job, whether it is done, and its `lastUpdateTime` (Unix ms).
+    pub fn set_job(&self, job_id: i64, done: bool, last_update_ms: i64) -> Result<(), OutboxError> {
         self.transaction.execute(
-            "INSERT INTO seen_jobs (job_id, done) VALUES (?1, ?2) \
-             ON CONFLICT (job_id) DO UPDATE SET done = excluded.done",
-            params![job_id, done],
+            "INSERT INTO seen_jobs (job_id, done, last_update_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (job_id) DO UPDATE SET done = excluded.done, last_update_ms = excluded.last_update_ms",
+            params![job_id, done, last_update_ms],
         )?;
         Ok(())
+    }
+
+    /// Forgets done jobs last updated before `before_ms`: the job list is asked only for later updates,
+    /// so they cannot be listed again. Returns how many were forgotten.
+    pub fn forget_done_jobs(&self, before_ms: i64) -> Result<usize, OutboxError> {
+        Ok(self
+            .transaction
+            .execute("DELETE FROM seen_jobs WHERE done = 1 AND last_update_ms < ?1", [before_ms])?)
     }
 
     /// What was seen of an image.
@@ -789,6 +798,24 @@ mod tests {
     }
 
     #[test]
+    fn done_jobs_are_forgotten_once_they_cannot_be_listed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path(), config(10, 10, 100));
+        let forgotten = outbox
+            .detect(|detection| {
+                detection.set_job(1, true, 1_000)?;
+                detection.set_job(2, false, 1_000)?;
+                detection.set_job(3, true, 5_000)?;
+                detection.forget_done_jobs(2_000)
+            })
+            .unwrap();
+        assert_eq!(forgotten, 1);
+        let seen =
+            outbox.detect(|detection| Ok((detection.job(1)?, detection.job(2)?, detection.job(3)?))).unwrap();
+        assert_eq!(seen, (None, Some(false), Some(true)), "running jobs are kept whatever their age");
+    }
+
+    #[test]
     fn reopening_mid_delivery_keeps_ids_payloads_positions_and_state() {
         let dir = tempfile::tempdir().unwrap();
         let (sent_id, sent_text) = {
@@ -797,7 +824,7 @@ mod tests {
             outbox
                 .detect(|detection| {
                     detection.set_watermark("jobs", "2026-01-01T00:00:00.000Z")?;
-                    detection.set_job(1, false)?;
+                    detection.set_job(1, false, 0)?;
                     detection.push(job(1, JobState::Active));
                     detection.push(job(2, JobState::Active));
                     detection.push(job(3, JobState::Active));
