@@ -678,3 +678,58 @@ async fn after_an_endpoint_outage_the_feed_catches_up_in_order() {
     util::wait_until("an empty outbox", || async { outbox.record_count().unwrap() == 0 }).await;
     service.shutdown().await;
 }
+
+/// A restart of the whole service: an unacknowledged message goes out again from the new process with the
+/// same id and payload, before anything newer.
+#[tokio::test]
+async fn a_restarted_service_resends_the_same_message() {
+    use crate::util;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = util::certificate();
+    let config = util::config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
+    let properties = nbwss_protocol::Properties {
+        notification_scheduled_rate: Duration::from_secs(30),
+        ..util::fast_properties()
+    };
+    let (service, admin) = util::start(config.clone(), properties.clone()).await;
+    let endpoint = util::TestEndpoint::start(util::Mode::Valid).await;
+    util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
+    let peer = endpoint.next_peer().await;
+    let image = |backup_time: i64| {
+        format!(
+            r#"{{"clientType":"STANDARD","clientName":"c1","backupTime":{backup_time},"createdTime":{backup_time},
+            "operationId":"CREATE","backupId":"c1_{backup_time}"}}"#
+        )
+    };
+    let outbox =
+        nbwss_service::notify::notifications::open_outbox(dir.path(), &nbwss_protocol::Properties::default())
+            .unwrap();
+    util::wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
+    outbox.append(&nbwss_service::notify::ingest::parse_records(&image(1_700_000_000)).unwrap()).unwrap();
+    let sent = peer.recv().await;
+    service.shutdown().await;
+
+    let (service, _admin) = util::start(config, properties).await;
+    outbox.append(&nbwss_service::notify::ingest::parse_records(&image(1_700_000_100)).unwrap()).unwrap();
+    let peer = endpoint.next_peer().await;
+    let codec = Codec::default();
+    let again = loop {
+        let message = peer.recv().await;
+        if let Body::NotificationRequest(_) = &message.body {
+            break message;
+        }
+    };
+    assert_eq!(again, sent, "same id and payload after the restart");
+    peer.send_text(
+        &codec.encode(&nbwss_protocol::Message::with_id(again.id.clone(), Body::notification_ack())),
+    );
+    let newer = peer.recv().await;
+    assert_ne!(newer.id, sent.id);
+    assert!(
+        matches!(&records_of(&codec.encode(&newer))[0], Record::Image(image) if image.backup_time == 1_700_000_100)
+    );
+    peer.send_text(&codec.encode(&nbwss_protocol::Message::with_id(newer.id, Body::notification_ack())));
+    util::wait_until("an empty outbox", || async { outbox.record_count().unwrap() == 0 }).await;
+    service.shutdown().await;
+}
