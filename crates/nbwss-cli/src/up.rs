@@ -133,8 +133,10 @@ async fn start(args: &Args, dir: &Path) -> anyhow::Result<System> {
         api_key: None,
     });
     // Quick notifications for the demo; everything else keeps the guide's defaults.
-    let (properties, _) = Properties::parse("notification.scheduledRate=2\nnotification.pollInterval=1\n")
-        .context("demo properties")?;
+    let (properties, _) = Properties::parse(
+        "notification.scheduledRate=2\nnotification.pollInterval=1\nnotification.reconcileInterval=5\n",
+    )
+    .context("demo properties")?;
     let service = Service::start(service_config, properties).await.context("starting the service")?;
     println!("  service   admin API {}", service.admin_url());
 
