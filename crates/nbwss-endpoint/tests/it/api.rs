@@ -170,15 +170,20 @@ impl std::io::Write for Captured {
 
 #[tokio::test]
 async fn api_keys_in_urls_never_reach_the_log() {
-    // The test's runtime is single-threaded: the endpoint's tasks log through this thread's subscriber.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // A global subscriber: a per-thread one races with other tests over tracing's callsite cache. Other
+    // tests' lines land in the buffer too, which does not matter: every test has its own random key.
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    let captured = CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    });
 
     let harness = Harness::start().await;
     harness.echo_primary("primary1").await;
@@ -212,4 +217,24 @@ async fn api_keys_in_urls_never_reach_the_log() {
     assert!(!log.contains(&harness.api_key), "the API key leaked into the log: {log}");
     let provider_id = provider.rsplit('/').next().unwrap();
     assert!(!log.contains(provider_id), "the provider id leaked into the log");
+}
+
+#[tokio::test]
+async fn certificate_and_key_files_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let mut config = nbwss_endpoint::EndpointConfig::new(dir.path().join("data"));
+    config.tls = Some(nbwss_endpoint::TlsFiles { cert, key });
+    let endpoint = nbwss_endpoint::Endpoint::start(config).await.unwrap();
+    assert_eq!(endpoint.certificate_sha256(), nbwss_endpoint::fingerprint(generated.cert.der()));
+    assert_eq!(endpoint.certificate_pem(), generated.cert.pem());
+    assert!(!dir.path().join("data").join(nbwss_endpoint::GENERATED_CERT_FILE).exists());
+    let http = crate::util::http_client(&generated.cert.pem());
+    let health = http.get(format!("{}/healthz", endpoint.url())).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    endpoint.shutdown().await;
 }
