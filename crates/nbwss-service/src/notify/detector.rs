@@ -8,7 +8,7 @@
 //! neither misses nor repeats an event; when the outbox is full nothing commits and the same events are
 //! found again by a later poll.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -433,17 +433,13 @@ fn schedule_type(value: &Value) -> ScheduleType {
 
 /// Upper-case policy type as jobs report it, from either spelling (`VMware`, `MS-Windows`, `VMWARE`).
 fn policy_type_name(name: &str) -> String {
-    let known: HashMap<&str, &str> = [
-        ("ms-windows", "WINDOWS"),
-        ("ms-windows-nt", "WINDOWS"),
-        ("hyper-v", "HYPERV"),
-        ("ms-sql-server", "SQL_SERVER"),
-        ("", "STANDARD"),
-    ]
-    .into_iter()
-    .collect();
-    let lower = name.to_ascii_lowercase();
-    known.get(lower.as_str()).map_or_else(|| name.to_ascii_uppercase().replace('-', "_"), |k| (*k).to_owned())
+    match name.to_ascii_lowercase().as_str() {
+        "ms-windows" | "ms-windows-nt" => "WINDOWS".to_owned(),
+        "hyper-v" => "HYPERV".to_owned(),
+        "ms-sql-server" => "SQL_SERVER".to_owned(),
+        "" => "STANDARD".to_owned(),
+        _ => name.to_ascii_uppercase().replace('-', "_"),
+    }
 }
 
 fn api_major(version: &str) -> u32 {

@@ -73,9 +73,6 @@ pub enum OutboxError {
     /// The database lock was poisoned by a panic elsewhere.
     #[error("notification outbox lock poisoned")]
     Poisoned,
-    /// Detector logic failed inside a detection transaction.
-    #[error("{0}")]
-    Detection(String),
 }
 
 /// A NOTIFICATION REQUEST committed for a group: its id and exact text, sent as is every time.
