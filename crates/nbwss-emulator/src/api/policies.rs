@@ -321,18 +321,13 @@ pub(crate) async fn put_client(
     Path((name, client)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let mut attributes = item_attributes(&body, "client")?;
+    let attributes = item_attributes(&body, "client")?;
     for key in ["hardware", "OS"] {
         if attributes.get(key).is_some_and(|v| !v.is_string()) {
             return Err(ApiError::bad_attribute(key, "must be a string"));
         }
     }
-    attributes.insert("hostName".into(), client.clone().into());
-    let (created, generation) = mutate(&shared, &name, &headers, |policy| {
-        Ok(upsert(policy, "clients", "hostName", &client, Value::Object(attributes)))
-    })?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT };
-    Ok(with_headers(empty(status), Some(generation), None))
+    put_item(&shared, &name, &headers, ("clients", "hostName"), &client, attributes)
 }
 
 pub(crate) async fn delete_client(
@@ -341,14 +336,7 @@ pub(crate) async fn delete_client(
     headers: HeaderMap,
     Path((name, client)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let ((), generation) = mutate(&shared, &name, &headers, |policy| {
-        if remove_item(policy, "clients", "hostName", &client) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("The client {client} is not in the policy {name}.")))
-        }
-    })?;
-    Ok(with_headers(empty(StatusCode::NO_CONTENT), Some(generation), None))
+    delete_item(&shared, &name, &headers, ("clients", "hostName"), &client, "client")
 }
 
 pub(crate) async fn put_schedule(
@@ -358,19 +346,14 @@ pub(crate) async fn put_schedule(
     Path((name, schedule)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let mut attributes = item_attributes(&body, "schedule")?;
+    let attributes = item_attributes(&body, "schedule")?;
     if attributes.get("frequencySeconds").is_some_and(|v| !v.is_i64()) {
         return Err(ApiError::bad_attribute("frequencySeconds", "must be an integer"));
     }
     if attributes.get("backupType").is_some_and(|v| !v.is_string()) {
         return Err(ApiError::bad_attribute("backupType", "must be a string"));
     }
-    attributes.insert("scheduleName".into(), schedule.clone().into());
-    let (created, generation) = mutate(&shared, &name, &headers, |policy| {
-        Ok(upsert(policy, "schedules", "scheduleName", &schedule, Value::Object(attributes)))
-    })?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT };
-    Ok(with_headers(empty(status), Some(generation), None))
+    put_item(&shared, &name, &headers, ("schedules", "scheduleName"), &schedule, attributes)
 }
 
 pub(crate) async fn delete_schedule(
@@ -379,11 +362,41 @@ pub(crate) async fn delete_schedule(
     headers: HeaderMap,
     Path((name, schedule)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let ((), generation) = mutate(&shared, &name, &headers, |policy| {
-        if remove_item(policy, "schedules", "scheduleName", &schedule) {
+    delete_item(&shared, &name, &headers, ("schedules", "scheduleName"), &schedule, "schedule")
+}
+
+/// Adds or replaces the item `key` of a policy's `list` (clients, schedules): 201 when new, 204 when
+/// replaced, with the new generation as `ETag`.
+fn put_item(
+    shared: &Shared,
+    name: &str,
+    headers: &HeaderMap,
+    (list, key_field): (&str, &str),
+    key: &str,
+    mut attributes: Map<String, Value>,
+) -> ApiResult<Response> {
+    attributes.insert(key_field.into(), key.into());
+    let (created, generation) = mutate(shared, name, headers, |policy| {
+        Ok(upsert(policy, list, key_field, key, Value::Object(attributes)))
+    })?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT };
+    Ok(with_headers(empty(status), Some(generation), None))
+}
+
+/// Removes the item `key` of a policy's `list`: 204 with the new generation as `ETag`, 404 when absent.
+fn delete_item(
+    shared: &Shared,
+    name: &str,
+    headers: &HeaderMap,
+    (list, key_field): (&str, &str),
+    key: &str,
+    what: &str,
+) -> ApiResult<Response> {
+    let ((), generation) = mutate(shared, name, headers, |policy| {
+        if remove_item(policy, list, key_field, key) {
             Ok(())
         } else {
-            Err(ApiError::not_found(format!("The schedule {schedule} is not in the policy {name}.")))
+            Err(ApiError::not_found(format!("The {what} {key} is not in the policy {name}.")))
         }
     })?;
     Ok(with_headers(empty(StatusCode::NO_CONTENT), Some(generation), None))
