@@ -503,8 +503,26 @@ pub async fn serve(
         failed = &mut writer => failed.unwrap_or_else(|| Ended::new(CloseStatus::ClosedAbnormally, "writer stopped")),
     };
     closed.cancel();
+    // Waiters for responses that will never come learn it now (their receivers see the sender dropped).
+    lock(&handle.pending).clear();
     ctx.sessions.remove(&handle);
     ended
+}
+
+/// Counts a COMMAND in flight for as long as it lives (also when its task is aborted).
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn new(metrics: &Metrics) -> Self {
+        metrics.commands_in_flight.inc();
+        Self(metrics.commands_in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Handles one decoded message on an established connection.
@@ -540,9 +558,8 @@ fn route(
             let endpoint = server.host_name.clone();
             commands.spawn(async move {
                 let _permit = permit;
-                ctx.metrics.commands_in_flight.inc();
+                let _in_flight = InFlight::new(&ctx.metrics);
                 let response = ctx.relay.run(&endpoint, &message.id, &request).await;
-                ctx.metrics.commands_in_flight.dec();
                 let mut reply = Message::with_id(message.id.clone(), Body::CommandResponse(response));
                 let mut text = codec.encode(&reply);
                 if text.len() > codec.max_message_bytes() {

@@ -85,8 +85,9 @@ async fn priority_failover_and_no_preemption() {
     wait_until("both tried", || async { ep1.connects() >= 1 && ep2.connects() >= 1 }).await;
 
     // Priority: with both able to connect, the lower number wins, and only one connection per group.
-    ep2.set_mode(Mode::Valid);
+    // (ep1 first: a connection-task run between the two changes must not find ep2 alone able to connect.)
     ep1.set_mode(Mode::Valid);
+    ep2.set_mode(Mode::Valid);
     let peer1 = ep1.next_accepted_peer().await;
     wait_connection(&client, "ep1", true).await;
     assert_eq!(state_of(&client, "ep2").await.unwrap().1, "DISCONNECTED");
@@ -178,12 +179,17 @@ async fn missed_pongs_close_and_reconnect() {
     };
     let (service, client) = start(config(dir.path(), &primary.base_url, &primary.cert_pem), properties).await;
     add(&client, &endpoint, "ep1", "sg1", 1, "t").await;
-    let _frozen = endpoint.next_peer().await;
-    wait_connection(&client, "ep1", true).await;
+    let frozen = endpoint.next_peer().await;
+    assert_eq!(frozen.mode, Mode::Freeze);
     endpoint.set_mode(Mode::Valid);
     wait_close_status(&client, "ep1", "CLOSED_ABNORMALLY").await;
     // Reconnected to a live connection that answers pings.
-    let peer = endpoint.next_peer().await;
+    let peer = loop {
+        let peer = endpoint.next_peer().await;
+        if peer.mode == Mode::Valid {
+            break peer;
+        }
+    };
     wait_connection(&client, "ep1", true).await;
     wait_until("pings answered", || async { peer.pings() >= 3 }).await;
     assert!(peer.is_open());
@@ -267,5 +273,40 @@ async fn connections_go_through_the_configured_proxy() {
     let error = client.validate_host(&host).await.unwrap_err();
     assert_eq!(error.status(), Some(500));
     assert!(error.to_string().contains("407"), "{error}");
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_over_a_session_are_matched_by_id_and_released_when_it_ends() {
+    use nbwss_protocol::{Body, Message};
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    let (service, client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    add(&client, &endpoint, "ep1", "sg1", 1, "t").await;
+    let peer = endpoint.next_accepted_peer().await;
+    let sessions = service.sessions();
+    wait_until("session registered", || async { sessions.of_group("sg1").is_some() }).await;
+    let session = sessions.of_group("sg1").unwrap();
+    assert_eq!(session.host_name, "ep1");
+
+    let first = Message::new(Body::NotificationRequest(Vec::new()));
+    let second = Message::new(Body::NotificationRequest(Vec::new()));
+    let first_rx = session.request(&first).await.unwrap();
+    let second_rx = session.request(&second).await.unwrap();
+    assert_eq!(peer.recv().await.id, first.id);
+    assert_eq!(peer.recv().await.id, second.id);
+    // Acknowledged out of order, matched by id.
+    let codec = nbwss_protocol::Codec::default();
+    peer.send_text(&codec.encode(&Message::with_id(second.id.clone(), Body::notification_ack())));
+    assert_eq!(within("second ack", second_rx).await.unwrap().id, second.id);
+
+    // The session ends: the waiter for the unanswered request is released, the handle reports it.
+    peer.close(1000);
+    assert!(within("first waiter released", first_rx).await.is_err());
+    within("session closed", session.closed()).await;
+    assert!(session.is_closed());
+    assert!(session.request(&Message::new(Body::NotificationRequest(Vec::new()))).await.is_err());
     service.shutdown().await;
 }

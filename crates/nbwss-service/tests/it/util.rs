@@ -79,6 +79,8 @@ pub struct Peer {
     pub token: String,
     /// Whether CONNECT was answered `valid: true`.
     pub accepted: bool,
+    /// How CONNECT was answered.
+    pub mode: Mode,
     incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<WsMessage>>,
     outgoing: mpsc::UnboundedSender<WsMessage>,
     closed: watch::Receiver<Option<Option<u16>>>,
@@ -294,6 +296,7 @@ async fn serve_connection(tcp: TcpStream, state: Arc<EndpointState>) {
     let peer = Arc::new(Peer {
         token: connect.token.expose().to_owned(),
         accepted: matches!(mode, Mode::Valid | Mode::Freeze),
+        mode,
         incoming: tokio::sync::Mutex::new(in_rx),
         outgoing: out_tx,
         closed: closed_rx,
