@@ -371,12 +371,16 @@ pub async fn serve(
     let writer = async move {
         while let Some(message) = out_rx.recv().await {
             let is_close = matches!(message, WsMessage::Close(_));
-            if let Err(error) = sink.send(message).await {
-                return Some(Ended::new(CloseStatus::ClosedAbnormally, format!("cannot write: {error}")));
-            }
             if is_close {
+                // After the endpoint's own Close, sending fails but flushing writes the queued reply.
+                if sink.send(message).await.is_err() {
+                    let _ = sink.flush().await;
+                }
                 let _ = sink.close().await;
                 return None;
+            }
+            if let Err(error) = sink.send(message).await {
+                return Some(Ended::new(CloseStatus::ClosedAbnormally, format!("cannot write: {error}")));
             }
         }
         None
@@ -453,7 +457,12 @@ pub async fn serve(
                             }
                             return close(CloseStatus::ProtocolError, "binary message (NBWSS messages are text)".into()).await;
                         }
-                        Some(Ok(WsMessage::Close(frame))) => return peer_close(frame.as_ref()),
+                        Some(Ok(WsMessage::Close(frame))) => {
+                            // Let the writer answer the close handshake.
+                            sent_close.store(true, std::sync::atomic::Ordering::Relaxed);
+                            let _ = out_tx.send(WsMessage::Close(None)).await;
+                            return peer_close(frame.as_ref());
+                        }
                         Some(Ok(_)) => continue,
                         Some(Err(error)) => {
                             let ended = read_error(&error);

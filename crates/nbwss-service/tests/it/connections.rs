@@ -109,6 +109,7 @@ async fn priority_failover_and_no_preemption() {
 
     // When the cloud side closes ep2, the service goes back to the best endpoint.
     peer2.close(1000);
+    assert_eq!(peer2.closed().await, Some(1000), "the service answers the close handshake");
     let _peer1 = ep1.next_accepted_peer().await;
     wait_connection(&client, "ep1", true).await;
     wait_close_status(&client, "ep2", "NORMAL_CLOSURE").await;
