@@ -103,6 +103,9 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "No such API.", Vec::new()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "This API does not take that method.", Vec::new())
+        })
         .with_state(state)
 }
 

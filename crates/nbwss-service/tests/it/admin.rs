@@ -119,6 +119,15 @@ async fn admin_api_end_to_end_and_restart_keeps_the_store() {
         .await
         .unwrap();
     assert_eq!(bad_state.status(), 400);
+    let wrong_method = http
+        .get(format!("{}/netbackup/config/servers/wssendpoints/save", service.admin_url()))
+        .header("X-NBWSS-Admin-Key", service.admin_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    let body: serde_json::Value = wrong_method.json().await.unwrap();
+    assert_eq!(body["errorCode"], 405);
 
     endpoint.next_accepted_peer().await;
     wait_connection(&client, "ep1", true).await;
