@@ -214,3 +214,27 @@ async fn servers_cli_manages_the_service_and_survives_a_restart() {
     drop(service);
     emulator.shutdown().await;
 }
+
+#[test]
+fn service_refuses_an_invalid_configuration_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "service.toml",
+        "data_dir = \"data\"\n[primary]\nbase_url = \"http://localhost:1556/netbackup\"\n",
+    );
+    let run = nbwss(&["service", "run", "--config", config.to_str().unwrap()], "");
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("primary.base_url") && run.stderr.contains("https://"), "{}", run.stderr);
+    let config = write(
+        dir.path(),
+        "props.toml",
+        "data_dir = \"data\"\n[primary]\nbase_url = \"https://localhost:1556/netbackup\"\n[properties]\n\"keepAlive.maxPongMissAllowed\" = 0\n",
+    );
+    let run = nbwss(&["service", "check", "--config", config.to_str().unwrap()], "");
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("keepAlive.maxPongMissAllowed"), "{}", run.stderr);
+    let config = write(dir.path(), "unknown.toml", "data_dir = \"data\"\nmystery = 1\n");
+    let run = nbwss(&["service", "check", "--config", config.to_str().unwrap()], "");
+    assert!(run.status != 0 && run.stderr.contains("mystery"), "{}", run.stderr);
+}

@@ -133,6 +133,19 @@ async fn concurrent_commands_are_answered_out_of_order_by_id() {
     let (second, response) = peer.recv_response().await;
     assert_eq!(second, slow);
     assert_eq!(response.body, "opened");
+
+    // Many at once: every one answered once, matched by id.
+    let mut ids = std::collections::HashMap::new();
+    for index in 0..40 {
+        let id = peer.send_command(command(Method::Post, "/netbackup/echo", &[], Some(&format!("n{index}"))));
+        ids.insert(id, format!("n{index}"));
+    }
+    for _ in 0..40 {
+        let (id, response) = peer.recv_response().await;
+        let expected = ids.remove(&id).expect("a response to a pending COMMAND, once");
+        let echoed: Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(echoed["body"], expected.as_str());
+    }
     service.shutdown().await;
 }
 
