@@ -272,3 +272,21 @@ async fn ignore_decoder_keeps_the_connection() {
     assert!(peer.is_open());
     service.shutdown().await;
 }
+
+#[tokio::test]
+async fn no_command_runs_before_connect_is_accepted() {
+    let primary = TestPrimary::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = TestEndpoint::start(Mode::CommandFirst).await;
+    let (service, client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    add(&client, &endpoint, "ep1", "sg1", 1, "t").await;
+    let peer = endpoint.next_accepted_peer().await;
+    let id = peer.send_command(command(Method::Get, "/netbackup/echo", &[], None));
+    let (got, response) = peer.recv_response().await;
+    assert_eq!(got, id, "the COMMAND sent before valid:true is not run (D5)");
+    assert_eq!(response.status_code, 200);
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(!audit.contains("EARLY"), "{audit}");
+    service.shutdown().await;
+}

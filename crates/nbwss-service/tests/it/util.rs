@@ -71,6 +71,8 @@ pub enum Mode {
     WrongId,
     /// CONNECT answered `valid: true`, then the socket is never read again (so no pongs).
     Freeze,
+    /// A COMMAND (id `EARLY`) sent before CONNECT is answered `valid: true`.
+    CommandFirst,
 }
 
 /// One connection the endpoint accepted.
@@ -281,6 +283,13 @@ async fn serve_connection(tcp: TcpStream, state: Arc<EndpointState>) {
         Mode::Valid | Mode::Freeze => {
             let _ = ws.send(WsMessage::text(reply(request.id.clone(), true))).await;
         }
+        Mode::CommandFirst => {
+            let early = CommandRequest::new(Method::Get, "/netbackup/echo");
+            let _ = ws
+                .send(WsMessage::text(codec.encode(&Message::with_id("EARLY", Body::CommandRequest(early)))))
+                .await;
+            let _ = ws.send(WsMessage::text(reply(request.id.clone(), true))).await;
+        }
         Mode::Invalid => {
             let _ = ws.send(WsMessage::text(reply(request.id.clone(), false))).await;
         }
@@ -295,7 +304,7 @@ async fn serve_connection(tcp: TcpStream, state: Arc<EndpointState>) {
     let pings = Arc::new(AtomicUsize::new(0));
     let peer = Arc::new(Peer {
         token: connect.token.expose().to_owned(),
-        accepted: matches!(mode, Mode::Valid | Mode::Freeze),
+        accepted: matches!(mode, Mode::Valid | Mode::Freeze | Mode::CommandFirst),
         mode,
         incoming: tokio::sync::Mutex::new(in_rx),
         outgoing: out_tx,
