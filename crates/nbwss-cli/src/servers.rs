@@ -204,6 +204,10 @@ fn explain(client: &AdminClient, error: AdminError, host: Option<&str>) -> anyho
         (AdminError::Api { status: 409, .. }, Some(host)) => {
             format!("; delete it first with `nbwss servers delete {host}` to replace it")
         }
+        (AdminError::Api { status: 500, message, .. }, _) if message.contains("TLS handshake") => {
+            "; check that the URL is the endpoint's wss:// address and that it presents a valid certificate"
+                .to_owned()
+        }
         (AdminError::Api { status: 500, message, .. }, _) if message.contains("cannot be reached") => {
             "; check the URL, the outbound firewall and proxy, and the endpoint's TLS".to_owned()
         }

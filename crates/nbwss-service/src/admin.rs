@@ -162,6 +162,13 @@ pub async fn fetch_certificate(connector: &Connector, url: &str) -> Result<Certi
             CertificateInfo::from_der(&der).map_err(|error| unreachable(error.to_string()))
         }
         (Ok(_), None) => Err(unreachable("the server presented no certificate".into())),
+        (Err(ended), _) if ended.close_status == nbwss_protocol::CloseStatus::TlsHandshakeFailure => {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("The TLS handshake with the WebSocket server at {url} failed."),
+                vec![ended.reason],
+            ))
+        }
         (Err(ended), _) => Err(unreachable(ended.reason)),
     }
 }

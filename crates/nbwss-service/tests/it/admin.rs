@@ -92,6 +92,19 @@ async fn admin_api_end_to_end_and_restart_keeps_the_store() {
     assert_eq!(error.status(), Some(500));
     assert!(error.to_string().contains("cannot be reached"), "{error}");
 
+    // Not a TLS server: the handshake fails, and the answer says so.
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_url = format!("wss://{}/nbwss", plain.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        while let Ok((mut stream, _)) = plain.accept().await {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let error = client.validate_host(&host("plain", &plain_url)).await.unwrap_err();
+    assert_eq!(error.status(), Some(500));
+    assert!(error.to_string().contains("TLS handshake"), "{error}");
+
     // save needs the token and the accepted certificate.
     let mut no_token = host("ep1", &endpoint.url);
     no_token.certificate = validated.certificate.clone();
