@@ -1,6 +1,7 @@
 //! The `nbwss` command: one binary for the protocol tools, the emulator, the service, the endpoint and
 //! `nbwss up`. Each subcommand lives in its own module and calls into the library crates.
 
+mod bench;
 mod emulator;
 mod endpoint;
 mod notify;
@@ -41,6 +42,8 @@ enum Command {
     Endpoint(endpoint::Args),
     /// Start an emulator, an endpoint and a service on loopback and show a backup flowing through.
     Up(up::Args),
+    /// Measure the relay's cost, the notification feed's speed, a fleet on one endpoint, and footprints.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Notify(args) => notify::run(args),
         Command::Endpoint(args) => endpoint::run(args),
         Command::Up(args) => up::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,89 @@
+//! `nbwss bench`: the cost of the relay, the speed of the notification feed, the size of a fleet and the
+//! footprint of each process, every figure measured in the same run as its baseline (issue 7).
+//!
+//! Each scenario prints a table, its ratios and the issue's targets, and writes the same as JSON with
+//! `--json FILE`. Every loop is bounded by a count and a deadline; everything listens on 127.0.0.1.
+
+mod fleet;
+mod footprint;
+mod notifications;
+mod process;
+mod relay;
+mod report;
+mod stats;
+mod system;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+/// Arguments of `nbwss bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Scenario {
+    /// Relayed NetBackup calls (app API → endpoint → service → emulator) against direct calls.
+    Relay(relay::Args),
+    /// Notification records from local ingest to the endpoint's store, durable on both sides.
+    Notifications(notifications::Args),
+    /// Many simulated services on one endpoint process: memory, idle CPU, connect and reconnect times.
+    Fleet(fleet::Args),
+    /// Resident memory and start-up time of an idle service process and of the emulator process.
+    Footprint(footprint::Args),
+}
+
+/// Options every scenario has.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Common {
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Directory for the scenario's data directories (default: a new temporary directory, removed at the
+    /// end). Durability figures depend on it being on a real disk, not tmpfs.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl Common {
+    /// A scratch directory for this run: under --dir when given, else a new temporary one.
+    pub(crate) fn scratch(&self) -> anyhow::Result<tempfile::TempDir> {
+        match &self.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                tempfile::Builder::new().prefix("nbwss-bench-").tempdir_in(dir)
+            }
+            None => tempfile::Builder::new().prefix("nbwss-bench-").tempdir(),
+        }
+        .context("cannot create a scratch directory")
+    }
+}
+
+/// Runs `nbwss bench`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Errors only: the scenarios' own output is the report.
+    crate::init_tracing_at("error");
+    process::raise_open_files_limit();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (report, common) = runtime.block_on(async {
+        match args.scenario {
+            Scenario::Relay(args) => Ok::<_, anyhow::Error>((relay::run(&args).await?, args.common)),
+            Scenario::Notifications(args) => Ok((notifications::run(&args).await?, args.common)),
+            Scenario::Fleet(args) => Ok((fleet::run(&args).await?, args.common)),
+            Scenario::Footprint(args) => Ok((footprint::run(&args).await?, args.common)),
+        }
+    })?;
+    // In-process servers may leave tasks behind that only the runtime's end stops.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    print!("{}", report.render());
+    if let Some(path) = &common.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
