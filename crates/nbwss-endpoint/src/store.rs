@@ -172,6 +172,44 @@ impl Store {
         })
     }
 
+    /// Creates (or rotates) the tokens of many primary servers, `(name, group_id, priority)`, in one
+    /// transaction: one durable commit instead of one per token, for provisioning a fleet.
+    pub fn create_tokens(
+        &self,
+        servers: &[(String, String, i64)],
+        websocket_url: &str,
+    ) -> anyhow::Result<Vec<EndpointDetails>> {
+        let host_name = host_of(websocket_url)?;
+        let created_at = now();
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let mut details = Vec::with_capacity(servers.len());
+        {
+            let mut statement = transaction.prepare(
+                "INSERT INTO tokens (name, group_id, priority, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET group_id = ?2, priority = ?3, token_sha256 = ?4, created_at = ?5",
+            )?;
+            for (name, group_id, priority) in servers {
+                check_name(name, "name")?;
+                check_name(group_id, "group")?;
+                if !(0..=i64::from(i32::MAX)).contains(priority) {
+                    anyhow::bail!("priority: must be a non-negative integer");
+                }
+                let token = new_secret();
+                statement.execute(params![name, group_id, priority, sha256_hex(&token), created_at])?;
+                details.push(EndpointDetails {
+                    host_name: host_name.clone(),
+                    url: websocket_url.to_owned(),
+                    group_id: group_id.clone(),
+                    priority: *priority,
+                    token: Secret::new(token),
+                });
+            }
+        }
+        transaction.commit()?;
+        Ok(details)
+    }
+
     /// The registered primary servers.
     pub fn list_tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
         let connection = self.lock();
@@ -421,6 +459,22 @@ mod tests {
         assert!(store.revoke_token("primary1").unwrap());
         assert!(store.check_token(&rotated.token).unwrap().is_none());
         assert!(store.create_token("bad name", "g", 1, "wss://h/x").is_err());
+    }
+
+    #[test]
+    fn many_tokens_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let servers: Vec<(String, String, i64)> =
+            (0..3).map(|index| (format!("primary{index}"), "fleet".to_owned(), 1)).collect();
+        let details = store.create_tokens(&servers, "wss://cloud.example.com:8443/nbwss").unwrap();
+        assert_eq!(details.len(), 3);
+        for (index, detail) in details.iter().enumerate() {
+            assert_eq!(store.check_token(&detail.token).unwrap().unwrap().name, format!("primary{index}"));
+        }
+        let bad = vec![("ok".to_owned(), "g".to_owned(), 1), ("bad name".to_owned(), "g".to_owned(), 1)];
+        assert!(store.create_tokens(&bad, "wss://h/x").is_err());
+        assert!(store.token("ok").unwrap().is_none(), "a refused batch leaves nothing behind");
     }
 
     #[test]
