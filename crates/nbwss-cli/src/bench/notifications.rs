@@ -19,6 +19,8 @@ use super::Common;
 
 /// How long one phase may take.
 const PHASE_DEADLINE: Duration = Duration::from_secs(110);
+/// The job id of the warm-up record (not counted).
+const WARM_UP_JOB_ID: usize = 999_999_999;
 /// Records read back from the endpoint's store per query.
 const FEED_PAGE: usize = 10_000;
 
@@ -123,6 +125,22 @@ async fn measure(system: &System, records: usize, batch_size: usize, chunk: usiz
     let client = https_client(system.service.admin_certificate_pem())?;
     let url = format!("{}{}", system.service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH);
     let key = system.service.admin_key().to_owned();
+    let store = system.endpoint.store();
+    let stored = || -> i64 {
+        store.notification_counts().map(|counts| counts.iter().map(|(_, n)| n).sum()).unwrap_or(0)
+    };
+
+    // One warm-up record, so that delivery to the connected group is running before the clock starts.
+    let warm_up = job_records(WARM_UP_JOB_ID - 1, WARM_UP_JOB_ID);
+    let response = client.post(&url).header("x-nbwss-admin-key", &key).body(warm_up).send().await?;
+    anyhow::ensure!(response.status().as_u16() == 201, "warm-up ingest answered {}", response.status());
+    wait_for("the warm-up record", PHASE_DEADLINE, Duration::from_millis(5), || {
+        let done = stored() >= 1;
+        async move { done.then_some(()) }
+    })
+    .await?;
+    let after_warm_up = store.last_cursor()?;
+
     let start_time = unix_now_ms();
     let mut chunk_started_ms = Vec::with_capacity(records.div_ceil(chunk));
     let ingest_started = Instant::now();
@@ -150,19 +168,17 @@ async fn measure(system: &System, records: usize, batch_size: usize, chunk: usiz
     }
     let ingest = ingest_started.elapsed();
 
-    let store = system.endpoint.store();
-    let expected = i64::try_from(records)?;
+    let expected = i64::try_from(records)? + 1;
     wait_for("the endpoint to store every record", PHASE_DEADLINE, Duration::from_millis(20), || {
-        let stored: i64 =
-            store.notification_counts().map(|counts| counts.iter().map(|(_, n)| n).sum()).unwrap_or(0);
-        async move { (stored >= expected).then_some(()) }
+        let done = stored() >= expected;
+        async move { done.then_some(()) }
     })
     .await?;
 
     let mut latencies = Vec::with_capacity(records);
     let mut last_received_ms = start_time;
     let mut seen: HashSet<i64> = HashSet::with_capacity(records);
-    let mut after = 0;
+    let mut after = after_warm_up;
     loop {
         let query = FeedQuery { after, limit: FEED_PAGE, primary: Some(PRIMARY.to_owned()), object: None };
         let page = store.notifications(&query)?;

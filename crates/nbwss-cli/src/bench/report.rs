@@ -56,14 +56,27 @@ impl Table {
                 widths[index] = widths[index].max(cell.chars().count());
             }
         }
+        // Columns of figures are right-aligned, columns of words left-aligned.
+        let numeric: Vec<bool> = (0..columns)
+            .map(|index| {
+                index > 0
+                    && self.rows.iter().all(|row| {
+                        row.get(index).is_none_or(|cell| {
+                            cell.is_empty()
+                                || cell.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
+                        })
+                    })
+            })
+            .collect();
         let line = |cells: &[String], out: &mut String| {
             let mut text = String::new();
             for (index, cell) in cells.iter().enumerate().take(columns) {
-                let pad = widths[index].saturating_sub(cell.chars().count());
-                if index == 0 {
-                    let _ = write!(text, "{cell}{}", " ".repeat(pad));
+                let pad = " ".repeat(widths[index].saturating_sub(cell.chars().count()));
+                let separator = if index == 0 { "" } else { "  " };
+                if numeric[index] {
+                    let _ = write!(text, "{separator}{pad}{cell}");
                 } else {
-                    let _ = write!(text, "  {}{cell}", " ".repeat(pad));
+                    let _ = write!(text, "{separator}{cell}{pad}");
                 }
             }
             let _ = writeln!(out, "  {}", text.trim_end());
