@@ -18,6 +18,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+/// A 1-minute load average above this means other work shared the CPUs (noted in the report).
+const QUIET_LOAD: f64 = 1.2;
+
 /// Arguments of `nbwss bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -68,8 +71,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Errors only: the scenarios' own output is the report.
     crate::init_tracing_at("error");
     process::raise_open_files_limit();
+    let load_at_start = process::load_average();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (report, common) = runtime.block_on(async {
+    let (mut report, common) = runtime.block_on(async {
         match args.scenario {
             Scenario::Relay(args) => Ok::<_, anyhow::Error>((relay::run(&args).await?, args.common)),
             Scenario::Notifications(args) => Ok((notifications::run(&args).await?, args.common)),
@@ -79,6 +83,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     // In-process servers may leave tasks behind that only the runtime's end stops.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    if load_at_start > QUIET_LOAD {
+        report.note(format!(
+            "the 1-minute load average was {load_at_start:.2} when the run began: other work shared the CPUs"
+        ));
+    }
     print!("{}", report.render());
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)

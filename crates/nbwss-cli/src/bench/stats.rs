@@ -5,7 +5,6 @@ use std::time::Duration;
 /// Percentiles of a set of latencies.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Latencies {
-    pub(crate) count: usize,
     pub(crate) p50: Duration,
     pub(crate) p99: Duration,
     pub(crate) max: Duration,
@@ -19,7 +18,6 @@ impl Latencies {
         }
         samples.sort_unstable();
         Self {
-            count: samples.len(),
             p50: percentile(samples, 50.0),
             p99: percentile(samples, 99.0),
             max: samples[samples.len() - 1],
@@ -76,7 +74,7 @@ mod tests {
         assert_eq!(summary.p50, Duration::from_millis(50));
         assert_eq!(summary.p99, Duration::from_millis(99));
         assert_eq!(summary.max, Duration::from_millis(100));
-        assert_eq!(Latencies::of(&mut []).count, 0);
+        assert_eq!(Latencies::of(&mut []).max, Duration::ZERO);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Tests of the `nbwss` binary as a user runs it.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure with its location
 
+mod bench;
 mod endpoint;
 mod protocol;
 mod servers;

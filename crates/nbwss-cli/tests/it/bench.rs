@@ -1,0 +1,92 @@
+//! `nbwss bench`: each scenario runs at tiny sizes and reports sane figures. No timing is asserted here;
+//! the figures themselves are in BENCHMARKS.md.
+
+use serde_json::Value;
+
+use crate::util::nbwss;
+
+/// Runs `nbwss bench ARGS --json FILE` and returns the report's figures.
+fn bench(args: &[&str]) -> serde_json::Map<String, Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let json_arg = json.to_string_lossy().into_owned();
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let mut all: Vec<&str> = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", &json_arg, "--dir", &dir_arg]);
+    let run = nbwss(&all, "");
+    assert_eq!(run.status, 0, "nbwss {all:?}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Targets (issue 7)"), "{}", run.stdout);
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
+    report["figures"].as_object().unwrap().clone()
+}
+
+fn positive(figures: &serde_json::Map<String, Value>, names: &[&str]) {
+    for name in names {
+        let value = figures.get(*name).and_then(Value::as_f64);
+        assert!(
+            value.is_some_and(|value| value > 0.0 && value.is_finite()),
+            "{name} = {value:?} in {figures:?}"
+        );
+    }
+}
+
+fn zero(figures: &serde_json::Map<String, Value>, names: &[&str]) {
+    for name in names {
+        assert_eq!(figures.get(*name).and_then(Value::as_f64), Some(0.0), "{name} in {figures:?}");
+    }
+}
+
+#[test]
+fn relay_compares_relayed_with_direct_calls() {
+    let figures =
+        bench(&["relay", "--concurrency", "2", "--requests", "20", "--large-requests", "4", "--warmup", "1"]);
+    positive(
+        &figures,
+        &[
+            "small_direct_rps",
+            "small_relayed_rps",
+            "small_direct_p50_ms",
+            "small_relayed_p99_ms",
+            "small_throughput_ratio",
+            "large_direct_rps",
+            "large_relayed_rps",
+            "large_throughput_ratio",
+        ],
+    );
+    zero(
+        &figures,
+        &["small_direct_errors", "small_relayed_errors", "large_direct_errors", "large_relayed_errors"],
+    );
+    assert!(figures["large_response_bytes"].as_f64().unwrap() >= 1024.0 * 1024.0);
+}
+
+#[test]
+fn notifications_flow_to_the_endpoint_store() {
+    let figures = bench(&["notifications", "--records", "200", "--batch-one-records", "10", "--chunk", "50"]);
+    positive(&figures, &["batched_records_per_second", "single_records_per_second", "batched_p99_ms"]);
+    assert_eq!(figures["batched_records"].as_f64(), Some(200.0));
+    assert_eq!(figures["single_records"].as_f64(), Some(10.0));
+}
+
+#[test]
+fn fleet_connects_idles_and_reconnects() {
+    let figures = bench(&["fleet", "--services", "20", "--keepalive", "1", "--period", "2"]);
+    positive(
+        &figures,
+        &[
+            "endpoint_rss_connected_kib",
+            "connect_all_seconds",
+            "restart_to_all_seconds",
+            "peak_reconnect_rate",
+        ],
+    );
+    zero(&figures, &["idle_disconnects"]);
+}
+
+#[test]
+fn footprint_measures_service_and_emulator_processes() {
+    let figures = bench(&["footprint", "--settle", "1"]);
+    positive(&figures, &["service_rss_kib", "service_startup_ms", "emulator_rss_kib", "emulator_startup_ms"]);
+}
