@@ -134,7 +134,7 @@ async fn start(args: &Args, dir: &Path) -> anyhow::Result<System> {
     });
     // Quick notifications for the demo; everything else keeps the guide's defaults.
     let (properties, _) = Properties::parse(
-        "notification.scheduledRate=2\nnotification.pollInterval=1\nnotification.reconcileInterval=5\n",
+        "notification.scheduledRate=2\nnotification.pollInterval=1000\nnotification.reconcileInterval=5\n",
     )
     .context("demo properties")?;
     let service = Service::start(service_config, properties).await.context("starting the service")?;

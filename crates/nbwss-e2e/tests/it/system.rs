@@ -48,7 +48,7 @@ impl System {
             api_key: None,
         });
         let (properties, _) = Properties::parse(
-            "notification.scheduledRate=1\nnotification.pollInterval=1\nnotification.reconcileInterval=1\nconnectionInfo.period=1\n",
+            "notification.scheduledRate=1\nnotification.pollInterval=200\nnotification.reconcileInterval=1\nconnectionInfo.period=1\n",
         )
         .unwrap();
         let service = Service::start(config, properties).await.unwrap();
