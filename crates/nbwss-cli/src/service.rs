@@ -113,7 +113,7 @@ fn run_service(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             service.admin_url(),
             service.data_dir().display()
         );
-        wait_for_signal().await;
+        crate::shutdown_signal().await;
         tracing::info!("stopping");
         service.shutdown().await;
         Ok(ExitCode::SUCCESS)
@@ -141,26 +141,5 @@ fn init_logging(config: &ServiceConfig) -> anyhow::Result<Option<impl Drop>> {
             crate::init_tracing();
             Ok(None)
         }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
