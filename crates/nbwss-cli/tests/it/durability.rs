@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nbwss_emulator::{Emulator, EmulatorConfig, EmulatorHandle, EventKind};
 use nbwss_endpoint::{FeedQuery, Store};
@@ -15,7 +15,8 @@ use nbwss_service::AdminClient;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-const DEADLINE: Duration = Duration::from_secs(180);
+use crate::util::eventually;
+
 const PRIMARY: &str = "primary-durable";
 
 /// A child process killed when dropped, so that a failing test leaves nothing running.
@@ -45,21 +46,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

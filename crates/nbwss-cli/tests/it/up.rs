@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Generous: a debug build on a loaded 2-core machine.
-const DEADLINE: Duration = Duration::from_secs(120);
+use crate::util::eventually;
 
 /// Stops `nbwss up` with Ctrl-C (SIGINT) when dropped, so that a failing test leaves nothing running.
 struct Running(Child);
@@ -28,22 +27,6 @@ impl Drop for Running {
             }
             let _ = self.0.kill();
         }
-    }
-}
-
-/// Polls `check` until it returns `Some`, or fails the test after the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

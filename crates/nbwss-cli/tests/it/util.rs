@@ -20,7 +20,12 @@ pub fn nbwss(args: &[&str], stdin: &str) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start nbwss");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    // A command that does not read its standard input may exit before the write: that is not an error.
+    let mut input = child.stdin.take().expect("stdin");
+    match input.write_all(stdin.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {error}"),
+        _ => drop(input),
+    }
     let Output { status, stdout, stderr } = child.wait_with_output().expect("wait for nbwss");
     Run {
         status: status.code().unwrap_or(-1),
@@ -32,4 +37,23 @@ pub fn nbwss(args: &[&str], stdin: &str) -> Run {
 /// The guide's example messages, kept as fixtures by the protocol crate.
 pub fn guide_examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nbwss-protocol/tests/fixtures")
+}
+
+/// How long a condition may take: generous, for a debug build on a loaded 2-core machine.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Polls `check` until it returns `Some`, or fails the test after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
