@@ -73,8 +73,11 @@ impl Emulator {
         let router = api::app(Arc::clone(&shared));
         let service = tower::util::MapRequestLayer::new(api::normalize_path).layer(router);
         let server_handle = axum_server::Handle::new();
+        // TCP_NODELAY, as NetBackup's web server (Tomcat) sets it: a response goes out in several writes
+        // (TLS records), and with Nagle's algorithm the last one would wait for the client's delayed ACK.
         let server = axum_server::from_tcp_rustls(listener, rustls_config)
             .context("serving on the listener")?
+            .map(|acceptor| acceptor.acceptor(axum_server::accept::NoDelayAcceptor::new()))
             .handle(server_handle.clone());
         let serving = tokio::spawn(async move {
             if let Err(error) = server.serve(service.into_make_service()).await {
