@@ -149,7 +149,8 @@ impl Delivery {
                 return Ok(());
             }
         }
-        self.outbox.stats(now_millis())?;
+        // The depth and age gauges are refreshed by the supervisor every 250 ms, not here: `stats` counts
+        // the records held, and a round runs after every acknowledgement.
         Ok(())
     }
 
