@@ -21,6 +21,9 @@ use crate::store::StoreOutcome;
 
 /// Messages queued for one session's writer.
 const OUTGOING_QUEUE: usize = 256;
+/// Bytes read from the socket at a time. tungstenite's default (128 KiB) is zero-filled on every read, so
+/// an idle connection kept 128 KiB resident; a larger message still grows the buffer as it needs.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 type Sink = SplitSink<WebSocket, ws::Message>;
 type Stream = SplitStream<WebSocket>;
@@ -38,6 +41,7 @@ pub(crate) async fn upgrade(
             .into_response();
     }
     let limit = state.config.limits.max_message_bytes;
+    let upgrade = upgrade.read_buffer_size(READ_BUFFER_BYTES);
     upgrade.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| {
         let tracker = state.tracker.clone();
         tracker.track_future(serve(socket, remote, state))
