@@ -75,6 +75,16 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     kib_field(&status, "VmRSS:").context("no VmRSS in /proc/PID/status")
 }
 
+/// Resident memory of a process in KiB: anonymous (heap, stacks: the process's own) and file-backed
+/// (mapped pages of the executable and libraries, shared with other processes running them).
+pub(crate) fn rss_split_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let anon = kib_field(&status, "RssAnon:").context("no RssAnon in /proc/PID/status")?;
+    let file = kib_field(&status, "RssFile:").context("no RssFile in /proc/PID/status")?;
+    Ok((anon, file))
+}
+
 /// CPU time (user + system) a process has used so far.
 pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
