@@ -281,10 +281,11 @@ impl GroupWorker {
 }
 
 /// Exponential backoff with full jitter (D17): a random delay between 1 s (or `period`, if shorter) and
-/// `min(period, 2^(attempt-1) s)`.
+/// `min(period, 2^attempt s)`. The first retry is jittered too (1 to 2 s): a fleet of services that lost
+/// its endpoint at the same moment must not come back in the same second.
 pub fn backoff(attempt: u32, period: Duration) -> Duration {
     let floor = Duration::from_secs(1).min(period);
-    let exponent = attempt.saturating_sub(1).min(20);
+    let exponent = attempt.min(20);
     let cap = Duration::from_secs(1u64 << exponent).min(period).max(floor);
     if cap <= floor {
         return floor;
@@ -300,7 +301,11 @@ mod tests {
     #[test]
     fn backoff_grows_to_the_period_with_jitter() {
         let period = Duration::from_secs(60);
-        assert_eq!(backoff(1, period), Duration::from_secs(1));
+        let first: Vec<Duration> = (0..50).map(|_| backoff(1, period)).collect();
+        assert!(first
+            .iter()
+            .all(|delay| *delay >= Duration::from_secs(1) && *delay <= Duration::from_secs(2)));
+        assert!(first.iter().any(|delay| *delay != first[0]), "the first retry is jittered");
         for attempt in 2..30 {
             let delay = backoff(attempt, period);
             assert!(delay >= Duration::from_secs(1) && delay <= period, "{attempt}: {delay:?}");
