@@ -60,6 +60,7 @@ pub(crate) struct Args {
 struct Fleet {
     connected: AtomicUsize,
     connects: Mutex<Vec<Instant>>,
+    attempts: Mutex<Vec<Instant>>,
     disconnects: AtomicUsize,
     failed_attempts: AtomicUsize,
 }
@@ -68,6 +69,11 @@ impl Fleet {
     fn connects_since(&self, since: Instant) -> Vec<Instant> {
         let connects = self.connects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         connects.iter().copied().filter(|at| *at >= since).collect()
+    }
+
+    fn attempts_since(&self, since: Instant) -> Vec<Instant> {
+        let attempts = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        attempts.iter().copied().filter(|at| *at >= since).collect()
     }
 }
 
@@ -180,6 +186,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         all_connected(fleet.clone()).await?;
         let reconnected_at = Instant::now();
         let reconnects = fleet.connects_since(restart_began);
+        let attempts = fleet.attempts_since(restart_began);
         let rss_reconnected = process::rss_kib(pid)?;
         Ok::<_, anyhow::Error>(Measured {
             connect_all,
@@ -193,6 +200,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
             restart_to_all: reconnected_at - restart_began,
             listening_to_all: reconnected_at - listening_at,
             peak_rate: peak_rate(&reconnects),
+            peak_attempt_rate: peak_rate(&attempts),
+            attempts: attempts.len(),
             rss_reconnected,
         })
     }
@@ -237,6 +246,14 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         ("listening → all reconnected", format!("{:.2} s", measured.listening_to_all.as_secs_f64())),
         ("peak reconnection rate", format!("{} conn/s (in any 1 s)", grouped(measured.peak_rate))),
         ("average reconnection rate", format!("{} conn/s", grouped(average_reconnect_rate))),
+        (
+            "reconnection attempts, peak rate",
+            format!(
+                "{} attempts, peak {}/s (in any 1 s)",
+                grouped(measured.attempts as f64),
+                grouped(measured.peak_attempt_rate)
+            ),
+        ),
         ("endpoint RSS after reconnection", format!("{:.1} MiB", measured.rss_reconnected as f64 / 1024.0)),
         ("failed attempts (all phases)", fleet.failed_attempts.load(Ordering::SeqCst).to_string()),
     ];
@@ -256,6 +273,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     report.figure("listening_to_all_seconds", measured.listening_to_all.as_secs_f64());
     report.figure("peak_reconnect_rate", measured.peak_rate);
     report.figure("average_reconnect_rate", average_reconnect_rate);
+    report.figure("peak_attempt_rate", measured.peak_attempt_rate);
+    report.figure("reconnect_attempts", measured.attempts as f64);
     report.target(
         &format!("{services} connections on one endpoint"),
         "≤ 50 KB resident each",
@@ -280,6 +299,8 @@ struct Measured {
     restart_to_all: Duration,
     listening_to_all: Duration,
     peak_rate: f64,
+    peak_attempt_rate: f64,
+    attempts: usize,
     rss_reconnected: u64,
 }
 
@@ -342,6 +363,7 @@ async fn simulated_service(
     while !cancel.is_cancelled() {
         // While the fleet first connects, a semaphore bounds the attempts in progress; it is closed after.
         let permit = gate.acquire().await.ok();
+        fleet.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Instant::now());
         let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, connect(&simulation, &token));
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
