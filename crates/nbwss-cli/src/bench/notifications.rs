@@ -59,6 +59,7 @@ impl Phase {
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let scratch = args.common.scratch()?;
     let chunk = usize::try_from(args.chunk)?;
+    let fsync_before = super::process::fsync_latency(scratch.path())?;
     let batched = phase(&scratch.path().join("batched"), usize::try_from(args.records)?, 100, chunk).await?;
     let single =
         phase(&scratch.path().join("single"), usize::try_from(args.batch_one_records)?, 1, chunk).await?;
@@ -67,7 +68,14 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     report.parameter("records", args.records);
     report.parameter("batch_one_records", args.batch_one_records);
     report.parameter("records_per_ingest_call", chunk);
+    let fsync_after = super::process::fsync_latency(scratch.path())?;
     report.parameter("storage", super::process::filesystem_of(scratch.path()));
+    report.parameter(
+        "fsync_ms_before_after",
+        format!("{:.2}/{:.2}", fsync_before.as_secs_f64() * 1000.0, fsync_after.as_secs_f64() * 1000.0),
+    );
+    report.figure("fsync_ms_before", fsync_before.as_secs_f64() * 1000.0);
+    report.figure("fsync_ms_after", fsync_after.as_secs_f64() * 1000.0);
     let mut table = Table::new(
         "JOB records: local ingest → outbox → wss → endpoint store (synchronous=FULL on both sides)",
         &["batchSize", "records", "ingest s", "end to end s", "records/s", "p50 ms", "p99 ms", "max ms"],

@@ -75,6 +75,26 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     kib_field(&status, "VmRSS:").context("no VmRSS in /proc/PID/status")
 }
 
+/// The median time of a 4 KiB write plus fsync in `dir`, over a few tries: what a durable commit costs
+/// on this disk now (other work writing to it makes it slower).
+pub(crate) fn fsync_latency(dir: &Path) -> anyhow::Result<Duration> {
+    use std::io::Write as _;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).context("creating the fsync probe")?;
+    let block = [0u8; 4096];
+    let mut samples = Vec::new();
+    for _ in 0..25 {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(started.elapsed());
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    samples.sort_unstable();
+    Ok(samples[samples.len() / 2])
+}
+
 /// Resident memory of a process in KiB: anonymous (heap, stacks: the process's own) and file-backed
 /// (mapped pages of the executable and libraries, shared with other processes running them).
 pub(crate) fn rss_split_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
