@@ -105,24 +105,36 @@ impl Delivery {
         loop {
             self.round(&sink, first_round).await?;
             first_round = false;
+            let mut acknowledged = Vec::new();
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 ack = self.acks.recv() => match ack {
-                    Some(id) => self.acknowledge(&id)?,
+                    Some(id) => acknowledged.push(id),
                     None => return Ok(()),
                 },
                 changed = appended.changed() => if changed.is_err() { return Ok(()) },
                 () = tokio::time::sleep(tick) => {}
             }
             while let Ok(id) = self.acks.try_recv() {
-                self.acknowledge(&id)?;
+                acknowledged.push(id);
             }
+            self.acknowledge(&acknowledged)?;
         }
     }
 
-    fn acknowledge(&self, id: &str) -> Result<(), OutboxError> {
-        if !self.outbox.ack(&self.group, id)? {
-            tracing::debug!(group = self.group, id, "acknowledgement of no outstanding notification ignored");
+    /// Acknowledgements that arrived together are committed together (one durable write).
+    fn acknowledge(&self, ids: &[String]) -> Result<(), OutboxError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let known = self.outbox.ack_all(&self.group, ids)?;
+        if known < ids.len() {
+            let ignored = ids.len() - known;
+            tracing::debug!(
+                group = self.group,
+                ignored,
+                "acknowledgement of no outstanding notification ignored"
+            );
         }
         Ok(())
     }

@@ -408,6 +408,29 @@ impl Outbox {
         Ok(removed > 0)
     }
 
+    /// The group acknowledged messages `ids`, in one transaction: as [`Outbox::ack`] for each. Returns how
+    /// many named an unacknowledged message of the group.
+    pub fn ack_all(&self, group: &str, ids: &[String]) -> Result<usize, OutboxError> {
+        let mut connection = self.lock()?;
+        let transaction = connection.transaction()?;
+        let mut removed = 0;
+        {
+            let mut delete =
+                transaction.prepare_cached("DELETE FROM messages WHERE group_id = ?1 AND id = ?2")?;
+            for id in ids {
+                removed += delete.execute(params![group, id])?;
+            }
+        }
+        if removed > 0 {
+            prune(&transaction)?;
+        }
+        transaction.commit()?;
+        if removed > 0 {
+            self.metrics.acknowledged.get_or_create(&GroupLabel::of(group)).inc_by(removed as u64);
+        }
+        Ok(removed)
+    }
+
     /// Records held.
     pub fn record_count(&self) -> Result<usize, OutboxError> {
         Ok(count_records(&*self.lock()?)?)
