@@ -204,12 +204,16 @@ async fn validate_url(State(state): State<Arc<AdminState>>, body: Bytes) -> Resu
             vec![reason],
         )
     };
-    let response =
-        state.provider_client.get(url).send().await.map_err(|error| failed(error_chain(&error)))?;
+    let response = state
+        .provider_client
+        .get(url)
+        .send()
+        .await
+        .map_err(|error| failed(crate::admin_client::error_chain(&error)))?;
     if !response.status().is_success() {
         return Err(failed(format!("it answered HTTP {}", response.status())));
     }
-    let text = response.text().await.map_err(|error| failed(error_chain(&error)))?;
+    let text = response.text().await.map_err(|error| failed(crate::admin_client::error_chain(&error)))?;
     let details = parse_endpoint_details(&text).map_err(|error| {
         ApiError::bad_request(format!("The provider URL returned invalid endpoint details: {error}"))
     })?;
@@ -219,16 +223,6 @@ async fn validate_url(State(state): State<Arc<AdminState>>, body: Bytes) -> Resu
     } else {
         Json(Value::Array(values)).into_response()
     })
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(current) = source {
-        parts.push(current.to_string());
-        source = current.source();
-    }
-    parts.join(": ")
 }
 
 async fn save(

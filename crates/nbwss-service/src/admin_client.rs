@@ -104,9 +104,9 @@ impl AdminClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|error| transport(chain(&error)))?;
+        let response = request.send().await.map_err(|error| transport(error_chain(&error)))?;
         let status = response.status();
-        let text = response.text().await.map_err(|error| transport(chain(&error)))?;
+        let text = response.text().await.map_err(|error| transport(error_chain(&error)))?;
         if status.is_success() {
             if text.trim().is_empty() {
                 return Ok(json!({}));
@@ -182,8 +182,8 @@ impl AdminClient {
             .header(ADMIN_KEY_HEADER, self.key.expose())
             .send()
             .await
-            .map_err(|error| transport(chain(&error)))?;
-        response.text().await.map_err(|error| transport(chain(&error)))
+            .map_err(|error| transport(error_chain(&error)))?;
+        response.text().await.map_err(|error| transport(error_chain(&error)))
     }
 }
 
@@ -198,7 +198,8 @@ fn from_value(url: &str, value: Value) -> Result<HostObject, AdminError> {
     })
 }
 
-fn chain(error: &dyn std::error::Error) -> String {
+/// An error and its sources, joined: what reqwest hides behind "error sending request".
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut parts = vec![error.to_string()];
     let mut source = error.source();
     while let Some(current) = source {
@@ -208,14 +209,9 @@ fn chain(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Percent-encodes a host name for use as one path segment (unreserved characters stay as they are).
 fn percent_encode_segment(text: &str) -> String {
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }

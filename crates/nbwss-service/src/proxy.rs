@@ -38,31 +38,14 @@ impl ProxyUrl {
         let credentials = if url.username().is_empty() {
             None
         } else {
-            let user = percent_decode(url.username());
-            let password = percent_decode(url.password().unwrap_or_default());
+            let decode =
+                |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
+            let user = decode(url.username());
+            let password = decode(url.password().unwrap_or_default());
             Some(Secret::new(format!("{user}:{password}")))
         };
         Ok(Self { host, port, credentials })
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' && index + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
-            if let Ok(byte) = u8::from_str_radix(hex, 16) {
-                out.push(byte);
-                index += 3;
-                continue;
-            }
-        }
-        out.push(bytes[index]);
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Where outbound connections go.
