@@ -354,27 +354,64 @@ async fn a_full_outbox_holds_detection_and_catches_up_in_order() {
     let mut detector = detector(&emulator, &outbox, "9.0", false);
     detector.poll_once().await.unwrap();
     let from = emulator.events().len();
+
+    // A first backup, finished before the next poll: an empty outbox takes what is appended first, even past
+    // the cap; a later append in the same poll may already be refused.
     emulator.start_backup("Standard_FS", None).unwrap();
+    wait_until_jobs_done(&emulator, from).await;
+    match detector.poll_once().await {
+        Ok(_) | Err(DetectError::Outbox(nbwss_service::notify::OutboxError::Full { .. })) => {}
+        Err(error) => panic!("{error}"),
+    }
+
+    // A second finished backup while records are held: refused, nothing dropped.
+    let second = emulator.events().len();
+    emulator.start_backup("Standard_DB", None).unwrap();
+    wait_until_jobs_done(&emulator, second).await;
+    let refusal = detector.poll_once().await;
+    assert!(
+        matches!(refusal, Err(DetectError::Outbox(nbwss_service::notify::OutboxError::Full { .. }))),
+        "the cap of 2 refuses new records while records are held: {refusal:?}"
+    );
+    assert!(outbox.metrics().refused_records.get() > 0);
+
+    // The endpoint acknowledges slowly, one message per poll; detection catches up with every job.
     let deadline = Instant::now() + DEADLINE;
-    let mut refused = false;
     let mut records = Vec::new();
     while !all_done(&records, &emulator.events_since(from)) {
         assert!(Instant::now() < deadline, "timed out; records: {records:#?}");
-        match detector.poll_once().await {
-            Ok(_) => {}
-            Err(DetectError::Outbox(nbwss_service::notify::OutboxError::Full { .. })) => refused = true,
-            Err(error) => panic!("{error}"),
-        }
-        // The endpoint acknowledges slowly: one message per poll.
         if let Some(message) = outbox.next_message(GROUP).unwrap() {
             records.extend(records_of(&message.text));
             outbox.ack(GROUP, &message.id).unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        match detector.poll_once().await {
+            Ok(_) | Err(DetectError::Outbox(nbwss_service::notify::OutboxError::Full { .. })) => {}
+            Err(error) => panic!("{error}"),
+        }
     }
-    assert!(refused || outbox.metrics().refused_records.get() > 0, "the cap of 2 was reached at least once");
     assert_jobs_reported(&records, &emulator.events_since(from));
     emulator.shutdown().await;
+}
+
+/// Waits until every job the emulator created since journal position `from` is done.
+async fn wait_until_jobs_done(emulator: &EmulatorHandle, from: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let events = emulator.events_since(from);
+        let done: Vec<u64> = events
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::JobDone(summary) => Some(summary.job_id),
+                _ => None,
+            })
+            .collect();
+        let created = created_jobs(&events);
+        if !created.is_empty() && created.iter().all(|job| done.contains(job)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for the emulator's jobs to finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
