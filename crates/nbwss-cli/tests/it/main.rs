@@ -4,6 +4,7 @@
 mod bench;
 mod durability;
 mod endpoint;
+mod notify;
 mod protocol;
 mod servers;
 mod up;
