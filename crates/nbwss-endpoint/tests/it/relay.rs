@@ -159,13 +159,7 @@ async fn not_connected_is_503_and_unknown_is_404() {
 async fn an_unanswered_call_is_504_after_the_timeout() {
     let harness = Harness::start_with(|config| config.limits.relay_timeout_ms = 300).await;
     let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
-    let call = tokio::spawn(
-        harness
-            .http
-            .get(harness.relay_url("primary1", "admin/jobs"))
-            .header("X-NBWSS-API-Key", &harness.api_key)
-            .send(),
-    );
+    let call = harness.spawn_relay_get("primary1", "admin/jobs");
     let (id, _) = primary.next_command().await;
     let response = within(call).await.unwrap().unwrap();
     assert_eq!(response.status(), 504);
@@ -174,13 +168,7 @@ async fn an_unanswered_call_is_504_after_the_timeout() {
     primary
         .respond(&id, CommandResponse { status_code: 200, headers: Default::default(), body: String::new() })
         .await;
-    let call = tokio::spawn(
-        harness
-            .http
-            .get(harness.relay_url("primary1", "admin/jobs"))
-            .header("X-NBWSS-API-Key", &harness.api_key)
-            .send(),
-    );
+    let call = harness.spawn_relay_get("primary1", "admin/jobs");
     let (id, _) = primary.next_command().await;
     primary
         .respond(
@@ -198,17 +186,7 @@ async fn an_unanswered_call_is_504_after_the_timeout() {
 async fn calls_in_flight_fail_fast_when_the_connection_drops() {
     let harness = Harness::start_with(|config| config.limits.relay_timeout_ms = 60_000).await;
     let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            tokio::spawn(
-                harness
-                    .http
-                    .get(harness.relay_url("primary1", "admin/jobs"))
-                    .header("X-NBWSS-API-Key", &harness.api_key)
-                    .send(),
-            )
-        })
-        .collect();
+    let calls: Vec<_> = (0..3).map(|_| harness.spawn_relay_get("primary1", "admin/jobs")).collect();
     for _ in 0..3 {
         primary.next_command().await;
     }
@@ -229,13 +207,7 @@ async fn calls_in_flight_fail_fast_when_the_connection_drops() {
 async fn calls_over_the_in_flight_limit_are_429() {
     let harness = Harness::start_with(|config| config.limits.max_in_flight_per_primary = 1).await;
     let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
-    let first = tokio::spawn(
-        harness
-            .http
-            .get(harness.relay_url("primary1", "admin/jobs"))
-            .header("X-NBWSS-API-Key", &harness.api_key)
-            .send(),
-    );
+    let first = harness.spawn_relay_get("primary1", "admin/jobs");
     let (id, _) = primary.next_command().await;
     let second = harness.get("/api/v1/primaries/primary1/netbackup/admin/jobs").await;
     assert_eq!(second.status(), 429);
@@ -250,13 +222,7 @@ async fn calls_over_the_in_flight_limit_are_429() {
 async fn an_invalid_command_response_is_502() {
     let harness = Harness::start().await;
     let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
-    let call = tokio::spawn(
-        harness
-            .http
-            .get(harness.relay_url("primary1", "admin/jobs"))
-            .header("X-NBWSS-API-Key", &harness.api_key)
-            .send(),
-    );
+    let call = harness.spawn_relay_get("primary1", "admin/jobs");
     let (id, _) = primary.next_command().await;
     let bad = json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
         "payload": {"statusCode": 999, "headers": {}, "body": ""}});

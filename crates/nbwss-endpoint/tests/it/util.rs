@@ -91,6 +91,18 @@ impl Harness {
     pub fn relay_url(&self, name: &str, path: &str) -> String {
         format!("{}/api/v1/primaries/{name}/netbackup/{path}", self.endpoint.url())
     }
+
+    /// Starts a relayed GET in the background (with the API key), for tests that answer it from the
+    /// primary server's side while it waits.
+    pub fn spawn_relay_get(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        tokio::spawn(
+            self.http.get(self.relay_url(name, path)).header("X-NBWSS-API-Key", &self.api_key).send(),
+        )
+    }
 }
 
 /// An HTTPS client that trusts the endpoint's certificate and nothing else.
