@@ -9,6 +9,7 @@ mod protocol;
 mod servers;
 mod service;
 mod up;
+mod wire;
 
 use std::process::ExitCode;
 

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nbwss_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use nbwss_endpoint::{Endpoint, EndpointConfig, EndpointHandle, FeedQuery, StoredNotification};
-use nbwss_protocol::{HostObject, Properties};
+use nbwss_protocol::Properties;
 use nbwss_service::config::PrimaryCredentials;
 use nbwss_service::{Service, ServiceConfig, ServiceHandle};
 use serde_json::{json, Value};
@@ -146,26 +146,9 @@ async fn start(args: &Args, dir: &Path) -> anyhow::Result<System> {
     if existing.iter().any(|host| host.host_name == details.host_name) {
         admin.delete(&details.host_name).await.context("removing the previous demo WebSocket server")?;
     }
-    let mut host = HostObject::from_value(&details.to_value()).context("endpoint details")?;
-    let validated = admin.validate_host(&host).await.context("validating the endpoint")?;
-    let presented = validated.sha256_fingerprint.clone().unwrap_or_default();
-    if !presented.eq_ignore_ascii_case(endpoint.certificate_sha256()) {
-        bail!(
-            "the endpoint presented certificate {presented}, not the endpoint's own {}",
-            endpoint.certificate_sha256()
-        );
-    }
-    host.certificate = validated.certificate.clone();
-    admin.save(&host).await.context("saving the WebSocket server")?;
-    println!("  WebSocket server {} saved, certificate pinned ({presented})", host.host_name);
-
-    let deadline = tokio::time::Instant::now() + STARTUP_DEADLINE;
-    while !endpoint.connected_primaries().iter().any(|name| name == PRIMARY_NAME) {
-        if tokio::time::Instant::now() > deadline {
-            bail!("the service did not connect to the endpoint; see the logs above");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let pinned =
+        crate::wire::save_and_connect(&service, &endpoint, &details, PRIMARY_NAME, STARTUP_DEADLINE).await?;
+    println!("  WebSocket server {} saved, certificate pinned ({pinned})", details.host_name);
     println!("  connected: the service reached the endpoint and CONNECT was accepted");
     Ok(System { emulator, endpoint, service, api_key, password })
 }

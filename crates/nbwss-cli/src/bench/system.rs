@@ -1,17 +1,15 @@
-//! An emulator, an endpoint and a service in this process, wired as an administrator wires them (as
-//! `nbwss up` does): the endpoint's token saved in the service after validating its certificate.
+//! An emulator, an endpoint and a service in this process, wired as an administrator wires them (with
+//! `nbwss up`'s [`crate::wire::save_and_connect`]).
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use nbwss_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use nbwss_endpoint::{Endpoint, EndpointConfig, EndpointHandle};
-use nbwss_protocol::{HostObject, Properties};
+use nbwss_protocol::Properties;
 use nbwss_service::config::PrimaryCredentials;
 use nbwss_service::{Service, ServiceConfig, ServiceHandle};
-
-use super::process::wait_for;
 
 /// The primary server's name at the endpoint.
 pub(crate) const PRIMARY: &str = "bench-primary";
@@ -72,24 +70,7 @@ impl System {
             Properties::parse(&format!("{in_flight}{}", options.properties)).context("bench properties")?;
         let service = Service::start(config, properties).await.context("starting the service")?;
 
-        let admin = service.admin_client()?;
-        let mut host = HostObject::from_value(&details.to_value()).context("endpoint details")?;
-        let validated = admin.validate_host(&host).await.context("validating the endpoint")?;
-        if validated.sha256_fingerprint.as_deref() != Some(endpoint.certificate_sha256()) {
-            bail!("the endpoint presented another certificate than its own");
-        }
-        host.certificate = validated.certificate;
-        admin.save(&host).await.context("saving the WebSocket server")?;
-        wait_for(
-            "the service to connect to the endpoint",
-            STARTUP_DEADLINE,
-            Duration::from_millis(20),
-            || {
-                let connected = endpoint.connected_primaries().iter().any(|name| name == PRIMARY);
-                async move { connected.then_some(()) }
-            },
-        )
-        .await?;
+        crate::wire::save_and_connect(&service, &endpoint, &details, PRIMARY, STARTUP_DEADLINE).await?;
         Ok(System { emulator, endpoint, service, api_key })
     }
 
