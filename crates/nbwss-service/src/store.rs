@@ -162,47 +162,27 @@ impl Store {
             .context("store query failed")?;
         let rows = statement
             .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, Vec<u8>>(4)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, Vec<u8>>(6)?,
-                    row.get::<_, String>(7)?,
-                    row.get::<_, String>(8)?,
-                    row.get::<_, String>(9)?,
-                ))
+                let server = Server {
+                    host_name: row.get(0)?,
+                    url: row.get(1)?,
+                    group_id: row.get(2)?,
+                    priority: row.get(3)?,
+                    // Opened below: decryption errors are the cipher's, not SQLite's.
+                    token: Secret::default(),
+                    certificate_pem: row.get(5)?,
+                    certificate_der: row.get(6)?,
+                    state: HostState::from(row.get::<_, String>(7)?.as_str()),
+                    endpoint_type: EndpointType::from(row.get::<_, String>(8)?.as_str()),
+                    credential_id: row.get(9)?,
+                };
+                Ok((server, row.get::<_, Vec<u8>>(4)?))
             })
             .context("store query failed")?;
         let mut servers = Vec::new();
         for row in rows {
-            let (
-                host_name,
-                url,
-                group_id,
-                priority,
-                token,
-                certificate_pem,
-                certificate_der,
-                state,
-                endpoint_type,
-                credential_id,
-            ) = row.context("store query failed")?;
-            let token = Secret::new(self.cipher.open_sealed(&token, &host_name)?);
-            servers.push(Server {
-                host_name,
-                url,
-                group_id,
-                priority,
-                token,
-                certificate_pem,
-                certificate_der,
-                state: HostState::from(state.as_str()),
-                endpoint_type: EndpointType::from(endpoint_type.as_str()),
-                credential_id,
-            });
+            let (mut server, sealed_token) = row.context("store query failed")?;
+            server.token = Secret::new(self.cipher.open_sealed(&sealed_token, &server.host_name)?);
+            servers.push(server);
         }
         Ok(servers)
     }
