@@ -2,6 +2,7 @@
 //! deliberately broken one fails exactly the rules it breaks.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure with its location
 
+mod doc;
 mod endpoint_mode;
 mod fake_endpoint;
 mod fake_service;
