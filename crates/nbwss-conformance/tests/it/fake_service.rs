@@ -32,7 +32,8 @@ pub enum ServiceFault {
 pub const PING_RATE: Duration = Duration::from_millis(200);
 pub const RESEND_RATE: Duration = Duration::from_millis(300);
 pub const MAX_PONG_MISS: u32 = 3;
-pub const LATE: Duration = Duration::from_secs(3);
+/// Later than the kit's command timeout in `service_mode.rs`.
+pub const LATE: Duration = Duration::from_secs(6);
 
 /// Connects to `url` again and again until aborted.
 pub fn start(

@@ -12,12 +12,13 @@ const LIMIT: usize = 64 * 1024;
 async fn check(fault: ServiceFault) -> Report {
     let options = ServiceOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
-        first_wait: Duration::from_secs(10),
-        reconnect_wait: Duration::from_secs(5),
-        reply_timeout: Duration::from_secs(1),
-        command_timeout: Duration::from_secs(1),
-        notification_wait: Duration::from_secs(5),
-        resend_wait: Duration::from_millis(1500),
+        // Generous for a loaded machine: only the faulty peers ever wait them out.
+        first_wait: Duration::from_secs(30),
+        reconnect_wait: Duration::from_secs(10),
+        reply_timeout: Duration::from_secs(3),
+        command_timeout: Duration::from_secs(3),
+        notification_wait: Duration::from_secs(10),
+        resend_wait: Duration::from_secs(2),
         keepalive_rate: fake_service::PING_RATE,
         max_pong_miss: fake_service::MAX_PONG_MISS,
         max_message_bytes: LIMIT,
