@@ -12,6 +12,7 @@
 
 mod checklist;
 mod checks;
+mod closing;
 mod endpoint;
 mod error;
 mod messages;

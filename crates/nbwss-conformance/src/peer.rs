@@ -291,6 +291,38 @@ impl Peer {
         self.send(WsMessage::Ping(payload.into())).await
     }
 
+    /// R-KEEPALIVE-1: pings and waits for the pong that carries the ping's payload. Whatever else arrives
+    /// meanwhile is kept, in order, for the next [`Self::recv`]. Returns how long the pong took, or why
+    /// there was none (`who` names the peer in it).
+    pub async fn ping_pong(&mut self, timeout: Duration, who: &str) -> Result<Duration, String> {
+        let payload = b"nbwss-conformance-ping".to_vec();
+        let started = Instant::now();
+        self.send_ping(payload.clone()).await?;
+        let deadline = started + timeout;
+        let mut kept = Vec::new();
+        let mut other_pong = false;
+        let outcome = loop {
+            match self.recv(deadline).await {
+                Some(Event::Pong(answer)) if answer == payload => break Ok(started.elapsed()),
+                Some(Event::Pong(_)) => other_pong = true,
+                Some(event @ (Event::Closed(_) | Event::Lost(_))) => {
+                    let reason = format!("the {who} {} after a ping", describe_end(&event));
+                    kept.push(event);
+                    break Err(reason);
+                }
+                Some(event) => kept.push(event),
+                None => {
+                    let note = if other_pong { " (only a pong with another payload)" } else { "" };
+                    break Err(format!("no pong with the ping's payload within {timeout:?}{note}"));
+                }
+            }
+        };
+        for event in kept.into_iter().rev() {
+            self.backlog.push_front(event);
+        }
+        outcome
+    }
+
     /// Sends a close frame (the peer's answer comes as an [`Event::Closed`]).
     pub async fn send_close(&mut self, code: u16, reason: &str) -> Result<(), String> {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };

@@ -53,6 +53,23 @@ pub fn start(
     })
 }
 
+/// With the late fault, schedules `text` on the late channel and returns `None`; else gives it back to send.
+fn answer_later(
+    fault: ServiceFault,
+    late: &tokio::sync::mpsc::Sender<String>,
+    text: String,
+) -> Option<String> {
+    if fault != ServiceFault::AnswersCommandsLate {
+        return Some(text);
+    }
+    let late = late.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(LATE).await;
+        let _ = late.send(text).await;
+    });
+    None
+}
+
 fn close(code: u16, reason: &str) -> WsMessage {
     WsMessage::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() }))
 }
@@ -174,14 +191,8 @@ async fn connection(
                             response.body = "x".repeat(limit);
                         }
                         let text = codec.encode(&Message::with_id(id, Body::CommandResponse(response)));
-                        if fault == ServiceFault::AnswersCommandsLate {
-                            let sender = late_sender.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(LATE).await;
-                                let _ = sender.send(text).await;
-                            });
-                        } else if ws.send(WsMessage::text(text)).await.is_err() {
-                            return;
+                        if let Some(text) = answer_later(fault, &late_sender, text) {
+                            if ws.send(WsMessage::text(text)).await.is_err() { return; }
                         }
                     }
                     Ok(Message { id, body: Body::NotificationResponse(_), .. }) => {
@@ -194,14 +205,8 @@ async fn connection(
                         (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Command, SubType::Request))) => {
                             let response = CommandResponse::service_error(400, "Malformed COMMAND.", vec![error.field.to_string()]);
                             let text = codec.encode(&Message::with_id(id.clone(), Body::CommandResponse(response)));
-                            if fault == ServiceFault::AnswersCommandsLate {
-                                let sender = late_sender.clone();
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(LATE).await;
-                                    let _ = sender.send(text).await;
-                                });
-                            } else if ws.send(WsMessage::text(text)).await.is_err() {
-                                return;
+                            if let Some(text) = answer_later(fault, &late_sender, text) {
+                                if ws.send(WsMessage::text(text)).await.is_err() { return; }
                             }
                         }
                         (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Notification, SubType::Response))) => {

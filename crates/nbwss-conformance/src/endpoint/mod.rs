@@ -11,6 +11,9 @@
 //! The notifications it sends carry the client name [`crate::CONFORMANCE_CLIENT`]: run it against a test
 //! tenant, or delete those records afterwards.
 
+mod commands;
+mod notifications;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::checklist::Checklist;
 use crate::checks::{self, Incoming};
+use crate::closing;
 use crate::error::SetupError;
 use crate::messages::{self, Outgoing};
 use crate::peer::{self, describe_end, Event, Io, Peer};
@@ -206,7 +210,7 @@ impl EndpointRun {
             self.keepalive(&mut main).await;
             self.notifications(&mut main).await;
             self.commands(&mut main).await;
-            self.orderly_close(main).await;
+            closing::orderly_close(&self.checklist, main, self.options.reply_timeout, "endpoint").await;
             self.progress("one connection each for the messages that must close it");
             self.closes_with(
                 messages::notification_of_size(0, self.options.max_message_bytes + 1)?,
@@ -464,382 +468,12 @@ impl EndpointRun {
 
     /// R-KEEPALIVE-1.
     async fn keepalive(&mut self, peer: &mut Peer) {
-        let payload = b"nbwss-conformance-ping".to_vec();
-        let started = Instant::now();
-        if let Err(error) = peer.send_ping(payload.clone()).await {
-            self.checklist.fail(&rule::KEEPALIVE_1, error);
-            return;
-        }
-        let deadline = started + self.options.reply_timeout;
-        let mut other_pong = false;
-        loop {
-            match peer.recv(deadline).await {
-                Some(Event::Pong(answer)) if answer == payload => {
-                    self.checklist.pass(
-                        &rule::KEEPALIVE_1,
-                        format!("pong with the ping's payload after {} ms", started.elapsed().as_millis()),
-                    );
-                    return;
-                }
-                Some(Event::Pong(_)) => other_pong = true,
-                Some(Event::Message(message)) if message.is("COMMAND", "REQUEST") => {
-                    self.answer_command(peer, &message, messages::command_response).await;
-                }
-                Some(event @ (Event::Closed(_) | Event::Lost(_))) => {
-                    self.checklist.fail(
-                        &rule::KEEPALIVE_1,
-                        format!("the endpoint {} after a ping", describe_end(&event)),
-                    );
-                    return;
-                }
-                Some(_) => {}
-                None => {
-                    let note = if other_pong { " (only a pong with another payload)" } else { "" };
-                    self.checklist.fail(
-                        &rule::KEEPALIVE_1,
-                        format!(
-                            "no pong with the ping's payload within {:?}{note}",
-                            self.options.reply_timeout
-                        ),
-                    );
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Sends `message` and waits for its acknowledgement; records R-NOTIF-1 and R-NOTIF-2.
-    async fn acknowledged(
-        &mut self,
-        peer: &mut Peer,
-        message: &Outgoing,
-        wait: Duration,
-    ) -> Result<Duration, String> {
-        let started = Instant::now();
-        peer.send_text(message.text.clone()).await?;
-        self.sent_ids.push(message.id.clone());
-        let id = message.id.clone();
-        let outcome = self
-            .next_message(peer, started + wait, |incoming| {
-                incoming.is("NOTIFICATION", "RESPONSE") && incoming.id() == Some(&id)
-            })
-            .await;
-        match outcome {
-            Wait::Found(_) => {
-                self.checklist.observe(&rule::NOTIF_1, "notifications acknowledged in time, by id,");
-                Ok(started.elapsed())
-            }
-            Wait::Ended(event) => {
-                let reason = format!(
-                    "the endpoint {} instead of acknowledging notification {id}",
-                    describe_end(&event)
-                );
-                self.checklist.fail(&rule::NOTIF_1, reason.clone());
-                Err(reason)
-            }
-            Wait::Timeout => {
-                let note = self.strays_note();
-                let reason = format!("no NOTIFICATION RESPONSE with id {id} within {wait:?}{note}");
-                self.checklist.fail(&rule::NOTIF_1, reason.clone());
-                Err(reason)
-            }
-        }
-    }
-
-    fn check_ack_payload(&self, ack: &Incoming) {
-        let payload = ack.payload().cloned().unwrap_or(Value::Null);
-        let outcome = match &payload {
-            Value::Array(items) if items.is_empty() => Ok(()),
-            other => Err(format!("acknowledgement {} has payload {other}, not []", ack.id().unwrap_or("?"))),
-        };
-        self.checklist.check(&rule::NOTIF_2, "acknowledgements", outcome);
-    }
-
-    /// R-NOTIF-1 to 5, R-ENV-8 and R-LIMIT-2 on the accepted connection.
-    async fn notifications(&mut self, peer: &mut Peer) {
-        let ack_timeout = self.options.ack_timeout;
-        let job = self.job_id();
-        let single = messages::notification_single(job);
-        match self.acknowledged(peer, &single, ack_timeout).await {
-            Ok(_) => {
-                // The same message again, as a service resends it when the acknowledgement was lost (D12).
-                match self.acknowledged(peer, &single, ack_timeout).await {
-                    Ok(after) => self
-                        .checklist
-                        .pass(&rule::NOTIF_3, format!("acknowledged again after {} ms", after.as_millis())),
-                    Err(reason) => self.checklist.fail(&rule::NOTIF_3, reason),
-                }
-            }
-            Err(reason) => self.checklist.fail(
-                &rule::NOTIF_3,
-                format!("not exercised: the first notification was not acknowledged ({reason})"),
+        match peer.ping_pong(self.options.reply_timeout, "endpoint").await {
+            Ok(after) => self.checklist.pass(
+                &rule::KEEPALIVE_1,
+                format!("pong with the ping's payload after {} ms", after.as_millis()),
             ),
-        }
-        if peer.ended() {
-            return;
-        }
-        self.batches(peer).await;
-        if peer.ended() {
-            return;
-        }
-        let job = self.job_id();
-        match self.acknowledged(peer, &messages::notification_with_extra_keys(job), ack_timeout).await {
-            Ok(_) => self.checklist.pass(
-                &rule::ENV_8,
-                "a NOTIFICATION with unknown keys (envelope, element, record) was acknowledged",
-            ),
-            Err(reason) => self.checklist.fail(&rule::ENV_8, reason),
-        }
-        if peer.ended() {
-            return;
-        }
-        let size = self.options.max_message_bytes;
-        let job = self.job_id();
-        match messages::notification_of_size(job, size) {
-            Ok(large) => match self.acknowledged(peer, &large, ack_timeout + self.options.reply_timeout).await {
-                Ok(after) => self.checklist.pass(
-                    &rule::LIMIT_2,
-                    format!("a NOTIFICATION of {size} bytes (padded with an unknown key) was acknowledged after {} ms", after.as_millis()),
-                ),
-                Err(reason) => self.checklist.fail(&rule::LIMIT_2, format!("a message of exactly {size} bytes: {reason}")),
-            },
-            Err(error) => self.checklist.skip(&rule::LIMIT_2, error.to_string()),
-        }
-    }
-
-    /// R-NOTIF-4 and R-NOTIF-5: three batches sent back to back, each acknowledged by its own id.
-    async fn batches(&mut self, peer: &mut Peer) {
-        let mut outstanding = Vec::new();
-        for _ in 0..3 {
-            let job = self.job_id();
-            let batch = messages::notification_batch(job);
-            if let Err(error) = peer.send_text(batch.text.clone()).await {
-                self.checklist.fail(&rule::NOTIF_4, error);
-                return;
-            }
-            self.sent_ids.push(batch.id.clone());
-            outstanding.push(batch.id);
-        }
-        let first = outstanding[0].clone();
-        let all = outstanding.clone();
-        let deadline = Instant::now() + self.options.ack_timeout;
-        let mut order = Vec::new();
-        while !outstanding.is_empty() {
-            let pending = outstanding.clone();
-            let wanted = |message: &Incoming| {
-                message.is("NOTIFICATION", "RESPONSE")
-                    && message.id().is_some_and(|id| pending.iter().any(|p| p == id))
-            };
-            match self.next_message(peer, deadline, wanted).await {
-                Wait::Found(ack) => {
-                    self.checklist.observe(&rule::NOTIF_1, "notifications acknowledged in time, by id,");
-                    let id = ack.id().unwrap_or_default().to_owned();
-                    order.push(all.iter().position(|candidate| *candidate == id).unwrap_or(0) + 1);
-                    outstanding.retain(|candidate| *candidate != id);
-                }
-                Wait::Ended(event) => {
-                    let reason = format!("the endpoint {} with batches outstanding", describe_end(&event));
-                    self.checklist.fail(&rule::NOTIF_4, reason.clone());
-                    self.checklist.fail(&rule::NOTIF_5, reason);
-                    return;
-                }
-                Wait::Timeout => break,
-            }
-        }
-        if outstanding.contains(&first) {
-            let note = self.strays_note();
-            self.checklist.fail(
-                &rule::NOTIF_4,
-                format!(
-                    "the batch {first} (2 elements, 2 records each) was not acknowledged within {:?}{note}",
-                    self.options.ack_timeout
-                ),
-            );
-        } else {
-            self.checklist.pass(
-                &rule::NOTIF_4,
-                "a JOB element and an IMAGE element of 2 records each, acknowledged as one message",
-            );
-        }
-        if outstanding.is_empty() {
-            let order: Vec<String> = order.iter().map(usize::to_string).collect();
-            self.checklist.pass(
-                &rule::NOTIF_5,
-                format!("3 batches sent together, acknowledged by id in the order {}", order.join(", ")),
-            );
-        } else {
-            let note = self.strays_note();
-            let reason =
-                format!("{} of 3 batches sent together were not acknowledged by id{note}", outstanding.len());
-            self.checklist.fail(&rule::NOTIF_1, reason.clone());
-            self.checklist.fail(&rule::NOTIF_5, reason);
-        }
-    }
-
-    /// R-COMMAND-1 to 4, through the trigger.
-    async fn commands(&mut self, peer: &mut Peer) {
-        let Some(trigger) = self.options.command_trigger.clone() else {
-            let reason = "skipped: an endpoint sends COMMANDs only when its application asks; pass --command-trigger URL (see --help)";
-            for rule in [&rule::COMMAND_1, &rule::COMMAND_2, &rule::COMMAND_3, &rule::COMMAND_4] {
-                self.checklist.skip(rule, reason);
-            }
-            return;
-        };
-        self.progress(&format!("COMMANDs through the trigger {}", trigger.url));
-        let client = match reqwest::Client::builder()
-            .use_preconfigured_tls((*self.tls).clone())
-            .timeout(self.options.reply_timeout * 2)
-            .build()
-        {
-            Ok(client) => client,
-            Err(error) => {
-                self.checklist
-                    .fail(&rule::COMMAND_1, format!("cannot build an HTTP client for the trigger: {error}"));
-                return;
-            }
-        };
-        let first =
-            self.triggered(peer, &client, &trigger, messages::command_response, &rule::COMMAND_3).await;
-        if peer.ended() {
-            return;
-        }
-        let second = self
-            .triggered(peer, &client, &trigger, messages::command_response_spring, &rule::COMMAND_4)
-            .await;
-        match (first, second) {
-            (Some(first), Some(second)) if first == second => {
-                self.checklist.fail(&rule::COMMAND_2, format!("two COMMANDs both carried id {first}"))
-            }
-            (Some(first), Some(second))
-                if self.sent_ids.contains(&first) || self.sent_ids.contains(&second) =>
-            {
-                self.checklist.fail(&rule::COMMAND_2, "a COMMAND reused the id of a message the kit had sent")
-            }
-            (Some(_), Some(_)) => self.checklist.pass(&rule::COMMAND_2, "two COMMANDs, two fresh ids"),
-            _ => self.checklist.skip(&rule::COMMAND_2, "not exercised: fewer than two COMMANDs arrived"),
-        }
-    }
-
-    /// Calls the trigger, answers the COMMAND it causes with `answer` and records whether the call then
-    /// succeeds under `rule`; returns the COMMAND's id.
-    async fn triggered(
-        &mut self,
-        peer: &mut Peer,
-        client: &reqwest::Client,
-        trigger: &CommandTrigger,
-        answer: fn(&str) -> Outgoing,
-        rule: &Rule,
-    ) -> Option<String> {
-        let mut request = client.get(&trigger.url);
-        for (name, value) in &trigger.headers {
-            request = request.header(name, value);
-        }
-        let call = tokio::spawn(async move {
-            let response = request.send().await.map_err(|error| error.to_string())?;
-            let status = response.status().as_u16();
-            let body = response.text().await.unwrap_or_default();
-            Ok::<_, String>((status, body))
-        });
-        let deadline = Instant::now() + self.options.reply_timeout;
-        let command =
-            match self.next_message(peer, deadline, |message| message.is("COMMAND", "REQUEST")).await {
-                Wait::Found(command) => command,
-                other => {
-                    let what = match other {
-                        Wait::Ended(event) => format!("the endpoint {}", describe_end(&event)),
-                        _ => format!("no COMMAND REQUEST arrived within {:?}", self.options.reply_timeout),
-                    };
-                    let called = match tokio::time::timeout(Duration::from_millis(100), call).await {
-                        Ok(Ok(Ok((status, _)))) => format!(" (the trigger answered {status})"),
-                        Ok(Ok(Err(error))) => format!(" (the trigger failed: {error})"),
-                        _ => String::new(),
-                    };
-                    self.checklist
-                        .fail(&rule::COMMAND_1, format!("after calling the trigger, {what}{called}"));
-                    self.checklist.skip(rule, "not exercised: no COMMAND to answer");
-                    return None;
-                }
-            };
-        self.answer_command(peer, &command, answer).await;
-        let id = command.id().unwrap_or_default().to_owned();
-        // Keep reading (pings, other messages) while the trigger's call completes.
-        let outcome = {
-            let mut call = call;
-            let deadline = Instant::now() + self.options.reply_timeout * 2;
-            loop {
-                tokio::select! {
-                    result = &mut call => break Some(result),
-                    event = peer.recv(deadline) => match event {
-                        None => break None,
-                        Some(Event::Message(message)) if message.is("COMMAND", "REQUEST") => {
-                            self.answer_command(peer, &message, messages::command_response).await;
-                        }
-                        Some(Event::Closed(_) | Event::Lost(_)) => break None,
-                        Some(_) => {}
-                    },
-                }
-            }
-        };
-        match outcome {
-            Some(Ok(Ok((status, body)))) if (200..300).contains(&status) => {
-                let carried = if body.contains(&id) { ", its body carried the kit's answer" } else { "" };
-                self.checklist.pass(
-                    rule,
-                    format!("COMMAND {id} answered; the trigger then answered {status}{carried}"),
-                );
-            }
-            Some(Ok(Ok((status, body)))) => self.checklist.fail(
-                rule,
-                format!("COMMAND {id} answered, but the trigger answered {status}: {}", checks::clip(&body)),
-            ),
-            Some(Ok(Err(error))) => {
-                self.checklist.fail(rule, format!("COMMAND {id} answered, but the trigger failed: {error}"))
-            }
-            Some(Err(error)) => self.checklist.fail(rule, format!("the trigger call failed: {error}")),
-            None => self
-                .checklist
-                .fail(rule, format!("COMMAND {id} answered, but the trigger did not complete in time")),
-        }
-        Some(id)
-    }
-
-    /// R-CLOSE-4 on the accepted connection.
-    async fn orderly_close(&mut self, mut peer: Peer) {
-        if peer.ended() {
-            self.checklist.skip(&rule::CLOSE_4, "not exercised: the connection had already ended");
-            return;
-        }
-        if let Err(error) = peer.send_close(1000, "nbwss conformance: done").await {
-            self.checklist.fail(&rule::CLOSE_4, error);
-            return;
-        }
-        let deadline = Instant::now() + self.options.reply_timeout;
-        loop {
-            match peer.recv(deadline).await {
-                Some(Event::Closed(code)) => {
-                    let code = code.map_or("no code".to_owned(), |(code, _)| code.to_string());
-                    self.checklist.pass(
-                        &rule::CLOSE_4,
-                        format!("answered the kit's close (1000) with a close frame ({code})"),
-                    );
-                    return;
-                }
-                Some(event @ Event::Lost(_)) => {
-                    self.checklist.fail(
-                        &rule::CLOSE_4,
-                        format!("the endpoint {} instead of answering the close frame", describe_end(&event)),
-                    );
-                    return;
-                }
-                Some(_) => {}
-                None => {
-                    self.checklist.fail(
-                        &rule::CLOSE_4,
-                        format!("no close frame within {:?} of the kit's", self.options.reply_timeout),
-                    );
-                    return;
-                }
-            }
+            Err(reason) => self.checklist.fail(&rule::KEEPALIVE_1, reason),
         }
     }
 
@@ -850,7 +484,13 @@ impl EndpointRun {
             self.checklist.fail(rule, error);
             return;
         }
-        self.expect_close(peer, rule, codes, what, Some(&message.id)).await;
+        let id = message.id;
+        let waited = self.options.reply_timeout;
+        let acknowledged =
+            |incoming: &Incoming| incoming.is("NOTIFICATION", "RESPONSE") && incoming.id() == Some(&id);
+        let closing = closing::wait_for_close(&mut peer, Instant::now() + waited, codes, acknowledged).await;
+        closing::record(&self.checklist, rule, what, "endpoint", codes, &closing, waited);
+        peer.close_quietly(1000, "nbwss conformance").await;
     }
 
     /// R-CLOSE-3.
@@ -860,59 +500,19 @@ impl EndpointRun {
             self.checklist.fail(&rule::CLOSE_3, error);
             return;
         }
-        self.expect_close(peer, &rule::CLOSE_3, &[1002, 1003], "a binary message", None).await;
-    }
-
-    async fn expect_close(
-        &mut self,
-        mut peer: Peer,
-        rule: &Rule,
-        codes: &[u16],
-        what: &str,
-        id: Option<&str>,
-    ) {
-        let expected: Vec<String> = codes.iter().map(u16::to_string).collect();
-        let expected = expected.join(" or ");
-        let deadline = Instant::now() + self.options.reply_timeout;
-        loop {
-            match peer.recv(deadline).await {
-                Some(Event::Closed(Some((code, reason)))) if codes.contains(&code) => {
-                    let reason = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
-                    self.checklist.pass(rule, format!("{what}: closed with {code}{reason}"));
-                    return;
-                }
-                Some(event @ (Event::Closed(_) | Event::Lost(_))) => {
-                    self.checklist.fail(
-                        rule,
-                        format!("{what}: the endpoint {}, not with {expected}", describe_end(&event)),
-                    );
-                    return;
-                }
-                Some(Event::Message(message))
-                    if message.is("NOTIFICATION", "RESPONSE") && id.is_some() && message.id() == id =>
-                {
-                    self.checklist
-                        .fail(rule, format!("{what}: acknowledged it instead of closing with {expected}"));
-                    peer.close_quietly(1000, "nbwss conformance").await;
-                    return;
-                }
-                Some(Event::Message(message)) if message.is("COMMAND", "REQUEST") => {
-                    self.answer_command(&mut peer, &message, messages::command_response).await;
-                }
-                Some(_) => {}
-                None => {
-                    self.checklist.fail(
-                        rule,
-                        format!(
-                            "{what}: the connection stayed open {:?}; expected a close with {expected}",
-                            self.options.reply_timeout
-                        ),
-                    );
-                    peer.close_quietly(1000, "nbwss conformance").await;
-                    return;
-                }
-            }
-        }
+        let waited = self.options.reply_timeout;
+        let codes = [1002, 1003];
+        let closing = closing::wait_for_close(&mut peer, Instant::now() + waited, &codes, |_| false).await;
+        closing::record(
+            &self.checklist,
+            &rule::CLOSE_3,
+            "a binary message",
+            "endpoint",
+            &codes,
+            &closing,
+            waited,
+        );
+        peer.close_quietly(1000, "nbwss conformance").await;
     }
 
     /// R-CONNECT-3.
