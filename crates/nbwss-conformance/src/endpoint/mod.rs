@@ -364,7 +364,11 @@ impl EndpointRun {
     /// Checks a COMMAND REQUEST (R-COMMAND-1) and answers it.
     async fn answer_command(&mut self, peer: &mut Peer, message: &Incoming, answer: fn(&str) -> Outgoing) {
         let payload = message.payload().cloned().unwrap_or(Value::Null);
-        self.checklist.check(&rule::COMMAND_1, "COMMAND REQUESTs", checks::command_request(&payload));
+        self.checklist.check(
+            &rule::COMMAND_1,
+            "COMMAND REQUESTs checked, all conform",
+            checks::command_request(&payload),
+        );
         if let Some(id) = message.id() {
             let _ = peer.send_text(answer(id).text).await;
         }

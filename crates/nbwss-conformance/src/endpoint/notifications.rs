@@ -31,7 +31,7 @@ impl EndpointRun {
             .await;
         match outcome {
             Wait::Found(_) => {
-                self.checklist.observe(&rule::NOTIF_1, "notifications acknowledged in time, by id,");
+                self.checklist.observe(&rule::NOTIF_1, "notifications acknowledged in time, by id");
                 Ok(started.elapsed())
             }
             Wait::Ended(event) => {
@@ -57,7 +57,7 @@ impl EndpointRun {
             Value::Array(items) if items.is_empty() => Ok(()),
             other => Err(format!("acknowledgement {} has payload {other}, not []", ack.id().unwrap_or("?"))),
         };
-        self.checklist.check(&rule::NOTIF_2, "acknowledgements", outcome);
+        self.checklist.check(&rule::NOTIF_2, "acknowledgements, each with payload []", outcome);
     }
 
     /// R-NOTIF-1 to 5, R-ENV-8 and R-LIMIT-2 on the accepted connection.
@@ -137,7 +137,7 @@ impl EndpointRun {
             };
             match self.next_message(peer, deadline, wanted).await {
                 Wait::Found(ack) => {
-                    self.checklist.observe(&rule::NOTIF_1, "notifications acknowledged in time, by id,");
+                    self.checklist.observe(&rule::NOTIF_1, "notifications acknowledged in time, by id");
                     let id = ack.id().unwrap_or_default().to_owned();
                     order.push(all.iter().position(|candidate| *candidate == id).unwrap_or(0) + 1);
                     outstanding.retain(|candidate| *candidate != id);

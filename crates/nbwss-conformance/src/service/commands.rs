@@ -73,7 +73,11 @@ impl ServiceRun {
                 "COMMAND RESPONSEs",
                 checks::command_response(&payload).map(|_| ()),
             );
-            self.checklist.check(&rule::COMMAND_6, "COMMAND RESPONSEs", checks::response_headers(&payload));
+            self.checklist.check(
+                &rule::COMMAND_6,
+                "COMMAND RESPONSEs checked, all conform",
+                checks::response_headers(&payload),
+            );
         }
         if responses.is_empty() {
             self.checklist.skip(&rule::COMMAND_6, "not exercised: no COMMAND was answered");

@@ -30,7 +30,7 @@ impl ServiceRun {
                     };
                     self.checklist.check(
                         &rule::CONNECT_1,
-                        "connections opened with CONNECT and the token",
+                        "connections opened with CONNECT and the saved token",
                         outcome,
                     );
                     return message
@@ -74,7 +74,10 @@ impl ServiceRun {
                 _ => {}
             }
         }
-        self.checklist.observe(&rule::CONNECT_5, "CONNECT RESPONSEs held back, with nothing sent meanwhile,");
+        self.checklist.observe(
+            &rule::CONNECT_5,
+            "times the CONNECT RESPONSE was held back 0.5 s with nothing sent meanwhile",
+        );
     }
 
     /// R-CONNECT-6 (and R-CONNECT-5 after the refusal).

@@ -15,10 +15,14 @@ use crate::rule;
 impl ServiceRun {
     pub(super) async fn on_notification(&mut self, peer: &mut Peer, message: &Incoming) {
         let payload = message.payload().cloned().unwrap_or(Value::Null);
-        self.checklist.check(&rule::NOTIF_6, "NOTIFICATION REQUESTs", checks::notification_payload(&payload));
+        self.checklist.check(
+            &rule::NOTIF_6,
+            "NOTIFICATION REQUESTs checked, all conform",
+            checks::notification_payload(&payload),
+        );
         match checks::notification_records(&payload) {
             Ok(0) => {}
-            Ok(_) => self.checklist.observe(&rule::NOTIF_7, "NOTIFICATION REQUESTs"),
+            Ok(_) => self.checklist.observe(&rule::NOTIF_7, "NOTIFICATION REQUESTs checked, all conform"),
             Err(reason) => self.checklist.fail(&rule::NOTIF_7, reason),
         }
         let Some(id) = message.id().map(str::to_owned) else { return };
