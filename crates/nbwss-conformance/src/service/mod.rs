@@ -10,7 +10,7 @@
 //!    notifications (held unacknowledged until resent, acknowledged with `[]` and with `{}`); the service's
 //!    own pings; and finally no pongs, until the service closes;
 //! 4. one connection each for a message over the limit, text that is not JSON, JSON that is no envelope and
-//!    a binary message; the last is closed by the kit.
+//!    a binary message, and one the kit closes itself.
 //!
 //! Notifications come from the primary server: the operator runs a backup while the kit waits, or gives a
 //! command (`--notify-cmd`) the kit runs whenever it needs one (it is run with `NBWSS_CONFORMANCE_ROUND` set
@@ -601,5 +601,15 @@ async fn run_notify_command(command: String, round: u32) -> String {
             checks::clip(String::from_utf8_lossy(&output.stderr).trim())
         ),
         Err(error) => format!("could not start ({error})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_bind_is_the_documented_one() {
+        assert_eq!(DEFAULT_BIND.parse::<SocketAddr>().unwrap(), ServiceOptions::default().bind);
     }
 }
