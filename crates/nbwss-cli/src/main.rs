@@ -2,6 +2,7 @@
 //! `nbwss up`. Each subcommand lives in its own module and calls into the library crates.
 
 mod bench;
+mod conformance;
 mod emulator;
 mod endpoint;
 mod notify;
@@ -45,6 +46,8 @@ enum Command {
     Up(up::Args),
     /// Measure the relay's cost, the notification feed's speed, a fleet on one endpoint, and footprints.
     Bench(bench::Args),
+    /// Check a third-party endpoint or service against the protocol's rules (docs/protocol.md).
+    Conformance(conformance::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Endpoint(args) => endpoint::run(args),
         Command::Up(args) => up::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Conformance(args) => conformance::run(args),
     };
     match result {
         Ok(code) => code,
