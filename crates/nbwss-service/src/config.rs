@@ -328,6 +328,25 @@ impl ServiceConfig {
                     format!("'{}' must start with /netbackup/", rule.path),
                 ));
             }
+            // Rules match the path as the primary server reads it, so a rule must be written that way.
+            match nbwss_protocol::check_command_uri(&rule.path) {
+                Ok(uri) if uri.path == rule.path => {}
+                Ok(uri) => {
+                    return Err(ConfigError::new(
+                        format!("policy.allow[{index}].path"),
+                        format!(
+                            "'{}' is read by the primary server as '{}' (no query, no doubled slashes, no percent-escapes); write that",
+                            rule.path, uri.path
+                        ),
+                    ))
+                }
+                Err(problem) => {
+                    return Err(ConfigError::new(
+                        format!("policy.allow[{index}].path"),
+                        format!("'{}' {problem}", rule.path),
+                    ))
+                }
+            }
         }
         if let Some(file) = &self.providers.ca_file {
             let pem = std::fs::read_to_string(file).map_err(|error| {
@@ -445,6 +464,11 @@ base_url = "https://localhost:1556/netbackup"
         let mut config: ServiceConfig = toml::from_str(minimal()).unwrap();
         config.policy.allow.push(AllowRule { method: "FETCH".into(), path: "/netbackup/*".into() });
         assert_eq!(config.validate().unwrap_err().key, "policy.allow[0].method");
+        for path in ["/netbackup/admin/jobs/../config*", "/netbackup//admin/jobs*", "/netbackup/%61dmin/*"] {
+            let mut config: ServiceConfig = toml::from_str(minimal()).unwrap();
+            config.policy.allow.push(AllowRule { method: "GET".into(), path: path.into() });
+            assert_eq!(config.validate().unwrap_err().key, "policy.allow[0].path", "{path}");
+        }
         let mut config: ServiceConfig = toml::from_str(minimal()).unwrap();
         config.primary.ca_file = Some("/nonexistent/ca.pem".into());
         assert_eq!(config.validate().unwrap_err().key, "primary.ca_file");

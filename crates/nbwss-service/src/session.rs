@@ -32,6 +32,8 @@ pub type WsStream = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Messages waiting to be written, per connection.
 const OUTBOUND_CAPACITY: usize = 256;
+/// Longest error detail quoted back to the endpoint in a 400.
+const MAX_DETAIL_BYTES: usize = 1024;
 /// How long to wait for the TLS and WebSocket handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -479,7 +481,9 @@ pub async fn serve(
                             if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Command, SubType::Request))) =
                                 (&error.kind, &error.id, error.message_type)
                             {
-                                let response = CommandResponse::service_error(400, "Malformed COMMAND.", vec![error.field.to_string()]);
+                                // The rule may quote the offending input: capped, so the answer always fits in a message.
+                                let detail = truncate(&error.field.to_string(), MAX_DETAIL_BYTES);
+                                let response = CommandResponse::service_error(400, "Malformed COMMAND.", vec![detail]);
                                 ctx.metrics.responded(400, true);
                                 let reply = Message::with_id(id.clone(), Body::CommandResponse(response));
                                 let _ = out_tx.send(WsMessage::text(codec.encode(&reply))).await;
@@ -568,21 +572,7 @@ fn route(
             commands.spawn(async move {
                 let _permit = permit;
                 let _in_flight = InFlight::new(&ctx.metrics);
-                let response = ctx.relay.run(&endpoint, &message.id, &request).await;
-                let mut reply = Message::with_id(message.id.clone(), Body::CommandResponse(response));
-                let mut text = codec.encode(&reply);
-                if text.len() > codec.max_message_bytes() {
-                    let response = CommandResponse::service_error(
-                        413,
-                        "The primary server's answer is too large to relay.",
-                        vec![format!(
-                            "the response message exceeds message.maxBytes ({} bytes)",
-                            codec.max_message_bytes()
-                        )],
-                    );
-                    reply = Message::with_id(message.id, Body::CommandResponse(response));
-                    text = codec.encode(&reply);
-                }
+                let text = ctx.relay.answer(&endpoint, &message.id, &request).await;
                 let _ = out_tx.send(WsMessage::text(text)).await;
             });
         }

@@ -14,7 +14,7 @@ use crate::util::*;
 const VND: &str = "application/vnd.netbackup+json;version=1.0";
 
 /// A service connected to one endpoint; returns the live peer.
-async fn connected(
+pub(crate) async fn connected(
     dir: &std::path::Path,
     base_url: &str,
     cert_pem: &str,
@@ -30,7 +30,7 @@ async fn connected(
     (service, endpoint, peer)
 }
 
-fn assert_service_error(response: &CommandResponse, status: u16) {
+pub(crate) fn assert_service_error(response: &CommandResponse, status: u16) {
     assert_eq!(response.status_code, status, "{response:?}");
     assert!(response.is_from_service(), "{response:?}");
     let body = response.error_body().unwrap();

@@ -1,0 +1,386 @@
+//! The relay at the edge: paths judged as the primary server reads them (the traversal table), the
+//! allow-list that cannot be walked out of, answers too large for a message, bodies that cannot travel as
+//! text, redirects, header floods and slow answers. Every case runs over real sockets through the service.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::any;
+use nbwss_protocol::{CommandResponse, Method, Properties};
+use nbwss_service::config::{AllowRule, PolicyConfig};
+use serde_json::{json, Value};
+
+use crate::relay::{assert_service_error, connected};
+use crate::util::*;
+
+/// What the primary server received, path percent-decoded as it routes it.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A primary server whose every unknown path answers 200 with the decoded path it received, plus routes
+/// that answer what cannot be relayed intact.
+async fn hostile_primary() -> (TestPrimary, Seen) {
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let extra = axum::Router::new()
+        .route(
+            "/netbackup/gzip",
+            any(|| async { ([("content-encoding", "gzip")], vec![0x1f_u8, 0x8b, 0x08, 0x00, 0xff, 0xfe]) }),
+        )
+        .route(
+            "/netbackup/binary",
+            any(|| async {
+                ([("content-type", "application/octet-stream")], vec![0x89_u8, b'P', b'N', b'G', 0xff, 0x00])
+            }),
+        )
+        .route(
+            "/netbackup/latin1-header",
+            any(|| async {
+                let mut headers = HeaderMap::new();
+                headers.insert("x-name", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+                (headers, "ok")
+            }),
+        )
+        .route("/netbackup/quotes", any(|| async { "\"".repeat(20 * 1024) }))
+        .route(
+            "/netbackup/redirect-here",
+            any(|| async { (StatusCode::FOUND, [("location", "/netbackup/echo")], "") }),
+        )
+        .route(
+            "/netbackup/redirect-away",
+            any(|| async {
+                (StatusCode::TEMPORARY_REDIRECT, [("location", "https://127.0.0.1:1/elsewhere")], "")
+            }),
+        )
+        .route(
+            "/netbackup/many-headers",
+            any(|| async {
+                let mut headers = HeaderMap::new();
+                for index in 0..10_000 {
+                    headers.insert(
+                        HeaderName::from_bytes(format!("x-h{index}").as_bytes()).unwrap(),
+                        HeaderValue::from_static("v"),
+                    );
+                }
+                (headers, "flood")
+            }),
+        )
+        .route(
+            "/netbackup/trickle",
+            any(|| async {
+                // A large answer, sent slowly: one KiB every 20 ms, without end.
+                let stream = futures_util::stream::unfold((), |()| async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Some((Ok::<_, std::io::Error>(vec![b'x'; 1024]), ()))
+                });
+                axum::body::Body::from_stream(stream).into_response()
+            }),
+        )
+        .fallback(move |uri: axum::http::Uri| {
+            let record = record.clone();
+            async move {
+                let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy().into_owned();
+                record.lock().unwrap().push(path.clone());
+                axum::Json(json!({"path": path}))
+            }
+        });
+    (TestPrimary::start_with(extra).await, seen)
+}
+
+/// What a COMMAND gets.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Relayed; the primary server routes this (decoded) path.
+    Reaches(&'static str),
+    /// 400 from the service; the detail contains these words.
+    Refused(&'static str),
+}
+
+/// Sends a COMMAND built as raw JSON (so that nothing on the sending side judges it first).
+async fn raw_command(peer: &Peer, uri: &str, headers: Value) -> CommandResponse {
+    let id = nbwss_protocol::new_message_id();
+    let text = json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "REQUEST", "timeStamp": 1,
+        "payload": {"uri": uri, "method": "GET", "headers": headers}})
+    .to_string();
+    peer.send_text(&text);
+    let (got, response) = peer.recv_response().await;
+    assert_eq!(got, id);
+    response
+}
+
+fn check(uri: &str, expect: Expect, response: &CommandResponse) {
+    match expect {
+        Expect::Reaches(path) => {
+            assert_eq!(response.status_code, 200, "{uri}: {response:?}");
+            let body: Value = serde_json::from_str(&response.body).unwrap();
+            assert_eq!(body["path"], path, "{uri}");
+        }
+        Expect::Refused(reason) => {
+            assert_service_error(response, 400);
+            let details = response.error_body().unwrap().error_details.join(" ");
+            assert!(details.contains(reason), "{uri}: {details}");
+        }
+    }
+}
+
+const TRAVERSAL_TABLE: &[(&str, Expect)] = {
+    use Expect::{Reaches, Refused};
+    &[
+        ("/netbackup/admin/jobs", Reaches("/netbackup/admin/jobs")),
+        ("/netbackup//admin//jobs", Reaches("/netbackup/admin/jobs")),
+        ("/netbackup///admin/jobs/", Reaches("/netbackup/admin/jobs/")),
+        ("/netbackup/admin/%6Aobs", Reaches("/netbackup/admin/jobs")),
+        ("/netbackup/admin/jobs?filter=a;b&x=..%2f", Reaches("/netbackup/admin/jobs")),
+        ("/netbackup/config/policies/caf%C3%A9", Reaches("/netbackup/config/policies/café")),
+        ("/netbackup/a/...", Reaches("/netbackup/a/...")),
+        ("/netbackup/../config", Refused(". or ..")),
+        ("/netbackup/admin/jobs/../../etc/passwd", Refused(". or ..")),
+        ("/netbackup/admin/./jobs", Refused(". or ..")),
+        ("/netbackup/admin/jobs/..", Refused(". or ..")),
+        ("/netbackup/%2e%2e/config", Refused(". or ..")),
+        ("/netbackup/%2E%2E/config", Refused(". or ..")),
+        ("/netbackup/%2E./config", Refused(". or ..")),
+        ("/netbackup/.%2e/config", Refused(". or ..")),
+        ("/netbackup/%2e/config", Refused(". or ..")),
+        ("/netbackup/admin/jobs/..;/config", Refused("; path parameters")),
+        ("/netbackup/admin/jobs/..%3B/config", Refused("; path parameters")),
+        ("/netbackup/admin/jobs;jsessionid=0", Refused("; path parameters")),
+        ("/netbackup/admin/jobs/%252e%252e/config", Refused("percent-encoded twice")),
+        ("/netbackup/admin/jobs/%252E%252E%252Fconfig", Refused("percent-encoded twice")),
+        ("/netbackup/admin/jobs/%c0%ae%c0%ae/config", Refused("UTF-8")),
+        ("/netbackup/admin/jobs/%e0%80%ae%e0%80%ae/config", Refused("UTF-8")),
+        ("/netbackup/admin\\..\\config", Refused("backslashes")),
+        ("/netbackup/admin%5c..%5cconfig", Refused("backslashes")),
+        ("/netbackup/admin%5C..%5Cconfig", Refused("backslashes")),
+        ("/netbackup/admin%2f..%2fconfig", Refused("encoded slash")),
+        ("/netbackup/admin%2F..%2Fconfig", Refused("encoded slash")),
+        ("/netbackup/admin/jobs%00.json", Refused("control characters")),
+        ("/netbackup/admin/jobs\u{0}", Refused("control characters")),
+        ("/netbackup/admin/jobs%0d%0aX-Injected:%201", Refused("control characters")),
+        ("/netbackup/admin/jobs\r\nX-Injected: 1", Refused("control characters")),
+        ("/netbackup/admin/jobs HTTP/1.1", Refused("spaces")),
+        ("/netbackup/admin/jobs#fragment", Refused("fragment")),
+        ("/netbackup/@evil.example/x", Refused("@")),
+        ("/netbackup/%40evil.example/x", Refused("@")),
+        ("//evil.example/netbackup/admin/jobs", Refused("authority")),
+        ("https://evil.example/netbackup/admin/jobs", Refused("absolute URL")),
+        ("/netbackup/https://evil.example/", Refused("scheme")),
+        ("/NETBACKUP/admin/jobs", Refused("must start with /netbackup/")),
+        ("/netbackupx/admin/jobs", Refused("must start with /netbackup/")),
+        ("/netbackup%2fadmin/jobs", Refused("must start with /netbackup/")),
+        ("/netbackup/admin/jobs%zz", Refused("malformed percent-escape")),
+    ]
+};
+
+#[tokio::test]
+async fn the_traversal_table_over_sockets() {
+    assert!(TRAVERSAL_TABLE.len() >= 30);
+    let (primary, seen) = hostile_primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (service, endpoint, peer) =
+        connected(dir.path(), &primary.base_url, &primary.cert_pem, fast_properties(), |_| {}).await;
+    for (uri, expect) in TRAVERSAL_TABLE {
+        check(uri, *expect, &raw_command(&peer, uri, json!({})).await);
+    }
+    // Headers that would split the request or smuggle another one are refused, never passed on.
+    for (headers, reason) in [
+        (json!({"X-A": "v\r\nX-Injected: 1"}), "line breaks"),
+        (json!({"X-A": "v\nX-Injected: 1"}), "line breaks"),
+        (json!({"X-A": "v\u{0}"}), "NUL"),
+        (json!({"X-A": "v\u{1}"}), "control character"),
+        (json!({"X-A": "v\u{7f}"}), "control character"),
+        (json!({"X-A\r\nX-Injected": "1"}), "not a valid HTTP header name"),
+        (json!({"X A": "1"}), "not a valid HTTP header name"),
+        (json!({"X:A": "1"}), "not a valid HTTP header name"),
+        (json!({"": "1"}), "not a valid HTTP header name"),
+    ] {
+        let response = raw_command(&peer, "/netbackup/admin/jobs", headers.clone()).await;
+        assert_service_error(&response, 400);
+        let details = response.error_body().unwrap().error_details.join(" ");
+        assert!(details.contains(reason), "{headers}: {details}");
+    }
+    // A tab inside a value is an ordinary HTTP header value.
+    let response = raw_command(&peer, "/netbackup/admin/jobs", json!({"X-A": "a\tb"})).await;
+    assert_eq!(response.status_code, 200, "{response:?}");
+    // Only the allowed rows reached the primary server; one bad call never cost the connection.
+    let reached: Vec<&str> = TRAVERSAL_TABLE
+        .iter()
+        .filter_map(|(_, expect)| match expect {
+            Expect::Reaches(path) => Some(*path),
+            Expect::Refused(_) => None,
+        })
+        .chain(["/netbackup/admin/jobs"])
+        .collect();
+    assert_eq!(*seen.lock().unwrap(), reached);
+    assert!(peer.is_open());
+    assert_eq!(endpoint.connects(), 1, "the session was never replaced");
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_allow_list_cannot_be_walked_out_of() {
+    let (primary, seen) = hostile_primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _endpoint, peer) =
+        connected(dir.path(), &primary.base_url, &primary.cert_pem, fast_properties(), |config| {
+            config.policy = PolicyConfig {
+                allow: vec![AllowRule { method: "GET".into(), path: "/netbackup/admin/jobs*".into() }],
+            };
+        })
+        .await;
+    for uri in [
+        "/netbackup/admin/jobs/..;/config/servers",
+        "/netbackup/admin/jobs/..%3b/config/servers",
+        "/netbackup/admin/jobs/../config/servers",
+        "/netbackup/admin/jobs/%2e%2e/config/servers",
+        "/netbackup/admin/jobs/.%2E/config/servers",
+        "/netbackup/admin/jobs/%252e%252e/config/servers",
+        "/netbackup/admin/jobs%2f..%2f..%2fconfig",
+        "/netbackup/admin/jobs\\..\\..\\config",
+        "/netbackup/admin/jobs/%c0%ae%c0%ae/config",
+        "/netbackup/admin/jobs/./../../config",
+    ] {
+        let response = raw_command(&peer, uri, json!({})).await;
+        assert_service_error(&response, 400);
+    }
+    // The policy judges the path as the primary server routes it: other spellings of an allowed path pass,
+    // other paths are refused whatever their spelling.
+    for (uri, status) in [
+        ("/netbackup/admin/jobs", 200),
+        ("/netbackup//admin/jobs/5", 200),
+        ("/netbackup/admin/%6aobs", 200),
+        ("/netbackup/config/servers", 403),
+        ("/netbackup//config/servers", 403),
+        ("/netbackup/admin/%4aobs", 403),
+    ] {
+        let response = raw_command(&peer, uri, json!({})).await;
+        assert_eq!(response.status_code, status, "{uri}: {response:?}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, ["/netbackup/admin/jobs", "/netbackup/admin/jobs/5", "/netbackup/admin/jobs"]);
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_too_large_for_a_message_is_413_and_the_connection_stays() {
+    let (primary, _seen) = hostile_primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let properties = Properties { message_max_bytes: 32 * 1024, ..fast_properties() };
+    let (service, endpoint, peer) =
+        connected(dir.path(), &primary.base_url, &primary.cert_pem, properties, |_| {}).await;
+    // A body over the limit, and a body under it whose JSON escaping takes the message over it.
+    for uri in ["/netbackup/big", "/netbackup/quotes"] {
+        let response = peer.command(command(Method::Get, uri, &[], None)).await;
+        assert_service_error(&response, 413);
+        assert!(response.error_body().unwrap().error_details[0].contains("message.maxBytes"), "{response:?}");
+    }
+    // The same connection goes on serving.
+    let response = peer.command(command(Method::Get, "/netbackup/echo", &[], None)).await;
+    assert_eq!(response.status_code, 200);
+    assert!(peer.is_open());
+    assert_eq!(endpoint.connects(), 1, "the session was not replaced");
+    let client = service.admin_client().unwrap();
+    assert_eq!(state_of(&client, "ep1").await.unwrap().1, "CONNECTED");
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert_eq!(
+        audit.matches("\"status\":413").count(),
+        2,
+        "the audit log records what was answered: {audit}"
+    );
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_arrive_intact_or_fail_loudly() {
+    let (primary, _seen) = hostile_primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _endpoint, peer) =
+        connected(dir.path(), &primary.base_url, &primary.cert_pem, fast_properties(), |_| {}).await;
+    // The app's Accept-Encoding is not passed on: the primary server answers identity.
+    let response = peer
+        .command(command(
+            Method::Get,
+            "/netbackup/echo",
+            &[("Accept-Encoding", "gzip, br"), ("X-Kept", "1")],
+            None,
+        ))
+        .await;
+    assert_eq!(response.status_code, 200);
+    let echoed: Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(echoed["headers"]["x-kept"], "1");
+    assert!(echoed["headers"].get("accept-encoding").is_none(), "{echoed}");
+    // Compressed anyway, binary, or a header that is not text: a 502 naming why, never a corrupted 200.
+    for (uri, reason) in [
+        ("/netbackup/gzip", "Content-Encoding: gzip"),
+        ("/netbackup/binary", "not UTF-8 text"),
+        ("/netbackup/latin1-header", "x-name header is not UTF-8"),
+    ] {
+        let response = peer.command(command(Method::Get, uri, &[], None)).await;
+        assert_service_error(&response, 502);
+        let details = response.error_body().unwrap().error_details.join(" ");
+        assert!(details.contains(reason), "{uri}: {details}");
+    }
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_emulator_answers_identity_through_the_relay_whatever_the_app_accepts() {
+    let emulator =
+        nbwss_emulator::Emulator::start(nbwss_emulator::EmulatorConfig::for_tests()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _endpoint, peer) =
+        connected(dir.path(), &emulator.base_url(), &emulator.certificate_pem(), fast_properties(), |_| {})
+            .await;
+    let login = peer
+        .command(command(
+            Method::Post,
+            "/netbackup/login",
+            &[("Content-Type", "application/vnd.netbackup+json;version=1.0"), ("Accept-Encoding", "gzip")],
+            Some(r#"{"userName": "admin", "password": "password"}"#),
+        ))
+        .await;
+    assert_eq!(login.status_code, 201, "{login:?}");
+    assert!(login.headers.get("content-encoding").is_none(), "{login:?}");
+    let body: Value = serde_json::from_str(&login.body).unwrap();
+    assert!(body["token"].is_string(), "{body}");
+    service.shutdown().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn redirects_are_answered_never_followed() {
+    let (primary, seen) = hostile_primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _endpoint, peer) =
+        connected(dir.path(), &primary.base_url, &primary.cert_pem, fast_properties(), |_| {}).await;
+    for (uri, status, location) in [
+        ("/netbackup/redirect-here", 302, "/netbackup/echo"),
+        ("/netbackup/redirect-away", 307, "https://127.0.0.1:1/elsewhere"),
+    ] {
+        let response = peer.command(command(Method::Get, uri, &[], None)).await;
+        assert_eq!(response.status_code, status, "{response:?}");
+        assert!(!response.is_from_service());
+        assert_eq!(response.headers.get("location"), Some(location));
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_header_flood_and_a_slow_endless_body_cost_one_call_not_the_connection() {
+    let (primary, _seen) = hostile_primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let properties = Properties { command_timeout: Duration::from_millis(1500), ..fast_properties() };
+    let (service, endpoint, peer) =
+        connected(dir.path(), &primary.base_url, &primary.cert_pem, properties, |_| {}).await;
+    let flood = peer.command(command(Method::Get, "/netbackup/many-headers", &[], None)).await;
+    assert_service_error(&flood, 502);
+    assert!(flood.error_body().unwrap().error_message.contains("could not be read"), "{flood:?}");
+    let trickle = peer.command(command(Method::Get, "/netbackup/trickle", &[], None)).await;
+    assert_service_error(&trickle, 504);
+    let response = peer.command(command(Method::Get, "/netbackup/echo", &[], None)).await;
+    assert_eq!(response.status_code, 200);
+    assert_eq!(endpoint.connects(), 1);
+    service.shutdown().await;
+}
