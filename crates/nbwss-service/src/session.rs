@@ -86,21 +86,36 @@ pub struct SessionHandle {
     closed: CancellationToken,
 }
 
-/// The session is gone.
+/// Why a request could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the connection is closed")]
-pub struct SessionClosed;
+pub enum RequestError {
+    /// The session is gone.
+    #[error("the connection is closed")]
+    Closed,
+    /// The encoded message is larger than `message.maxBytes`; it was not sent.
+    #[error("the message is {size} bytes, more than message.maxBytes ({limit} bytes); not sent")]
+    TooBig {
+        /// Encoded size.
+        size: usize,
+        /// `message.maxBytes`.
+        limit: usize,
+    },
+}
 
 impl SessionHandle {
     /// Sends a request; the receiver gets the response with the same `id` (or is dropped when the
     /// session ends). Sending again with the same `id` replaces the earlier waiter.
-    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Message>, SessionClosed> {
+    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Message>, RequestError> {
+        let text = self.codec.encode(message);
+        // The endpoint would close the connection for it (D4): this message fails alone instead.
+        if text.len() > self.codec.max_message_bytes() {
+            return Err(RequestError::TooBig { size: text.len(), limit: self.codec.max_message_bytes() });
+        }
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(message.id.clone(), tx);
-        let text = self.codec.encode(message);
         if self.outbound.send(WsMessage::text(text)).await.is_err() {
             lock(&self.pending).remove(&message.id);
-            return Err(SessionClosed);
+            return Err(RequestError::Closed);
         }
         Ok(rx)
     }

@@ -384,3 +384,61 @@ async fn a_header_flood_and_a_slow_endless_body_cost_one_call_not_the_connection
     assert_eq!(endpoint.connects(), 1);
     service.shutdown().await;
 }
+
+#[tokio::test]
+async fn notifications_are_split_to_fit_a_message_and_an_unsendable_record_is_refused() {
+    use nbwss_protocol::{Body, Codec, Message, NotificationGroup};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = certificate();
+    let limit = 2048;
+    let properties = Properties { message_max_bytes: limit, ..fast_properties() };
+    let (service, admin) =
+        start(config(dir.path(), "https://127.0.0.1:9/netbackup", &cert), properties).await;
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    add(&admin, &endpoint, "ep1", "sg1", 1, "t").await;
+    let peer = endpoint.next_accepted_peer().await;
+
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let url = format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH);
+    let job = |id: usize, name: &str| {
+        json!({"scheduleType": "ST_FULL", "clientName": name, "status": 0, "startTime": 1_459_829_674,
+               "state": "DONE", "policyName": "p", "parentJobId": id, "jobId": id, "policyType": "STANDARD",
+               "jobType": "BACKUP"})
+    };
+    let post = |body: Value| {
+        http.post(&url).header("X-NBWSS-Admin-Key", service.admin_key()).body(body.to_string()).send()
+    };
+    let too_big = post(json!([job(1, &"c".repeat(4096))])).await.unwrap();
+    assert_eq!(too_big.status().as_u16(), 413);
+    assert!(too_big.text().await.unwrap().contains("message.maxBytes"));
+    let records: Vec<Value> =
+        (1..=60).map(|id| job(id, &format!("client-{id}-{}", "x".repeat(80)))).collect();
+    assert_eq!(post(Value::Array(records)).await.unwrap().status().as_u16(), 201);
+
+    let codec = Codec::default();
+    let mut seen = Vec::new();
+    let mut messages = 0;
+    while seen.len() < 60 {
+        let message = peer.recv().await;
+        let Body::NotificationRequest(groups) = &message.body else { continue };
+        let size = codec.encode(&message).len();
+        assert!(size <= limit, "a {size}-byte NOTIFICATION REQUEST");
+        messages += 1;
+        for group in groups {
+            let NotificationGroup::Jobs { records, .. } = group else { panic!("{group:?}") };
+            seen.extend(records.iter().map(|record| record.job_id));
+        }
+        peer.send_text(&codec.encode(&Message::with_id(message.id, Body::notification_ack())));
+    }
+    assert_eq!(seen, (1..=60).collect::<Vec<i64>>());
+    assert!(messages > 1, "split into several messages");
+    assert!(peer.is_open());
+    assert_eq!(endpoint.connects(), 1, "the connection was never closed for a message the service built");
+    service.shutdown().await;
+}

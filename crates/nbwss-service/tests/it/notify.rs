@@ -22,7 +22,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const GROUP: &str = "test-group";
 
 fn outbox_at(dir: &Path) -> Arc<Outbox> {
-    let config = OutboxConfig { max_records: 100_000, batch_size: 50, max_unacked: 1000 };
+    let config =
+        OutboxConfig { max_records: 100_000, batch_size: 50, max_unacked: 1000, ..OutboxConfig::default() };
     let outbox = Outbox::open(&dir.join("notifications.sqlite3"), config, NotifyMetrics::default()).unwrap();
     outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
     Arc::new(outbox)
@@ -347,7 +348,8 @@ async fn a_restarted_detector_neither_misses_nor_repeats_with_offset_pages_and_a
 async fn a_full_outbox_holds_detection_and_catches_up_in_order() {
     let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = OutboxConfig { max_records: 2, batch_size: 50, max_unacked: 1000 };
+    let config =
+        OutboxConfig { max_records: 2, batch_size: 50, max_unacked: 1000, ..OutboxConfig::default() };
     let outbox =
         Arc::new(Outbox::open(&dir.path().join("n.sqlite3"), config, NotifyMetrics::default()).unwrap());
     outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
