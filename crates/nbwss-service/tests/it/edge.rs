@@ -442,3 +442,76 @@ async fn notifications_are_split_to_fit_a_message_and_an_unsendable_record_is_re
     assert_eq!(endpoint.connects(), 1, "the connection was never closed for a message the service built");
     service.shutdown().await;
 }
+
+#[tokio::test]
+async fn odd_numbers_from_the_primary_server_never_panic_the_detector() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use nbwss_protocol::Secret;
+    use nbwss_service::notify::detector::{DetectError, DetectorConfig};
+    use nbwss_service::notify::{
+        Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient, PrimaryCredentials,
+    };
+
+    let endless = Arc::new(AtomicBool::new(true));
+    let pages = endless.clone();
+    let extra = axum::Router::new()
+        // A validity of 1e300 seconds once panicked the detector task (Duration::from_secs_f64).
+        .route("/netbackup/login", any(|| async { axum::Json(json!({"token": "t", "validity": 1e300})) }))
+        .route(
+            "/netbackup/admin/jobs",
+            any(move || {
+                let endless = pages.load(Ordering::SeqCst);
+                async move {
+                    axum::Json(json!({
+                        "data": [{"attributes": {
+                            "jobId": i64::MAX, "parentJobId": -1, "status": 1e300, "state": "DONE",
+                            "startTime": "0000-01-01T00:00:00Z", "lastUpdateTime": "9999-12-31T23:59:59.999Z",
+                            "scheduleType": u64::MAX, "policyType": "", "jobType": 7,
+                        }}],
+                        "meta": {"pagination": {"count": u64::MAX, "next": if endless { json!("same") } else { Value::Null }}},
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/netbackup/catalog/images",
+            any(|| async {
+                axum::Json(json!({
+                    "data": [{"id": "c_0", "attributes": {"backupTime": "0000-01-01T00:00:00Z", "copies": [{"copyNumber": 1e300}],
+                              "numCopies": -1, "expiration": "9999-12-31T23:59:59Z"}}],
+                    "meta": {"pagination": {"count": u64::MAX}},
+                }))
+            }),
+        );
+    let primary = TestPrimary::start_with(extra).await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(
+        Outbox::open(&dir.path().join("outbox.sqlite3"), OutboxConfig::default(), NotifyMetrics::default())
+            .unwrap(),
+    );
+    outbox.sync_groups(&["g".to_owned()]).unwrap();
+    let credentials = PrimaryCredentials::Password {
+        user: "u".into(),
+        password: Secret::new("p"),
+        domain_type: None,
+        domain_name: None,
+    };
+    let client = PrimaryClient::new(&primary.base_url, Some(&primary.cert_pem), credentials, "9.0").unwrap();
+    let config = DetectorConfig {
+        poll_interval: Duration::from_millis(100),
+        reconcile_interval: Duration::from_secs(3600),
+        job_overlap: chrono::TimeDelta::minutes(5),
+        image_lookback: chrono::TimeDelta::hours(6),
+    };
+    let mut detector = Detector::new(client, outbox.clone(), config);
+    // A cursor that never advances is an error, not an endless loop.
+    let error = detector.poll_once().await.unwrap_err();
+    assert!(matches!(&error, DetectError::Shape(text) if text.contains("same cursor")), "{error}");
+    // Pages that end: extreme times and counts are taken without a panic; the next poll reports.
+    endless.store(false, Ordering::SeqCst);
+    detector.poll_once().await.unwrap();
+    detector.poll_once().await.unwrap();
+    let remembered = outbox.detect(|detection| detection.job(i64::MAX)).unwrap();
+    assert_eq!(remembered, Some(true), "the job with the largest id was taken as DONE");
+}
