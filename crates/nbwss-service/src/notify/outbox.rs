@@ -84,6 +84,9 @@ pub enum OutboxError {
         /// `message.maxBytes`.
         limit: usize,
     },
+    /// The database file could not be created or its permissions set.
+    #[error("notification outbox file: {0}")]
+    Files(String),
     /// The database lock was poisoned by a panic elsewhere.
     #[error("notification outbox lock poisoned")]
     Poisoned,
@@ -187,6 +190,9 @@ pub struct Outbox {
 impl Outbox {
     /// Opens (creating if needed) the outbox database at `path`.
     pub fn open(path: &Path, config: OutboxConfig, metrics: NotifyMetrics) -> Result<Self, OutboxError> {
+        // Job and client names of the backup estate: owner-only like the rest of the data directory.
+        crate::files::prepare_private_database(path)
+            .map_err(|error| OutboxError::Files(format!("{error:#}")))?;
         let connection = Connection::open(path)?;
         connection.busy_timeout(Duration::from_secs(10))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;

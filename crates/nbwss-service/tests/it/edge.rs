@@ -515,3 +515,64 @@ async fn odd_numbers_from_the_primary_server_never_panic_the_detector() {
     let remembered = outbox.detect(|detection| detection.job(i64::MAX)).unwrap();
     assert_eq!(remembered, Some(true), "the job with the largest id was taken as DONE");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_audit_log_rotates_and_every_secret_file_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let primary = TestPrimary::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // What an older version left: an open data directory and an open audit log.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("audit.log"), b"").unwrap();
+    std::fs::set_permissions(data.join("audit.log"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let max_file_bytes = 64 * 1024;
+    let (service, _endpoint, peer) =
+        connected(&data, &primary.base_url, &primary.cert_pem, fast_properties(), |config| {
+            config.log.audit_max_file_bytes = max_file_bytes;
+            config.log.audit_max_files = 3;
+            config.log.audit_body_max_bytes = 8 * 1024;
+        })
+        .await;
+    let body = json!({"data": "x".repeat(16 * 1024)}).to_string();
+    let mut last = String::new();
+    for _ in 0..40 {
+        last = peer.send_command(command(Method::Post, "/netbackup/echo", &[], Some(&body)));
+        let (id, response) = peer.recv_response().await;
+        assert_eq!((id.as_str(), response.status_code), (last.as_str(), 200));
+    }
+    let files: Vec<_> =
+        ["audit.log", "audit.log.1", "audit.log.2"].iter().map(|name| data.join(name)).collect();
+    assert!(!data.join("audit.log.3").exists(), "three files kept, audit.log included");
+    let mut lines = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(text.len() as u64 <= max_file_bytes, "{}: {} bytes", file.display(), text.len());
+        for line in text.lines() {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(entry["bodyTruncated"], true);
+            assert!(entry["body"].as_str().unwrap().len() <= 8 * 1024);
+            lines += 1;
+        }
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert!(lines < 40, "the oldest entries were rotated away ({lines} kept)");
+    assert!(std::fs::read_to_string(&files[0]).unwrap().contains(&last), "the newest entry is in audit.log");
+
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    for secret in ["token.key", "admin.key", "admin-key.pem", "servers.db", "notifications.sqlite3"] {
+        assert_eq!(mode(&data.join(secret)), 0o600, "{secret}");
+    }
+    for journal in
+        ["servers.db-wal", "servers.db-shm", "notifications.sqlite3-wal", "notifications.sqlite3-shm"]
+    {
+        if data.join(journal).exists() {
+            assert_eq!(mode(&data.join(journal)), 0o600, "{journal}");
+        }
+    }
+    service.shutdown().await;
+}
