@@ -198,15 +198,19 @@ pub fn entry_line(entry: &AuditEntry<'_>, body_max_bytes: usize) -> Value {
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
-fn excerpt(text: &str, max: usize) -> String {
+pub(crate) fn cut(text: &str, max: usize) -> &str {
     if text.len() <= max {
-        return text.to_owned();
+        return text;
     }
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_owned()
+    &text[..end]
+}
+
+fn excerpt(text: &str, max: usize) -> String {
+    cut(text, max).to_owned()
 }
 
 /// A request body safe to log: JSON with secret-looking keys replaced by `***`, or only its size.

@@ -100,15 +100,13 @@ impl Relay {
     pub async fn answer(&self, endpoint: &str, id: &str, request: &CommandRequest) -> String {
         let started = Instant::now();
         let response = self.respond(request).await;
-        let (response, text) = self.fit(id, response);
+        let (status, from_service, text) = self.fit(id, response);
         let duration = started.elapsed();
-        let from_service = response.is_from_service();
         self.metrics.command_duration.observe(duration.as_secs_f64());
-        self.metrics.responded(response.status_code, from_service);
-        let entry =
-            AuditEntry { endpoint, id, request, status: response.status_code, from_service, duration };
+        self.metrics.responded(status, from_service);
+        let entry = AuditEntry { endpoint, id, request, status, from_service, duration };
         tracing::info!(target: "nbwss::audit", endpoint, id, method = %request.method, uri = %request.uri,
-            status = response.status_code, from_service, duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX), "relayed");
+            status, from_service, duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX), "relayed");
         if let Some(audit) = &self.audit {
             audit.record(&entry);
         }
@@ -149,11 +147,13 @@ impl Relay {
         }
     }
 
-    /// The response and its encoded message, replaced by a 413 when the message would exceed the limit.
-    fn fit(&self, id: &str, response: CommandResponse) -> (CommandResponse, String) {
-        let text = self.codec.encode(&Message::with_id(id, Body::CommandResponse(response.clone())));
+    /// The encoded message of the response (its status and origin too), or of a 413 when that message
+    /// would exceed the limit.
+    fn fit(&self, id: &str, response: CommandResponse) -> (u16, bool, String) {
+        let (status, from_service) = (response.status_code, response.is_from_service());
+        let text = self.codec.encode(&Message::with_id(id, Body::CommandResponse(response)));
         if text.len() <= self.codec.max_message_bytes() {
-            return (response, text);
+            return (status, from_service, text);
         }
         let too_big = CommandResponse::service_error(
             413,
@@ -164,8 +164,7 @@ impl Relay {
                 self.codec.max_message_bytes()
             )],
         );
-        let text = self.codec.encode(&Message::with_id(id, Body::CommandResponse(too_big.clone())));
-        (too_big, text)
+        (413, true, self.codec.encode(&Message::with_id(id, Body::CommandResponse(too_big))))
     }
 
     async fn call(&self, request: &CommandRequest, uri: &str) -> CommandResponse {
@@ -245,11 +244,7 @@ fn excerpt(text: &str) -> String {
     if text.len() <= MAX_QUOTED {
         return text.to_owned();
     }
-    let mut end = MAX_QUOTED;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &text[..end], text.len())
+    format!("{}… ({} bytes)", crate::audit::cut(text, MAX_QUOTED), text.len())
 }
 
 fn bad_request(detail: String) -> CommandResponse {
