@@ -106,8 +106,8 @@ fn run_service(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     let (properties, warnings) =
         config.properties().map_err(|error| anyhow::anyhow!("invalid property {error}"))?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    // Owner-only (0700) from the start: it holds keys, sealed tokens and the audit log.
+    nbwss_service::files::ensure_dir(&config.data_dir)?;
     let _guard = init_logging(&config)?;
     for warning in warnings {
         tracing::warn!("{warning}");

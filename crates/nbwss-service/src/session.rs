@@ -289,7 +289,19 @@ fn read_error(error: &tungstenite::Error) -> Ended {
 pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream) -> Result<(), Ended> {
     let codec = ctx.codec();
     let request = Message::new(Body::ConnectRequest(ConnectRequest { token: server.token.clone() }));
-    if let Err(error) = ws.send(WsMessage::text(codec.encode(&request))).await {
+    let text = codec.encode(&request);
+    if text.len() > codec.max_message_bytes() {
+        // The endpoint would refuse it by closing (D4): say why instead of sending it.
+        return Err(Ended::new(
+            CloseStatus::CannotAccept,
+            format!(
+                "the saved token makes a {}-byte CONNECT, more than message.maxBytes ({} bytes)",
+                text.len(),
+                codec.max_message_bytes()
+            ),
+        ));
+    }
+    if let Err(error) = ws.send(WsMessage::text(text)).await {
         return Err(Ended::new(CloseStatus::ClosedAbnormally, format!("cannot send CONNECT: {error}")));
     }
     let deadline = tokio::time::Instant::now() + ctx.properties.connect_response_timeout;

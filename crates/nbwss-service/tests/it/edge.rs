@@ -576,3 +576,17 @@ async fn the_audit_log_rotates_and_every_secret_file_is_owner_only() {
     }
     service.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_token_too_large_for_a_connect_is_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = certificate();
+    let properties = Properties { message_max_bytes: 1024, ..fast_properties() };
+    let (service, admin) =
+        start(config(dir.path(), "https://127.0.0.1:9/netbackup", &cert), properties).await;
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    add(&admin, &endpoint, "ep1", "sg1", 1, &"t".repeat(2000)).await;
+    wait_close_status(&admin, "ep1", "CANNOT_ACCEPT").await;
+    assert_eq!(endpoint.connects(), 0, "the endpoint never received the oversized CONNECT");
+    service.shutdown().await;
+}
