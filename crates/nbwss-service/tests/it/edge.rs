@@ -325,30 +325,6 @@ async fn bodies_arrive_intact_or_fail_loudly() {
 }
 
 #[tokio::test]
-async fn the_emulator_answers_identity_through_the_relay_whatever_the_app_accepts() {
-    let emulator =
-        nbwss_emulator::Emulator::start(nbwss_emulator::EmulatorConfig::for_tests()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (service, _endpoint, peer) =
-        connected(dir.path(), &emulator.base_url(), &emulator.certificate_pem(), fast_properties(), |_| {})
-            .await;
-    let login = peer
-        .command(command(
-            Method::Post,
-            "/netbackup/login",
-            &[("Content-Type", "application/vnd.netbackup+json;version=1.0"), ("Accept-Encoding", "gzip")],
-            Some(r#"{"userName": "admin", "password": "password"}"#),
-        ))
-        .await;
-    assert_eq!(login.status_code, 201, "{login:?}");
-    assert!(login.headers.get("content-encoding").is_none(), "{login:?}");
-    let body: Value = serde_json::from_str(&login.body).unwrap();
-    assert!(body["token"].is_string(), "{body}");
-    service.shutdown().await;
-    emulator.shutdown().await;
-}
-
-#[tokio::test]
 async fn redirects_are_answered_never_followed() {
     let (primary, seen) = hostile_primary().await;
     let dir = tempfile::tempdir().unwrap();
@@ -399,13 +375,7 @@ async fn notifications_are_split_to_fit_a_message_and_an_unsendable_record_is_re
     add(&admin, &endpoint, "ep1", "sg1", 1, "t").await;
     let peer = endpoint.next_accepted_peer().await;
 
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
-        )
-        .build()
-        .unwrap();
-    let url = format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH);
+    let (http, url) = ingest_client(&service);
     let job = |id: usize, name: &str| {
         json!({"scheduleType": "ST_FULL", "clientName": name, "status": 0, "startTime": 1_459_829_674,
                "state": "DONE", "policyName": "p", "parentJobId": id, "jobId": id, "policyType": "STANDARD",

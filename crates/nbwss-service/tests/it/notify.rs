@@ -597,13 +597,7 @@ async fn ingested_records_are_validated_and_delivered_in_order() {
     util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
     let peer = endpoint.next_peer().await;
 
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
-        )
-        .build()
-        .unwrap();
-    let url = format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH);
+    let (http, url) = util::ingest_client(&service);
     let job = r#"{"scheduleType":"ST_FULL","clientName":"m1","status":0,"startTime":1459829674,"state":"ACTIVE",
         "policyName":"vmware2","parentJobId":144,"jobId":144,"policyType":"VMWARE","jobType":"BACKUP"}"#;
     let post = |body: String, key: Option<&str>| {

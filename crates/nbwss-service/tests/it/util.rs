@@ -583,3 +583,14 @@ pub fn command(method: Method, uri: &str, headers: &[(&str, &str)], body: Option
     request.parameters = body.map(str::to_owned);
     request
 }
+
+/// An HTTPS client trusting the service's admin certificate, and the URL of its local ingest route.
+pub fn ingest_client(service: &ServiceHandle) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    (http, format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH))
+}
