@@ -329,6 +329,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn header_smuggling_is_refused() {
+        use crate::Codec;
+        let decode = |headers: Value| {
+            let text = serde_json::json!({"version": "1.0", "id": "I", "type": "COMMAND", "subType": "REQUEST",
+                "timeStamp": 1, "payload": {"uri": "/netbackup/admin/jobs", "method": "GET", "headers": headers}});
+            Codec::default().decode(&text.to_string())
+        };
+        for (headers, rule) in [
+            (serde_json::json!({"X": "a\r\nEvil: 1"}), "line breaks"),
+            (serde_json::json!({"X": "a\nEvil: 1"}), "line breaks"),
+            (serde_json::json!({"X": "a\u{0}"}), "NUL"),
+            (serde_json::json!({"X": "a\u{1b}[31m"}), "control character"),
+            (serde_json::json!({"X": "a\u{7f}"}), "control character"),
+            (serde_json::json!({"X": "a\u{85}"}), "control character"),
+            (serde_json::json!({"X\r\nEvil": "1"}), "not a valid HTTP header name"),
+            (serde_json::json!({"X Y": "1"}), "not a valid HTTP header name"),
+            (serde_json::json!({"X:Y": "1"}), "not a valid HTTP header name"),
+            (serde_json::json!({"Ünicode": "1"}), "not a valid HTTP header name"),
+            (serde_json::json!({"": "1"}), "not a valid HTTP header name"),
+        ] {
+            let error = decode(headers.clone()).expect_err(&headers.to_string());
+            assert!(error.to_string().contains(rule), "{headers}: {error}");
+        }
+        for allowed in [serde_json::json!({"X": "a\tb"}), serde_json::json!({"X-Name": "café, ok"})] {
+            assert!(decode(allowed.clone()).is_ok(), "{allowed}");
+        }
+    }
+
+    #[test]
     fn headers_are_case_insensitive() {
         let mut headers: Headers = [("Content-Type", "application/json")].into_iter().collect();
         assert_eq!(headers.get("content-type"), Some("application/json"));
