@@ -55,7 +55,9 @@ bind = "127.0.0.1:0"
 # no_proxy = [".internal.example.com"]
 use_environment = true
 
-# Relay allow-list; when empty, everything under /netbackup/ is allowed.
+# Relay allow-list; when empty, everything under /netbackup/ is allowed. Paths are matched as the primary
+# server reads them (decoded, doubled slashes collapsed); a COMMAND with ;, . or .. segments, encoded
+# slashes or backslashes is refused (400) before the allow-list is consulted.
 # [[policy.allow]]
 # method = "GET"
 # path = "/netbackup/admin/jobs*"
@@ -64,6 +66,11 @@ use_environment = true
 file = true
 max_files = 7
 audit = true
+# audit.log rotates at this size; this many files are kept (audit.log included); each line quotes at
+# most this much of the request body.
+audit_max_file_bytes = 10485760
+audit_max_files = 5
+audit_body_max_bytes = 4096
 "#;
 
 /// Runs `nbwss service`.
@@ -99,8 +106,8 @@ fn run_service(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     let (properties, warnings) =
         config.properties().map_err(|error| anyhow::anyhow!("invalid property {error}"))?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    // Owner-only (0700) from the start: it holds keys, sealed tokens and the audit log.
+    nbwss_service::files::ensure_dir(&config.data_dir)?;
     let _guard = init_logging(&config)?;
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -141,5 +148,17 @@ fn init_logging(config: &ServiceConfig) -> anyhow::Result<Option<impl Drop>> {
             crate::init_tracing();
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_is_valid_and_shows_the_defaults() {
+        let config: nbwss_service::ServiceConfig = toml::from_str(EXAMPLE).unwrap();
+        let defaults = nbwss_service::config::LogConfig::default();
+        assert_eq!(config.log, defaults);
     }
 }

@@ -23,6 +23,7 @@ mod notification;
 mod open_enum;
 mod properties;
 mod secret;
+mod uri;
 
 pub use codec::{Codec, DEFAULT_MAX_MESSAGE_BYTES};
 pub use command::{
@@ -39,3 +40,4 @@ pub use notification::{
 };
 pub use properties::{Properties, PropertiesError, PropertyWarning};
 pub use secret::Secret;
+pub use uri::{check_command_uri, CommandUri, NETBACKUP_PREFIX};

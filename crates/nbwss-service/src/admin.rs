@@ -14,6 +14,9 @@ use nbwss_protocol::{parse_endpoint_details, EndpointType, HostObject, HostState
 use serde_json::{json, Value};
 
 use crate::connections::{Status, Trigger};
+
+/// Largest endpoint details document read from a provider URL (one is a few hundred bytes).
+const MAX_PROVIDER_ANSWER_BYTES: usize = 1024 * 1024;
 use crate::metrics::Metrics;
 use crate::proxy::Connector;
 use crate::store::{Server, Store, StoreError};
@@ -213,7 +216,9 @@ async fn validate_url(State(state): State<Arc<AdminState>>, body: Bytes) -> Resu
     if !response.status().is_success() {
         return Err(failed(format!("it answered HTTP {}", response.status())));
     }
-    let text = response.text().await.map_err(|error| failed(crate::admin_client::error_chain(&error)))?;
+    let mut response = response;
+    let text =
+        crate::body::read_text_limited(&mut response, MAX_PROVIDER_ANSWER_BYTES).await.map_err(failed)?;
     let details = parse_endpoint_details(&text).map_err(|error| {
         ApiError::bad_request(format!("The provider URL returned invalid endpoint details: {error}"))
     })?;

@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:0";
 /// Default number of rotated log files kept.
 pub const DEFAULT_LOG_MAX_FILES: usize = 7;
+/// Default size at which `audit.log` rotates: 10 MiB.
+pub const DEFAULT_AUDIT_MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// Default number of audit files kept (`audit.log` and four rotated ones): 50 MiB at most.
+pub const DEFAULT_AUDIT_MAX_FILES: usize = 5;
+/// Default excerpt of a request body in an audit line: 4 KiB.
+pub const DEFAULT_AUDIT_BODY_MAX_BYTES: usize = 4 * 1024;
 
 /// The service's configuration file (`nbwss service run --config FILE`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,12 +182,40 @@ pub struct LogConfig {
     /// Write `audit.log` (one JSON line per relayed call) in the data directory (default true).
     #[serde(default = "default_true")]
     pub audit: bool,
+    /// Rotate `audit.log` when it would pass this many bytes (default 10 MiB).
+    #[serde(default = "default_audit_max_file_bytes")]
+    pub audit_max_file_bytes: u64,
+    /// Audit files kept, `audit.log` included (default 5): at most this many × `audit_max_file_bytes`.
+    #[serde(default = "default_audit_max_files")]
+    pub audit_max_files: usize,
+    /// Bytes of each request body (redacted) quoted in an audit line, at most (default 4 KiB).
+    #[serde(default = "default_audit_body_max_bytes")]
+    pub audit_body_max_bytes: usize,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { file: true, max_files: DEFAULT_LOG_MAX_FILES, audit: true }
+        Self {
+            file: true,
+            max_files: DEFAULT_LOG_MAX_FILES,
+            audit: true,
+            audit_max_file_bytes: DEFAULT_AUDIT_MAX_FILE_BYTES,
+            audit_max_files: DEFAULT_AUDIT_MAX_FILES,
+            audit_body_max_bytes: DEFAULT_AUDIT_BODY_MAX_BYTES,
+        }
     }
+}
+
+fn default_audit_max_file_bytes() -> u64 {
+    DEFAULT_AUDIT_MAX_FILE_BYTES
+}
+
+fn default_audit_max_files() -> usize {
+    DEFAULT_AUDIT_MAX_FILES
+}
+
+fn default_audit_body_max_bytes() -> usize {
+    DEFAULT_AUDIT_BODY_MAX_BYTES
 }
 
 fn default_max_files() -> usize {
@@ -328,6 +362,25 @@ impl ServiceConfig {
                     format!("'{}' must start with /netbackup/", rule.path),
                 ));
             }
+            // Rules match the path as the primary server reads it, so a rule must be written that way.
+            match nbwss_protocol::check_command_uri(&rule.path) {
+                Ok(uri) if uri.path == rule.path => {}
+                Ok(uri) => {
+                    return Err(ConfigError::new(
+                        format!("policy.allow[{index}].path"),
+                        format!(
+                            "'{}' is read by the primary server as '{}' (no query, no doubled slashes, no percent-escapes); write that",
+                            rule.path, uri.path
+                        ),
+                    ))
+                }
+                Err(problem) => {
+                    return Err(ConfigError::new(
+                        format!("policy.allow[{index}].path"),
+                        format!("'{}' {problem}", rule.path),
+                    ))
+                }
+            }
         }
         if let Some(file) = &self.providers.ca_file {
             let pem = std::fs::read_to_string(file).map_err(|error| {
@@ -338,6 +391,27 @@ impl ServiceConfig {
         }
         if self.log.max_files == 0 {
             return Err(ConfigError::new("log.max_files", "must be at least 1"));
+        }
+        if !(64 * 1024..=1 << 40).contains(&self.log.audit_max_file_bytes) {
+            return Err(ConfigError::new(
+                "log.audit_max_file_bytes",
+                format!(
+                    "{} is not allowed: use 65536 (64 KiB) to 1099511627776 (1 TiB)",
+                    self.log.audit_max_file_bytes
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&self.log.audit_max_files) {
+            return Err(ConfigError::new(
+                "log.audit_max_files",
+                format!("{} is not allowed: use 1 to 1000 (audit.log included)", self.log.audit_max_files),
+            ));
+        }
+        if self.log.audit_body_max_bytes > 1024 * 1024 {
+            return Err(ConfigError::new(
+                "log.audit_body_max_bytes",
+                format!("{} is not allowed: use 0 to 1048576 (1 MiB)", self.log.audit_body_max_bytes),
+            ));
         }
         self.properties()?;
         Ok(())
@@ -445,6 +519,11 @@ base_url = "https://localhost:1556/netbackup"
         let mut config: ServiceConfig = toml::from_str(minimal()).unwrap();
         config.policy.allow.push(AllowRule { method: "FETCH".into(), path: "/netbackup/*".into() });
         assert_eq!(config.validate().unwrap_err().key, "policy.allow[0].method");
+        for path in ["/netbackup/admin/jobs/../config*", "/netbackup//admin/jobs*", "/netbackup/%61dmin/*"] {
+            let mut config: ServiceConfig = toml::from_str(minimal()).unwrap();
+            config.policy.allow.push(AllowRule { method: "GET".into(), path: path.into() });
+            assert_eq!(config.validate().unwrap_err().key, "policy.allow[0].path", "{path}");
+        }
         let mut config: ServiceConfig = toml::from_str(minimal()).unwrap();
         config.primary.ca_file = Some("/nonexistent/ca.pem".into());
         assert_eq!(config.validate().unwrap_err().key, "primary.ca_file");

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod admin_client;
 pub mod audit;
+pub mod body;
 pub mod config;
 pub mod connections;
 pub mod crypto;

@@ -13,7 +13,7 @@ pub fn file_writer(config: &ServiceConfig) -> anyhow::Result<Option<(NonBlocking
         return Ok(None);
     }
     let dir = config.data_dir.join(crate::files::LOG_DIR);
-    std::fs::create_dir_all(&dir)
+    crate::files::ensure_private_dir(&dir)
         .with_context(|| format!("cannot create the log directory {}", dir.display()))?;
     let appender = Builder::new()
         .rotation(Rotation::DAILY)

@@ -1,4 +1,6 @@
-//! The relay's allow-list: method + path patterns; by default everything under `/netbackup/`.
+//! The relay's allow-list: method + path patterns; by default everything under `/netbackup/`. Patterns
+//! match the normalised path (`check_command_uri`), never the text as sent, so no spelling of a path
+//! (dot-segments, `;` parameters, escapes) can reach what the patterns do not allow.
 
 use nbwss_protocol::Method;
 
@@ -23,7 +25,8 @@ impl Policy {
         Self { rules }
     }
 
-    /// Whether a call may be relayed; `path` excludes the query string.
+    /// Whether a call may be relayed; `path` is the path as the primary server reads it
+    /// ([`nbwss_protocol::CommandUri::path`]: decoded, normalised, no query string).
     pub fn allows(&self, method: Method, path: &str) -> bool {
         if self.rules.is_empty() {
             return path.starts_with("/netbackup/");

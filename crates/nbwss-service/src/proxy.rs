@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use nbwss_protocol::Secret;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
 use crate::config::ProxyConfig;
 
 /// How long a TCP connect (and the proxy's answer) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest answer head accepted from a proxy.
+const MAX_PROXY_HEAD: u64 = 16 * 1024;
 
 /// A parsed `http://[user:password@]host:port` proxy URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,17 +143,26 @@ async fn tunnel(proxy: &ProxyUrl, host: &str, port: u16) -> anyhow::Result<TcpSt
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.context("cannot talk to the proxy")?;
-    // Read the answer's head byte by byte-line so no tunnelled byte is consumed.
-    let mut reader = BufReader::with_capacity(1, &mut stream);
+    // Read the answer's head byte by byte-line so no tunnelled byte is consumed, and at most
+    // MAX_PROXY_HEAD bytes of it: a proxy that never ends its head costs no more.
+    let mut reader = BufReader::with_capacity(1, (&mut stream).take(MAX_PROXY_HEAD));
     let mut status_line = String::new();
     reader.read_line(&mut status_line).await.context("the proxy closed the connection")?;
     loop {
         let mut line = String::new();
         let read = reader.read_line(&mut line).await.context("the proxy closed the connection")?;
+        if read == 0 && reader.get_ref().limit() == 0 {
+            anyhow::bail!(
+                "the proxy {}:{} answered with a head longer than {MAX_PROXY_HEAD} bytes",
+                proxy.host,
+                proxy.port
+            );
+        }
         if read == 0 || line == "\r\n" || line == "\n" {
             break;
         }
     }
+    drop(reader);
     let status = status_line.split_whitespace().nth(1).unwrap_or_default();
     match status {
         "200" => Ok(stream),

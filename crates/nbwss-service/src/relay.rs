@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nbwss_protocol::{CommandRequest, CommandResponse, Headers, Properties};
+use nbwss_protocol::{
+    check_command_uri, Body, Codec, CommandRequest, CommandResponse, Headers, Message, Properties,
+};
 
 use crate::audit::{AuditEntry, AuditLog};
+use crate::body::{read_limited, BodyError};
 use crate::config::ServiceConfig;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -32,6 +35,9 @@ fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
+/// Longest piece of a request quoted in an error detail.
+const MAX_QUOTED: usize = 256;
+
 /// Runs relayed calls for every connection.
 #[derive(Debug)]
 pub struct Relay {
@@ -40,7 +46,7 @@ pub struct Relay {
     strip_prefix: bool,
     policy: Policy,
     timeout: Duration,
-    max_body_bytes: usize,
+    codec: Codec,
     audit: Option<AuditLog>,
     metrics: Arc<Metrics>,
 }
@@ -74,13 +80,13 @@ impl Relay {
             strip_prefix,
             policy: Policy::new(&config.policy),
             timeout: properties.command_timeout,
-            max_body_bytes: properties.message_max_bytes,
+            codec: Codec::new(properties.message_max_bytes),
             audit,
             metrics,
         })
     }
 
-    /// The full URL for a COMMAND's `uri` (which starts with `/netbackup/`).
+    /// The full URL for a checked COMMAND `uri` (which starts with `/netbackup/`).
     pub fn url_for(&self, uri: &str) -> String {
         match uri.strip_prefix("/netbackup").filter(|_| self.strip_prefix) {
             Some(rest) => format!("{}{rest}", self.base),
@@ -88,64 +94,95 @@ impl Relay {
         }
     }
 
-    /// Runs one call and answers it; never fails (every failure is a D8 response).
-    pub async fn run(&self, endpoint: &str, id: &str, request: &CommandRequest) -> CommandResponse {
+    /// Runs one call and answers it with the encoded COMMAND RESPONSE message; never fails (every failure
+    /// is a D8 response). The answer always fits in `message.maxBytes`: a larger one is replaced by a 413
+    /// for this call alone, so the connection never carries a message the endpoint must refuse (D4).
+    pub async fn answer(&self, endpoint: &str, id: &str, request: &CommandRequest) -> String {
         let started = Instant::now();
-        let response = if self.policy.allows(request.method, request.path()) {
-            match tokio::time::timeout(self.timeout, self.call(request)).await {
-                Ok(response) => response,
-                Err(_) => CommandResponse::service_error(
-                    504,
-                    "The primary server did not answer in time.",
-                    vec![format!(
-                        "no answer to {} {} within {} s (command.timeout)",
-                        request.method,
-                        request.uri,
-                        self.timeout.as_secs_f64()
-                    )],
-                ),
-            }
-        } else {
-            CommandResponse::service_error(
+        let response = self.respond(request).await;
+        let (status, from_service, text) = self.fit(id, response);
+        let duration = started.elapsed();
+        self.metrics.command_duration.observe(duration.as_secs_f64());
+        self.metrics.responded(status, from_service);
+        let entry = AuditEntry { endpoint, id, request, status, from_service, duration };
+        tracing::info!(target: "nbwss::audit", endpoint, id, method = %request.method, uri = %request.uri,
+            status, from_service, duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX), "relayed");
+        if let Some(audit) = &self.audit {
+            audit.record(&entry);
+        }
+        text
+    }
+
+    /// The uri judged as the primary server will read it (400), then the policy on the normalised path
+    /// (403), then the call within `command.timeout` (504).
+    async fn respond(&self, request: &CommandRequest) -> CommandResponse {
+        // The codec already refused a bad uri; a request built in-process is judged here all the same.
+        let uri = match check_command_uri(&request.uri) {
+            Ok(uri) => uri,
+            Err(rule) => return bad_request(format!("payload.uri: {rule}")),
+        };
+        if !self.policy.allows(request.method, &uri.path) {
+            return CommandResponse::service_error(
                 403,
                 "Refused by the service's relay policy.",
                 vec![format!(
                     "{} {} is not in the allow-list (policy.allow)",
                     request.method,
-                    request.path()
+                    excerpt(&uri.path)
                 )],
-            )
-        };
-        let duration = started.elapsed();
-        let from_service = response.is_from_service();
-        self.metrics.command_duration.observe(duration.as_secs_f64());
-        self.metrics.responded(response.status_code, from_service);
-        let entry =
-            AuditEntry { endpoint, id, request, status: response.status_code, from_service, duration };
-        tracing::info!(target: "nbwss::audit", endpoint, id, method = %request.method, uri = %request.uri,
-            status = response.status_code, from_service, duration_ms = duration.as_millis() as u64, "relayed");
-        if let Some(audit) = &self.audit {
-            audit.record(&entry);
+            );
         }
-        response
+        match tokio::time::timeout(self.timeout, self.call(request, &uri.forward)).await {
+            Ok(response) => response,
+            Err(_) => CommandResponse::service_error(
+                504,
+                "The primary server did not answer in time.",
+                vec![format!(
+                    "no answer to {} {} within {} s (command.timeout)",
+                    request.method,
+                    excerpt(&request.uri),
+                    self.timeout.as_secs_f64()
+                )],
+            ),
+        }
     }
 
-    async fn call(&self, request: &CommandRequest) -> CommandResponse {
-        let url = self.url_for(&request.uri);
+    /// The encoded message of the response (its status and origin too), or of a 413 when that message
+    /// would exceed the limit.
+    fn fit(&self, id: &str, response: CommandResponse) -> (u16, bool, String) {
+        let (status, from_service) = (response.status_code, response.is_from_service());
+        let text = self.codec.encode(&Message::with_id(id, Body::CommandResponse(response)));
+        if text.len() <= self.codec.max_message_bytes() {
+            return (status, from_service, text);
+        }
+        let too_big = CommandResponse::service_error(
+            413,
+            "The primary server's answer is too large to relay.",
+            vec![format!(
+                "the COMMAND RESPONSE would be {} bytes, more than message.maxBytes ({} bytes)",
+                text.len(),
+                self.codec.max_message_bytes()
+            )],
+        );
+        (413, true, self.codec.encode(&Message::with_id(id, Body::CommandResponse(too_big))))
+    }
+
+    async fn call(&self, request: &CommandRequest, uri: &str) -> CommandResponse {
+        let url = self.url_for(uri);
         let method = match reqwest::Method::from_bytes(request.method.as_str().as_bytes()) {
             Ok(method) => method,
             Err(_) => return bad_request(format!("method {} is not supported", request.method)),
         };
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in request.headers.iter() {
-            if is_hop_by_hop(name) {
+            if is_hop_by_hop(name) || name.eq_ignore_ascii_case("accept-encoding") {
                 continue;
             }
             let (Ok(name), Ok(value)) = (
                 reqwest::header::HeaderName::from_bytes(name.as_bytes()),
                 reqwest::header::HeaderValue::from_str(value),
             ) else {
-                return bad_request(format!("header {name} is not a valid HTTP header"));
+                return bad_request(format!("payload.headers.{}: is not a valid HTTP header", excerpt(name)));
             };
             headers.append(name, value);
         }
@@ -163,41 +200,60 @@ impl Relay {
             if is_hop_by_hop(name.as_str()) {
                 continue;
             }
-            out_headers.append(
-                name.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            );
+            let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+                return bad_answer(format!(
+                    "the value of its {name} header is not UTF-8 text, so it cannot travel in a COMMAND RESPONSE"
+                ));
+            };
+            out_headers.append(name.as_str().to_ascii_lowercase(), text);
         }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > self.max_body_bytes {
-                        return CommandResponse::service_error(
-                            413,
-                            "The primary server's answer is too large to relay.",
-                            vec![format!(
-                                "the response body exceeds message.maxBytes ({} bytes)",
-                                self.max_body_bytes
-                            )],
-                        );
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(error) => return unreachable(&error),
+        if let Some(encoding) = out_headers.get("content-encoding").map(str::trim) {
+            if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+                return bad_answer(format!(
+                    "it answered with Content-Encoding: {encoding} although the relay asks for none; a COMMAND RESPONSE body is text"
+                ));
             }
         }
-        CommandResponse {
-            status_code: status,
-            headers: out_headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        let body = match read_limited(&mut response, self.codec.max_message_bytes()).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge { limit }) => {
+                return CommandResponse::service_error(
+                    413,
+                    "The primary server's answer is too large to relay.",
+                    vec![format!("the response body exceeds message.maxBytes ({limit} bytes)")],
+                )
+            }
+            Err(BodyError::Transport(error)) => return unreachable(&error),
+        };
+        let body = match String::from_utf8(body) {
+            Ok(body) => body,
+            Err(error) => {
+                return bad_answer(format!(
+                    "its body is not UTF-8 text (invalid byte at offset {}); binary content cannot travel in a COMMAND RESPONSE",
+                    error.utf8_error().valid_up_to()
+                ))
+            }
+        };
+        CommandResponse { status_code: status, headers: out_headers, body }
     }
+}
+
+/// At most [`MAX_QUOTED`] bytes of a value from the request, for an error detail: the answer must stay small
+/// whatever the request held.
+fn excerpt(text: &str) -> String {
+    if text.len() <= MAX_QUOTED {
+        return text.to_owned();
+    }
+    format!("{}… ({} bytes)", crate::audit::cut(text, MAX_QUOTED), text.len())
 }
 
 fn bad_request(detail: String) -> CommandResponse {
     CommandResponse::service_error(400, "Malformed COMMAND.", vec![detail])
+}
+
+/// The primary server answered something that cannot be relayed intact (502).
+fn bad_answer(detail: String) -> CommandResponse {
+    CommandResponse::service_error(502, "The primary server's answer cannot be relayed intact.", vec![detail])
 }
 
 fn unreachable(error: &reqwest::Error) -> CommandResponse {
@@ -207,11 +263,12 @@ fn unreachable(error: &reqwest::Error) -> CommandResponse {
         details.push(current.to_string());
         source = current.source();
     }
-    CommandResponse::service_error(
-        502,
-        "The primary server cannot be reached (connection or TLS failure).",
-        details,
-    )
+    let message = if error.is_connect() {
+        "The primary server cannot be reached (connection or TLS failure)."
+    } else {
+        "The primary server's answer could not be read (connection lost or malformed HTTP)."
+    };
+    CommandResponse::service_error(502, message, details)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::admin_client::AdminClient;
-use crate::audit::AuditLog;
+use crate::audit::{AuditLimits, AuditLog};
 use crate::config::ServiceConfig;
 use crate::connections::{ConnectionTask, Status, Trigger};
 use crate::files::{self, AdminInfo};
@@ -57,8 +57,11 @@ impl Service {
         })?;
         let admin_key = String::from_utf8(admin_key).context("admin.key is not text")?.trim().to_owned();
         let metrics = Arc::new(Metrics::new());
-        let audit =
-            if config.log.audit { Some(AuditLog::open(&data_dir.join(files::AUDIT_FILE))?) } else { None };
+        let audit = if config.log.audit {
+            Some(AuditLog::open(&data_dir.join(files::AUDIT_FILE), AuditLimits::from_config(&config.log))?)
+        } else {
+            None
+        };
         let relay = Arc::new(Relay::new(&config, &properties, metrics.clone(), audit)?);
         let connector = Connector::from_config(&config.proxy)?;
         let sessions = Arc::new(Sessions::default());

@@ -32,6 +32,8 @@ pub type WsStream = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Messages waiting to be written, per connection.
 const OUTBOUND_CAPACITY: usize = 256;
+/// Longest error detail quoted back to the endpoint in a 400.
+const MAX_DETAIL_BYTES: usize = 1024;
 /// How long to wait for the TLS and WebSocket handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -84,21 +86,36 @@ pub struct SessionHandle {
     closed: CancellationToken,
 }
 
-/// The session is gone.
+/// Why a request could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the connection is closed")]
-pub struct SessionClosed;
+pub enum RequestError {
+    /// The session is gone.
+    #[error("the connection is closed")]
+    Closed,
+    /// The encoded message is larger than `message.maxBytes`; it was not sent.
+    #[error("the message is {size} bytes, more than message.maxBytes ({limit} bytes); not sent")]
+    TooBig {
+        /// Encoded size.
+        size: usize,
+        /// `message.maxBytes`.
+        limit: usize,
+    },
+}
 
 impl SessionHandle {
     /// Sends a request; the receiver gets the response with the same `id` (or is dropped when the
     /// session ends). Sending again with the same `id` replaces the earlier waiter.
-    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Message>, SessionClosed> {
+    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Message>, RequestError> {
+        let text = self.codec.encode(message);
+        // The endpoint would close the connection for it (D4): this message fails alone instead.
+        if text.len() > self.codec.max_message_bytes() {
+            return Err(RequestError::TooBig { size: text.len(), limit: self.codec.max_message_bytes() });
+        }
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(message.id.clone(), tx);
-        let text = self.codec.encode(message);
         if self.outbound.send(WsMessage::text(text)).await.is_err() {
             lock(&self.pending).remove(&message.id);
-            return Err(SessionClosed);
+            return Err(RequestError::Closed);
         }
         Ok(rx)
     }
@@ -272,7 +289,19 @@ fn read_error(error: &tungstenite::Error) -> Ended {
 pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream) -> Result<(), Ended> {
     let codec = ctx.codec();
     let request = Message::new(Body::ConnectRequest(ConnectRequest { token: server.token.clone() }));
-    if let Err(error) = ws.send(WsMessage::text(codec.encode(&request))).await {
+    let text = codec.encode(&request);
+    if text.len() > codec.max_message_bytes() {
+        // The endpoint would refuse it by closing (D4): say why instead of sending it.
+        return Err(Ended::new(
+            CloseStatus::CannotAccept,
+            format!(
+                "the saved token makes a {}-byte CONNECT, more than message.maxBytes ({} bytes)",
+                text.len(),
+                codec.max_message_bytes()
+            ),
+        ));
+    }
+    if let Err(error) = ws.send(WsMessage::text(text)).await {
         return Err(Ended::new(CloseStatus::ClosedAbnormally, format!("cannot send CONNECT: {error}")));
     }
     let deadline = tokio::time::Instant::now() + ctx.properties.connect_response_timeout;
@@ -479,7 +508,9 @@ pub async fn serve(
                             if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Command, SubType::Request))) =
                                 (&error.kind, &error.id, error.message_type)
                             {
-                                let response = CommandResponse::service_error(400, "Malformed COMMAND.", vec![error.field.to_string()]);
+                                // The rule may quote the offending input: capped, so the answer always fits in a message.
+                                let detail = truncate(&error.field.to_string(), MAX_DETAIL_BYTES);
+                                let response = CommandResponse::service_error(400, "Malformed COMMAND.", vec![detail]);
                                 ctx.metrics.responded(400, true);
                                 let reply = Message::with_id(id.clone(), Body::CommandResponse(response));
                                 let _ = out_tx.send(WsMessage::text(codec.encode(&reply))).await;
@@ -577,21 +608,7 @@ fn route(
             commands.spawn(async move {
                 let _permit = permit;
                 let _in_flight = InFlight::new(&ctx.metrics);
-                let response = ctx.relay.run(&endpoint, &message.id, &request).await;
-                let mut reply = Message::with_id(message.id.clone(), Body::CommandResponse(response));
-                let mut text = codec.encode(&reply);
-                if text.len() > codec.max_message_bytes() {
-                    let response = CommandResponse::service_error(
-                        413,
-                        "The primary server's answer is too large to relay.",
-                        vec![format!(
-                            "the response message exceeds message.maxBytes ({} bytes)",
-                            codec.max_message_bytes()
-                        )],
-                    );
-                    reply = Message::with_id(message.id, Body::CommandResponse(response));
-                    text = codec.encode(&reply);
-                }
+                let text = ctx.relay.answer(&endpoint, &message.id, &request).await;
                 let _ = out_tx.send(WsMessage::text(text)).await;
             });
         }

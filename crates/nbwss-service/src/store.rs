@@ -75,16 +75,13 @@ impl Store {
     /// Opens (creating if needed) the database at `db_path` with the token key at `key_path`.
     pub fn open(db_path: &Path, key_path: &Path) -> anyhow::Result<Self> {
         let cipher = TokenCipher::open(key_path)?;
+        // Sealed tokens, endpoint URLs and pinned certificates: owner-only, journal files included.
+        crate::files::prepare_private_database(db_path)?;
         let db = rusqlite::Connection::open(db_path)
             .with_context(|| format!("cannot open the store {}", db_path.display()))?;
         db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
             .context("cannot configure the store")?;
         db.execute_batch(SCHEMA).context("cannot create the store's tables")?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let _ = std::fs::set_permissions(db_path, std::fs::Permissions::from_mode(0o600));
-        }
         Ok(Self { db: Mutex::new(db), cipher })
     }
 

@@ -192,6 +192,7 @@ pub fn admin_identity(data_dir: &Path, bind_ip: std::net::IpAddr) -> anyhow::Res
     let cert_path = data_dir.join(crate::files::ADMIN_CERT_FILE);
     let key_path = data_dir.join(crate::files::ADMIN_CERT_KEY_FILE);
     if let (Ok(cert), Ok(key)) = (std::fs::read_to_string(&cert_path), std::fs::read_to_string(&key_path)) {
+        crate::files::restrict(&key_path)?;
         return Ok((cert, key));
     }
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];

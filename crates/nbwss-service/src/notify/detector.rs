@@ -28,6 +28,9 @@ const JOBS_WATERMARK: &str = "jobs.lastUpdateTime";
 const IMAGES_WATERMARK: &str = "images.backupTime";
 /// Records of one job list page, at most (the API's maximum).
 const PAGE_LIMIT: usize = 100;
+/// Pages of one listing, at most: a server whose pagination never ends cannot hold the detector (or its
+/// memory) forever. 10,000 pages of 100 are a million jobs or images.
+const MAX_PAGES: usize = 10_000;
 /// A time before every image, to lift the catalog's default "last 24 hours" filter.
 const EPOCH_FILTER: &str = "1970-01-01T00:00:00.000Z";
 
@@ -170,7 +173,7 @@ impl Detector {
         let mut jobs = Vec::new();
         let mut offset = 0usize;
         let mut after: Option<String> = None;
-        loop {
+        for _ in 0..MAX_PAGES {
             let mut page_query = query.clone();
             if cursor_pages {
                 if let Some(after) = &after {
@@ -186,24 +189,31 @@ impl Detector {
             offset += data.len();
             let next = &page["meta"]["pagination"]["next"];
             let more = if cursor_pages {
-                after = next.as_str().filter(|cursor| !cursor.is_empty()).map(str::to_owned);
+                let next = next.as_str().filter(|cursor| !cursor.is_empty()).map(str::to_owned);
+                if next.is_some() && next == after {
+                    return Err(DetectError::Shape(format!(
+                        "jobs: the page after cursor {} names the same cursor again",
+                        next.unwrap_or_default()
+                    )));
+                }
+                after = next;
                 after.is_some() && !data.is_empty()
             } else {
-                let total = page["meta"]["pagination"]["count"].as_u64().map(|n| n as usize);
-                !data.is_empty() && total.is_none_or(|total| offset < total) && !next.is_null()
+                let total = page["meta"]["pagination"]["count"].as_u64();
+                !data.is_empty() && total.is_none_or(|total| (offset as u64) < total) && !next.is_null()
             };
             if !more {
-                break;
+                return Ok(jobs);
             }
         }
-        Ok(jobs)
+        Err(too_many_pages("jobs"))
     }
 
     /// Images with `backupTime` at or after `since`, oldest first.
     async fn list_images(&self, since: &str) -> Result<Vec<Value>, DetectError> {
         let mut images = Vec::new();
         let mut offset = 0usize;
-        loop {
+        for _ in 0..MAX_PAGES {
             let query = [
                 ("filter", format!("backupTime ge {since}")),
                 ("sort", "backupTime".to_owned()),
@@ -215,11 +225,13 @@ impl Detector {
                 page["data"].as_array().ok_or_else(|| DetectError::Shape("images: no data array".into()))?;
             images.extend(data.iter().cloned());
             offset += data.len();
-            let total = page["meta"]["pagination"]["count"].as_u64().map(|n| n as usize);
-            if data.is_empty() || total.is_some_and(|total| offset >= total) || data.len() < PAGE_LIMIT {
+            let total = page["meta"]["pagination"]["count"].as_u64();
+            if data.is_empty() || total.is_some_and(|total| offset as u64 >= total) || data.len() < PAGE_LIMIT
+            {
                 return Ok(images);
             }
         }
+        Err(too_many_pages("images"))
     }
 
     async fn poll_new_images(&self) -> Result<usize, DetectError> {
@@ -282,6 +294,12 @@ impl Detector {
         })?;
         Ok(count)
     }
+}
+
+fn too_many_pages(what: &str) -> DetectError {
+    DetectError::Shape(format!(
+        "{what}: the listing did not end within {MAX_PAGES} pages of {PAGE_LIMIT}; is the server's pagination broken?"
+    ))
 }
 
 /// Compares a listed image with what was seen: CREATE, UPDATE or NO_LOCAL_COPY_AVAILABLE (nothing during

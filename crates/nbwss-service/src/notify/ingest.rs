@@ -202,6 +202,11 @@ async fn enqueue(
             "The notification outbox is full; try again later.",
             full.to_string(),
         ),
+        Err(too_big @ super::OutboxError::RecordTooBig { .. }) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "A notification record is too large to send.",
+            too_big.to_string(),
+        ),
         Err(other) => {
             tracing::error!(error = %other, "cannot enqueue notification records");
             error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; see the service log.", String::new())

@@ -40,6 +40,8 @@ pub struct NotifyMetrics {
     pub refused_records: Counter,
     /// 1 while the outbox is full.
     pub outbox_full: Gauge,
+    /// Records skipped because one alone makes a message larger than `message.maxBytes`.
+    pub unsendable_records: Counter,
     /// Records appended to the outbox.
     pub appended_records: Counter,
     /// Seconds between an event on the primary server and its detection.
@@ -56,6 +58,7 @@ impl Default for NotifyMetrics {
             resent: Family::default(),
             refused_records: Counter::default(),
             outbox_full: Gauge::default(),
+            unsendable_records: Counter::default(),
             appended_records: Counter::default(),
             detection_lag_seconds: Histogram::new([
                 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
@@ -88,6 +91,11 @@ impl NotifyMetrics {
             self.refused_records.clone(),
         );
         registry.register("outbox_full", "1 while the outbox is full", self.outbox_full.clone());
+        registry.register(
+            "unsendable_records",
+            "Records skipped because one alone makes a message larger than message.maxBytes",
+            self.unsendable_records.clone(),
+        );
         registry.register(
             "appended_records",
             "Records appended to the outbox",

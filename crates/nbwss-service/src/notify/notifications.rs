@@ -47,6 +47,8 @@ impl Notifications {
             OutboxConfig::from_properties(properties),
             metrics,
         )?);
+        // message.maxBytes may have been lowered since messages were built: none may exceed it now.
+        outbox.split_oversized()?;
         let detector = match &config.primary.credentials {
             None => {
                 tracing::warn!("no primary.credentials: notifications come only from `nbwss notify`");
@@ -183,7 +185,12 @@ impl NotificationSink for SessionSink {
         // The stored text is decoded and encoded again by the session's codec: the encoding is canonical
         // (keys in the guide's order, the stored timeStamp), so the bytes on the wire are the stored ones.
         let message = Codec::new(usize::MAX).decode(&text).map_err(|_| SinkError)?;
-        let response = self.session.request(&message).await.map_err(|_| SinkError)?;
+        let response = self.session.request(&message).await.map_err(|error| {
+            if let crate::session::RequestError::TooBig { .. } = error {
+                tracing::error!(id = message.id, %error, "notification not sent");
+            }
+            SinkError
+        })?;
         let acks = self.acks.clone();
         let session = self.session.clone();
         self.tracker.spawn(async move {

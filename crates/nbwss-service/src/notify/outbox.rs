@@ -30,6 +30,9 @@ pub struct OutboxConfig {
     pub batch_size: usize,
     /// Messages sent and unacknowledged per group (`notification.maxUnacked`).
     pub max_unacked: usize,
+    /// Largest encoded NOTIFICATION REQUEST (`message.maxBytes`): a batch that would be larger is split,
+    /// so the endpoint never receives a message it must refuse by closing the connection (D4).
+    pub max_message_bytes: usize,
 }
 
 impl Default for OutboxConfig {
@@ -46,6 +49,7 @@ impl OutboxConfig {
             max_records: properties.outbox_max_records,
             batch_size: properties.notification_batch_size,
             max_unacked: properties.notification_max_unacked,
+            max_message_bytes: properties.message_max_bytes,
         }
     }
 }
@@ -70,6 +74,19 @@ pub enum OutboxError {
         /// Records refused.
         refused: usize,
     },
+    /// One record alone makes a NOTIFICATION REQUEST larger than `message.maxBytes`: it can never be sent.
+    #[error(
+        "a notification record alone makes a {size}-byte message, more than message.maxBytes ({limit} bytes)"
+    )]
+    RecordTooBig {
+        /// The encoded size of a message carrying only this record.
+        size: usize,
+        /// `message.maxBytes`.
+        limit: usize,
+    },
+    /// The database file could not be created or its permissions set.
+    #[error("notification outbox file: {0}")]
+    Files(String),
     /// The database lock was poisoned by a panic elsewhere.
     #[error("notification outbox lock poisoned")]
     Poisoned,
@@ -173,6 +190,9 @@ pub struct Outbox {
 impl Outbox {
     /// Opens (creating if needed) the outbox database at `path`.
     pub fn open(path: &Path, config: OutboxConfig, metrics: NotifyMetrics) -> Result<Self, OutboxError> {
+        // Job and client names of the backup estate: owner-only like the rest of the data directory.
+        crate::files::prepare_private_database(path)
+            .map_err(|error| OutboxError::Files(format!("{error:#}")))?;
         let connection = Connection::open(path)?;
         connection.busy_timeout(Duration::from_secs(10))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -205,8 +225,18 @@ impl Outbox {
         self.connection.lock().map_err(|_| OutboxError::Poisoned)
     }
 
-    /// Appends records in one transaction, in the given order. Refused whole when the cap would be passed.
+    /// Appends records in one transaction, in the given order. Refused whole when the cap would be passed,
+    /// or when one record alone would make a message larger than `max_message_bytes` (it could never be
+    /// sent; the caller is told now rather than the record being skipped later).
     pub fn append(&self, records: &[Record]) -> Result<usize, OutboxError> {
+        let limit = self.config.max_message_bytes;
+        for record in records {
+            let alone = Message::new(Body::NotificationRequest(group_records(vec![record.clone()])));
+            let size = Codec::default().encode(&alone).len();
+            if size > limit {
+                return Err(OutboxError::RecordTooBig { size, limit });
+            }
+        }
         self.detect(|detection| {
             for record in records {
                 detection.push(record.clone());
@@ -296,11 +326,13 @@ impl Outbox {
 
     /// Builds and commits the group's next NOTIFICATION REQUEST from the records after its position, unless
     /// the group has none or already has `max_unacked` messages out. The message is committed before it is
-    /// returned, so it is sent (and resent) with this id and text.
+    /// returned, so it is sent (and resent) with this id and text. It carries up to `batch_size` records,
+    /// fewer when more would pass `max_message_bytes`; a record that cannot fit in any message is skipped for
+    /// this group with an error log and a metric (it could never be delivered, and must not stall the rest).
     pub fn next_message(&self, group: &str) -> Result<Option<PendingMessage>, OutboxError> {
         let mut connection = self.lock()?;
         let transaction = connection.transaction()?;
-        let Some(position) = group_position(&transaction, group)? else { return Ok(None) };
+        let Some(mut position) = group_position(&transaction, group)? else { return Ok(None) };
         let out: usize =
             transaction.query_row("SELECT COUNT(*) FROM messages WHERE group_id = ?1", [group], |row| {
                 row.get::<_, i64>(0)
@@ -308,30 +340,116 @@ impl Outbox {
         if out >= self.config.max_unacked {
             return Ok(None);
         }
-        let rows: Vec<(i64, String)> = {
-            let mut select = transaction
-                .prepare_cached("SELECT seq, record FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-            let rows = select.query_map(params![position, self.config.batch_size as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?))
+        let pending = loop {
+            let rows = {
+                let mut select = transaction
+                    .prepare_cached("SELECT seq, record FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+                let rows = select.query_map(params![position, self.config.batch_size as i64], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+                rows.collect::<Result<Vec<(i64, String)>, _>>()?
+            };
+            if rows.is_empty() {
+                break None;
+            }
+            let built = self.build(group, &rows)?;
+            position = built.last_seq;
+            if let Some(pending) = built.message {
+                insert_message(&transaction, group, &pending, built.first_seq, built.last_seq)?;
+                break Some(pending);
+            }
+        };
+        transaction
+            .execute("UPDATE groups SET position = ?1 WHERE group_id = ?2", params![position, group])?;
+        transaction.commit()?;
+        Ok(pending)
+    }
+
+    /// Splits every committed message larger than `max_message_bytes` (the limit was lowered since it was
+    /// built) into messages that fit, in the same order; returns how many were split. Their records were
+    /// never acknowledged, so nothing is lost; an endpoint that did see the old message may see its records
+    /// again under new ids (delivery is at least once, D12).
+    pub fn split_oversized(&self) -> Result<usize, OutboxError> {
+        let mut connection = self.lock()?;
+        let transaction = connection.transaction()?;
+        let oversized: Vec<(String, String, i64, i64)> = {
+            let mut select = transaction.prepare(
+                "SELECT id, group_id, first_seq, last_seq FROM messages \
+                 WHERE length(CAST(text AS BLOB)) > ?1 ORDER BY group_id, first_seq",
+            )?;
+            let rows = select.query_map([self.config.max_message_bytes as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })?;
             rows.collect::<Result<_, _>>()?
         };
-        let (Some(first), Some(last)) = (rows.first().map(|row| row.0), rows.last().map(|row| row.0)) else {
-            return Ok(None);
-        };
+        for (id, group, first, last) in &oversized {
+            transaction.execute("DELETE FROM messages WHERE id = ?1", [id])?;
+            let mut rows: Vec<(i64, String)> = {
+                let mut select = transaction.prepare_cached(
+                    "SELECT seq, record FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+                )?;
+                let rows = select.query_map(params![first, last], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            while !rows.is_empty() {
+                let built = self.build(group, &rows)?;
+                if let Some(pending) = &built.message {
+                    insert_message(&transaction, group, pending, built.first_seq, built.last_seq)?;
+                }
+                rows.retain(|(seq, _)| *seq > built.last_seq);
+            }
+            tracing::warn!(
+                group,
+                id,
+                "notification message larger than message.maxBytes split into smaller ones"
+            );
+        }
+        transaction.commit()?;
+        Ok(oversized.len())
+    }
+
+    /// The largest message of the first records of `rows` (in order, at most all) that fits in
+    /// `max_message_bytes`; or, when the first record alone does not fit, no message and that record
+    /// skipped loudly.
+    fn build(&self, group: &str, rows: &[(i64, String)]) -> Result<Built, OutboxError> {
         let records: Vec<Record> =
             rows.iter().map(|(_, text)| serde_json::from_str(text)).collect::<Result<_, _>>()?;
-        let count = records.len();
-        let message = Message::new(Body::NotificationRequest(group_records(records)));
-        let text = Codec::default().encode(&message);
-        transaction.execute(
-            "INSERT INTO messages (id, group_id, text, first_seq, last_seq, records, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![message.id, group, text, first, last, count as i64, now_millis()],
-        )?;
-        transaction.execute("UPDATE groups SET position = ?1 WHERE group_id = ?2", params![last, group])?;
-        transaction.commit()?;
-        Ok(Some(PendingMessage { id: message.id, text, records: count, sends: 0 }))
+        let limit = self.config.max_message_bytes;
+        let encode = |count: usize| {
+            let message = Message::new(Body::NotificationRequest(group_records(records[..count].to_vec())));
+            let text = Codec::default().encode(&message);
+            (message, text)
+        };
+        let first_seq = rows[0].0;
+        let mut best = encode(records.len());
+        let mut count = records.len();
+        if best.1.len() > limit {
+            // Binary search for the largest prefix that fits: `fits` fits, `fails` does not.
+            let single = encode(1);
+            if single.1.len() > limit {
+                let error = OutboxError::RecordTooBig { size: single.1.len(), limit };
+                tracing::error!(group, %error, record = rows[0].1.chars().take(200).collect::<String>(),
+                    "notification record skipped: it can never be sent");
+                self.metrics.unsendable_records.inc();
+                return Ok(Built { message: None, first_seq, last_seq: first_seq });
+            }
+            let (mut fits, mut fails) = (1, records.len());
+            best = single;
+            while fails - fits > 1 {
+                let middle = (fits + fails) / 2;
+                let candidate = encode(middle);
+                if candidate.1.len() <= limit {
+                    fits = middle;
+                    best = candidate;
+                } else {
+                    fails = middle;
+                }
+            }
+            count = fits;
+        }
+        let (message, text) = best;
+        let pending = PendingMessage { id: message.id, text, records: count, sends: 0 };
+        Ok(Built { message: Some(pending), first_seq, last_seq: rows[count - 1].0 })
     }
 
     /// Every unacknowledged message of the group, in detection order.
@@ -598,6 +716,31 @@ fn count_records(connection: &Connection) -> rusqlite::Result<usize> {
     connection.query_row("SELECT COUNT(*) FROM records", [], |row| row.get::<_, i64>(0)).map(|n| n as usize)
 }
 
+/// A message built from the first records of a run, or a record skipped.
+struct Built {
+    /// The message, or `None` when the first record alone cannot fit in one.
+    message: Option<PendingMessage>,
+    /// The first record considered.
+    first_seq: i64,
+    /// The last record the message carries (or the record skipped).
+    last_seq: i64,
+}
+
+fn insert_message(
+    transaction: &Transaction<'_>,
+    group: &str,
+    message: &PendingMessage,
+    first_seq: i64,
+    last_seq: i64,
+) -> rusqlite::Result<()> {
+    transaction.execute(
+        "INSERT INTO messages (id, group_id, text, first_seq, last_seq, records, created_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![message.id, group, message.text, first_seq, last_seq, message.records as i64, now_millis()],
+    )?;
+    Ok(())
+}
+
 fn group_position(connection: &Connection, group: &str) -> rusqlite::Result<Option<i64>> {
     connection
         .query_row("SELECT position FROM groups WHERE group_id = ?1", [group], |row| row.get(0))
@@ -648,7 +791,7 @@ mod tests {
     }
 
     fn config(batch_size: usize, max_unacked: usize, max_records: usize) -> OutboxConfig {
-        OutboxConfig { max_records, batch_size, max_unacked }
+        OutboxConfig { max_records, batch_size, max_unacked, ..OutboxConfig::default() }
     }
 
     fn open(dir: &Path, config: OutboxConfig) -> Outbox {
@@ -684,6 +827,94 @@ mod tests {
             outbox.unacked("g").unwrap().iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
             [first.id.clone(), second.id.clone()]
         );
+    }
+
+    fn job_ids(message: &PendingMessage) -> Vec<i64> {
+        payload_of(message)
+            .into_iter()
+            .flat_map(|group| match group {
+                nbwss_protocol::NotificationGroup::Jobs { records, .. } => {
+                    records.into_iter().map(|job| job.job_id).collect::<Vec<_>>()
+                }
+                other => panic!("not jobs: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn with_client_name(job_id: i64, name_bytes: usize) -> Record {
+        let Record::Job(mut record) = job(job_id, JobState::Done) else { unreachable!() };
+        record.client_name = "c".repeat(name_bytes);
+        Record::Job(record)
+    }
+
+    #[test]
+    fn messages_are_split_to_fit_the_message_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 2048;
+        let outbox = open(dir.path(), OutboxConfig { max_message_bytes: limit, ..config(100, 100, 1000) });
+        outbox.sync_groups(&["g".into()]).unwrap();
+        outbox.append(&(1..=40).map(|id| with_client_name(id, 100)).collect::<Vec<_>>()).unwrap();
+        let mut seen = Vec::new();
+        let mut messages = 0;
+        while let Some(message) = outbox.next_message("g").unwrap() {
+            assert!(message.text.len() <= limit, "{} bytes", message.text.len());
+            assert!(message.records > 1, "as many records as fit, not one by one");
+            seen.extend(job_ids(&message));
+            messages += 1;
+        }
+        assert!(messages > 1);
+        assert_eq!(seen, (1..=40).collect::<Vec<_>>(), "every record once, in order");
+    }
+
+    #[test]
+    fn a_record_too_big_for_any_message_is_refused_or_skipped_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 2048;
+        let outbox = open(dir.path(), OutboxConfig { max_message_bytes: limit, ..config(100, 100, 1000) });
+        outbox.sync_groups(&["g".into()]).unwrap();
+        // Local ingest is told at once.
+        let error = outbox.append(&[job(1, JobState::Done), with_client_name(2, 4096)]).unwrap_err();
+        assert!(matches!(error, OutboxError::RecordTooBig { limit: 2048, .. }), "{error}");
+        assert_eq!(outbox.record_count().unwrap(), 0, "refused whole");
+        // Detection from the primary server cannot refuse: the record is skipped, the others go on.
+        outbox
+            .detect(|detection| {
+                detection.push(job(1, JobState::Done));
+                detection.push(with_client_name(2, 4096));
+                detection.push(job(3, JobState::Done));
+                Ok(())
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Some(message) = outbox.next_message("g").unwrap() {
+            seen.extend(job_ids(&message));
+            outbox.ack("g", &message.id).unwrap();
+        }
+        assert_eq!(seen, [1, 3]);
+        assert_eq!(outbox.metrics().unsendable_records.get(), 1);
+        assert_eq!(outbox.record_count().unwrap(), 0, "the skipped record is pruned with the others");
+    }
+
+    #[test]
+    fn messages_built_under_a_larger_limit_are_split_when_it_is_lowered() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Record> = (1..=30).map(|id| with_client_name(id, 100)).collect();
+        let old_id = {
+            let outbox = open(dir.path(), config(100, 100, 1000));
+            outbox.sync_groups(&["g".into()]).unwrap();
+            outbox.append(&records).unwrap();
+            let message = outbox.next_message("g").unwrap().unwrap();
+            assert!(message.text.len() > 2048);
+            message.id
+        };
+        let outbox = open(dir.path(), OutboxConfig { max_message_bytes: 2048, ..config(100, 100, 1000) });
+        assert_eq!(outbox.split_oversized().unwrap(), 1);
+        let unacked = outbox.unacked("g").unwrap();
+        assert!(unacked.len() > 1);
+        assert!(unacked.iter().all(|message| message.text.len() <= 2048 && message.id != old_id));
+        let seen: Vec<i64> = unacked.iter().flat_map(job_ids).collect();
+        assert_eq!(seen, (1..=30).collect::<Vec<_>>());
+        assert_eq!(outbox.split_oversized().unwrap(), 0, "nothing left to split");
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub enum PrimaryError {
         /// The start of the body.
         body: String,
     },
+    /// The answer is larger than [`MAX_ANSWER_BYTES`].
+    #[error("primary server's answer to {what} is larger than {limit} bytes")]
+    TooLarge {
+        /// Method and path.
+        what: String,
+        /// The cap.
+        limit: usize,
+    },
     /// The client could not be set up (bad URL or certificate).
     #[error("primary server client: {0}")]
     Setup(String),
@@ -64,6 +72,13 @@ const RENEW_AT: f64 = 0.8;
 pub const FALLBACK_API_VERSION: &str = "8.0";
 /// Per-request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest answer read from the primary server (a page of 100 jobs is tens of KiB).
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+/// A login `validity` (seconds) is taken within these bounds: the server's number is not trusted to be
+/// sane, and a token is renewed at least once a day whatever it says.
+const VALIDITY_RANGE: (f64, f64) = (1.0, 86_400.0);
+/// Used when the login answer has no usable `validity`.
+const DEFAULT_VALIDITY: f64 = 3600.0;
 
 struct Token {
     value: Secret,
@@ -97,7 +112,11 @@ impl PrimaryClient {
         credentials: PrimaryCredentials,
         api_version: &str,
     ) -> Result<Self, PrimaryError> {
-        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).use_rustls_tls();
+        // Redirects are not followed: the detector talks to the configured primary server and nothing else.
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .use_rustls_tls();
         if let Some(pem) = ca_pem {
             for certificate in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                 .map_err(|error| PrimaryError::Setup(format!("CA certificate: {error}")))?
@@ -170,7 +189,7 @@ impl PrimaryClient {
                 stepped_down = true;
                 continue;
             }
-            let body = response.text().await?;
+            let body = read_answer(response, &format!("GET {path}")).await?;
             if !status.is_success() {
                 return Err(PrimaryError::Status {
                     status: status.as_u16(),
@@ -215,7 +234,7 @@ impl PrimaryClient {
             .send()
             .await?;
         let status = response.status();
-        let text = response.text().await?;
+        let text = read_answer(response, "POST /login").await?;
         if !status.is_success() {
             return Err(PrimaryError::Status {
                 status: status.as_u16(),
@@ -235,11 +254,62 @@ impl PrimaryClient {
                 body: "no token in the answer".to_owned(),
             }
         })?;
-        let validity = answer["validity"].as_f64().filter(|v| *v > 0.0).unwrap_or(3600.0);
+        let validity = token_validity(&answer["validity"]);
         let renew_at = Instant::now() + Duration::from_secs_f64(validity * RENEW_AT);
         let value = Secret::new(value);
         *token = Some(Token { value: value.clone(), renew_at });
         tracing::debug!(validity, "detector logged in to the primary server");
         Ok(value)
+    }
+}
+
+/// The login answer's `validity` in seconds, within [`VALIDITY_RANGE`] (a number from the network must
+/// not be able to overflow a `Duration`).
+fn token_validity(value: &Value) -> f64 {
+    match value.as_f64() {
+        Some(validity) if validity.is_finite() && validity > 0.0 => {
+            validity.clamp(VALIDITY_RANGE.0, VALIDITY_RANGE.1)
+        }
+        _ => DEFAULT_VALIDITY,
+    }
+}
+
+/// The body as text, at most [`MAX_ANSWER_BYTES`].
+async fn read_answer(mut response: reqwest::Response, what: &str) -> Result<String, PrimaryError> {
+    let status = response.status().as_u16();
+    let bytes = match crate::body::read_limited(&mut response, MAX_ANSWER_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(crate::body::BodyError::TooLarge { limit }) => {
+            return Err(PrimaryError::TooLarge { what: what.to_owned(), limit })
+        }
+        Err(crate::body::BodyError::Transport(error)) => return Err(error.into()),
+    };
+    String::from_utf8(bytes).map_err(|_| PrimaryError::Status {
+        status,
+        what: what.to_owned(),
+        body: "the answer is not UTF-8 text".to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn validity_from_the_network_is_range_checked() {
+        assert_eq!(token_validity(&json!(1e300)), 86_400.0);
+        assert_eq!(token_validity(&json!(f64::MAX)), 86_400.0);
+        assert_eq!(token_validity(&json!(u64::MAX)), 86_400.0);
+        assert_eq!(token_validity(&json!(1e-300)), 1.0);
+        assert_eq!(token_validity(&json!(-5)), DEFAULT_VALIDITY);
+        assert_eq!(token_validity(&json!(0)), DEFAULT_VALIDITY);
+        assert_eq!(token_validity(&json!("3600")), DEFAULT_VALIDITY);
+        assert_eq!(token_validity(&Value::Null), DEFAULT_VALIDITY);
+        assert_eq!(token_validity(&json!(7200)), 7200.0);
+        // Every accepted value makes a Duration without panicking.
+        for validity in [1.0, 86_400.0] {
+            let _ = Duration::from_secs_f64(validity * RENEW_AT);
+        }
     }
 }

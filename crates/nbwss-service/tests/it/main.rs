@@ -3,6 +3,7 @@
 
 mod admin;
 mod connections;
+mod edge;
 mod notify;
 mod relay;
 mod util;

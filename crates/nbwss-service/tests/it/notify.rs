@@ -22,7 +22,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const GROUP: &str = "test-group";
 
 fn outbox_at(dir: &Path) -> Arc<Outbox> {
-    let config = OutboxConfig { max_records: 100_000, batch_size: 50, max_unacked: 1000 };
+    let config =
+        OutboxConfig { max_records: 100_000, batch_size: 50, max_unacked: 1000, ..OutboxConfig::default() };
     let outbox = Outbox::open(&dir.join("notifications.sqlite3"), config, NotifyMetrics::default()).unwrap();
     outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
     Arc::new(outbox)
@@ -347,7 +348,8 @@ async fn a_restarted_detector_neither_misses_nor_repeats_with_offset_pages_and_a
 async fn a_full_outbox_holds_detection_and_catches_up_in_order() {
     let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = OutboxConfig { max_records: 2, batch_size: 50, max_unacked: 1000 };
+    let config =
+        OutboxConfig { max_records: 2, batch_size: 50, max_unacked: 1000, ..OutboxConfig::default() };
     let outbox =
         Arc::new(Outbox::open(&dir.path().join("n.sqlite3"), config, NotifyMetrics::default()).unwrap());
     outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
@@ -595,13 +597,7 @@ async fn ingested_records_are_validated_and_delivered_in_order() {
     util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
     let peer = endpoint.next_peer().await;
 
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
-        )
-        .build()
-        .unwrap();
-    let url = format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH);
+    let (http, url) = util::ingest_client(&service);
     let job = r#"{"scheduleType":"ST_FULL","clientName":"m1","status":0,"startTime":1459829674,"state":"ACTIVE",
         "policyName":"vmware2","parentJobId":144,"jobId":144,"policyType":"VMWARE","jobType":"BACKUP"}"#;
     let post = |body: String, key: Option<&str>| {

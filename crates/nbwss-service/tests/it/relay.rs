@@ -14,7 +14,7 @@ use crate::util::*;
 const VND: &str = "application/vnd.netbackup+json;version=1.0";
 
 /// A service connected to one endpoint; returns the live peer.
-async fn connected(
+pub(crate) async fn connected(
     dir: &std::path::Path,
     base_url: &str,
     cert_pem: &str,
@@ -30,7 +30,7 @@ async fn connected(
     (service, endpoint, peer)
 }
 
-fn assert_service_error(response: &CommandResponse, status: u16) {
+pub(crate) fn assert_service_error(response: &CommandResponse, status: u16) {
     assert_eq!(response.status_code, status, "{response:?}");
     assert!(response.is_from_service(), "{response:?}");
     let body = response.error_body().unwrap();
@@ -46,12 +46,12 @@ async fn the_guides_examples_run_against_the_emulator() {
         connected(dir.path(), &emulator.base_url(), &emulator.certificate_pem(), fast_properties(), |_| {})
             .await;
 
-    // Log in through the relay.
+    // Log in through the relay; the app's Accept-Encoding is not passed on, so the answer is identity.
     let login = peer
         .command(command(
             Method::Post,
             "/netbackup/login",
-            &[("Content-Type", VND)],
+            &[("Content-Type", VND), ("Accept-Encoding", "gzip")],
             Some(r#"{"userName": "admin", "password": "password"}"#),
         ))
         .await;
@@ -61,6 +61,7 @@ async fn the_guides_examples_run_against_the_emulator() {
     assert!(login.headers.iter().all(|(name, _)| name == name.to_ascii_lowercase()), "{:?}", login.headers);
     assert!(login.headers.get("transfer-encoding").is_none() && login.headers.get("connection").is_none());
     assert!(login.headers.get("content-type").is_some());
+    assert!(login.headers.get("content-encoding").is_none(), "{:?}", login.headers);
 
     // The guide's POST on vmservers, with the token as the raw Authorization header.
     let parameters = r#"{"serverName": "vcenterServer1", "proxyServerName": "","vmType": "VMWARE_VIRTUAL_CENTER_SERVER","userId": "administrator", "password": "password@123","port": 0 }"#;

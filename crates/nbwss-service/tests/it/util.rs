@@ -375,6 +375,11 @@ impl Drop for TestPrimary {
 impl TestPrimary {
     /// Starts it.
     pub async fn start() -> Self {
+        Self::start_with(axum::Router::new()).await
+    }
+
+    /// Starts it with `extra` routes besides its own.
+    pub async fn start_with(extra: axum::Router) -> Self {
         use axum::routing::any;
         let gate = Arc::new(tokio::sync::Notify::new());
         let gate_route = gate.clone();
@@ -403,7 +408,8 @@ impl TestPrimary {
                 }),
             )
             .route("/netbackup/slow", any(std::future::pending::<String>))
-            .route("/netbackup/big", any(|| async { "x".repeat(64 * 1024) }));
+            .route("/netbackup/big", any(|| async { "x".repeat(64 * 1024) }))
+            .merge(extra);
         let (cert, key) = certificate();
         let config = nbwss_service::tls::server_config(&cert, &key).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -576,4 +582,15 @@ pub fn command(method: Method, uri: &str, headers: &[(&str, &str)], body: Option
     request.headers = headers.iter().map(|(k, v)| (*k, *v)).collect();
     request.parameters = body.map(str::to_owned);
     request
+}
+
+/// An HTTPS client trusting the service's admin certificate, and the URL of its local ingest route.
+pub fn ingest_client(service: &ServiceHandle) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    (http, format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH))
 }
