@@ -135,6 +135,11 @@ fn decode_body(
     sub_type: SubType,
     envelope: &Fields<'_>,
 ) -> Result<Body, FieldError> {
+    if (message_type, sub_type) == (MessageType::Notification, SubType::Response) {
+        // D11: an acknowledgement is its id; whatever payload it carries (`[]`, `{}`, an object, `null` or
+        // none at all) is kept as received and never judged.
+        return Ok(Body::NotificationResponse(envelope.get("payload").cloned().unwrap_or(Value::Null)));
+    }
     let payload = envelope.value("payload")?;
     let object = || -> Result<Fields<'_>, FieldError> {
         match payload {
@@ -173,7 +178,7 @@ fn decode_body(
                 .collect::<Result<_, _>>()?,
         ),
         (MessageType::Notification, SubType::Response) => {
-            Body::NotificationResponse(Value::Array(array()?.clone()))
+            Body::NotificationResponse(payload.clone())
         }
     })
 }

@@ -73,6 +73,10 @@ impl Ended {
     }
 }
 
+/// The answer to a request: the decoded RESPONSE, or why a RESPONSE carrying the request's `id` could not
+/// be decoded whole. Either way the request was answered (D11: matched by `id` before the payload is judged).
+pub type Response = Result<Message, DecodeError>;
+
 /// A handle on a live, established session: sends requests and receives their responses by `id`.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
@@ -81,7 +85,7 @@ pub struct SessionHandle {
     /// Its group.
     pub group_id: String,
     outbound: mpsc::Sender<WsMessage>,
-    pending: Arc<Mutex<HashMap<String, oneshot::Sender<Message>>>>,
+    pending: Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>,
     codec: Codec,
     closed: CancellationToken,
 }
@@ -105,7 +109,7 @@ pub enum RequestError {
 impl SessionHandle {
     /// Sends a request; the receiver gets the response with the same `id` (or is dropped when the
     /// session ends). Sending again with the same `id` replaces the earlier waiter.
-    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Message>, RequestError> {
+    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Response>, RequestError> {
         let text = self.codec.encode(message);
         // The endpoint would close the connection for it (D4): this message fails alone instead.
         if text.len() > self.codec.max_message_bytes() {
@@ -505,6 +509,13 @@ pub async fn serve(
                     match codec.decode(&text) {
                         Ok(message) => route(ctx, server, &handle, message, &out_tx, &in_flight, &mut commands),
                         Err(error) => {
+                            if let Some(id) = error.response_id() {
+                                tracing::warn!(host = %server.host_name, id, %error, "malformed response matched by its id (D11)");
+                                if let Some(waiter) = lock(&handle.pending).remove(id) {
+                                    let _ = waiter.send(Err(error));
+                                }
+                                continue;
+                            }
                             if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Command, SubType::Request))) =
                                 (&error.kind, &error.id, error.message_type)
                             {
@@ -616,7 +627,7 @@ fn route(
             let waiter = lock(&handle.pending).remove(&message.id);
             match waiter {
                 Some(waiter) => {
-                    let _ = waiter.send(message);
+                    let _ = waiter.send(Ok(message));
                 }
                 None => {
                     tracing::debug!(host = %server.host_name, message = %message.summary(), "response to no pending request")

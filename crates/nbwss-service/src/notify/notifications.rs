@@ -193,9 +193,11 @@ impl NotificationSink for SessionSink {
         })?;
         let acks = self.acks.clone();
         let session = self.session.clone();
+        let id = message.id;
         self.tracker.spawn(async move {
             tokio::select! {
-                response = response => if let Ok(response) = response { acks.on_ack(&response.id) },
+                // Any RESPONSE with the id acknowledges, decodable or not (D11); only a closed session does not.
+                response = response => if response.is_ok() { acks.on_ack(&id) },
                 () = session.closed() => {}
             }
         });

@@ -301,7 +301,7 @@ async fn requests_over_a_session_are_matched_by_id_and_released_when_it_ends() {
     // Acknowledged out of order, matched by id.
     let codec = nbwss_protocol::Codec::default();
     peer.send_text(&codec.encode(&Message::with_id(second.id.clone(), Body::notification_ack())));
-    assert_eq!(within("second ack", second_rx).await.unwrap().id, second.id);
+    assert_eq!(within("second ack", second_rx).await.unwrap().unwrap().id, second.id);
 
     // The session ends: the waiter for the unanswered request is released, the handle reports it.
     peer.close(1000);

@@ -766,3 +766,66 @@ async fn a_restarted_service_resends_the_same_message() {
     util::wait_until("an empty outbox", || async { outbox.record_count().unwrap() == 0 }).await;
     service.shutdown().await;
 }
+
+/// D11 against an endpoint written from the guide alone: whatever the acknowledgement's payload (`[]`,
+/// `{}`, an object, `null`, none) and even with a malformed envelope past its id, a NOTIFICATION RESPONSE
+/// with the request's id acknowledges it: the message leaves the outbox and is not sent again.
+#[tokio::test]
+async fn every_acknowledgement_shape_stops_the_resends() {
+    use crate::util;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = util::certificate();
+    let config = util::config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
+    let properties = nbwss_protocol::Properties {
+        notification_scheduled_rate: Duration::from_secs(1),
+        ..util::fast_properties()
+    };
+    let (service, admin) = util::start(config, properties).await;
+    let endpoint = util::TestEndpoint::start(util::Mode::Valid).await;
+    util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
+    let peer = endpoint.next_accepted_peer().await;
+    let outbox =
+        nbwss_service::notify::notifications::open_outbox(dir.path(), &nbwss_protocol::Properties::default())
+            .unwrap();
+    util::wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
+    let acknowledgements: [fn(&str) -> String; 7] = [
+        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}}"#),
+        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":{{}}}}"#),
+        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":{{"status":"RECEIVED"}}}}"#),
+        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":null}}"#),
+        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1}}"#),
+        |id| format!(r#"{{"id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":"now","payload":{{}}}}"#),
+        |id| format!(r#"{{"version":"2.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}}"#),
+    ];
+    let image = |backup_time: i64| {
+        format!(
+            r#"{{"clientType":"STANDARD","clientName":"c1","backupTime":{backup_time},"createdTime":{backup_time},
+            "operationId":"CREATE","backupId":"c1_{backup_time}"}}"#
+        )
+    };
+    let mut acknowledged: Vec<String> = Vec::new();
+    for (index, acknowledgement) in acknowledgements.iter().enumerate() {
+        let backup_time = 1_700_000_000 + index as i64;
+        outbox.append(&nbwss_service::notify::ingest::parse_records(&image(backup_time)).unwrap()).unwrap();
+        let message = loop {
+            let message = peer.recv().await;
+            if let Body::NotificationRequest(_) = &message.body {
+                break message;
+            }
+        };
+        assert!(!acknowledged.contains(&message.id), "acknowledged message {} was sent again", message.id);
+        let records = records_of(&Codec::default().encode(&message));
+        assert!(matches!(&records[..], [Record::Image(image)] if image.backup_time == backup_time));
+        peer.send_text(&acknowledgement(&message.id));
+        acknowledged.push(message.id);
+        util::wait_until(&format!("acknowledgement {index} taken"), || async {
+            outbox.record_count().unwrap() == 0
+        })
+        .await;
+    }
+    let metrics = service.metrics().encode();
+    assert!(metrics.contains("nbwss_notification_acknowledged_total{group=\"group1\"} 7"), "{metrics}");
+    assert!(peer.is_open(), "no acknowledgement shape closes the connection");
+    service.shutdown().await;
+}
