@@ -177,8 +177,6 @@ fn decode_body(
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        (MessageType::Notification, SubType::Response) => {
-            Body::NotificationResponse(payload.clone())
-        }
+        (MessageType::Notification, SubType::Response) => Body::NotificationResponse(payload.clone()),
     })
 }

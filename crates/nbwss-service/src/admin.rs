@@ -267,6 +267,7 @@ async fn save(
         state: HostState::Activated,
         endpoint_type: host.endpoint_type.unwrap_or(EndpointType::Others),
         credential_id: uuid::Uuid::new_v4().to_string(),
+        saved_at: nbwss_protocol::unix_now(),
     };
     state.store.insert(&server)?;
     tracing::info!(host = %server.host_name, group = %server.group_id, priority = server.priority, "WebSocket server saved");

@@ -32,6 +32,8 @@ pub struct Server {
     pub endpoint_type: EndpointType,
     /// Identifier of the stored credential.
     pub credential_id: String,
+    /// When the server was saved (Unix seconds); kept by updates.
+    pub saved_at: i64,
 }
 
 /// Why a store change was refused.
@@ -117,7 +119,7 @@ impl Store {
                 server.state.as_str(),
                 server.endpoint_type.as_str(),
                 server.credential_id,
-                nbwss_protocol::unix_now(),
+                server.saved_at,
             ],
         )
         .context("cannot save the WebSocket server")?;
@@ -154,7 +156,7 @@ impl Store {
         let mut statement = db
             .prepare(
                 "SELECT host_name, url, group_id, priority, token, certificate_pem, certificate_der, state,
-                    endpoint_type, credential_id FROM servers ORDER BY group_id, priority, host_name",
+                    endpoint_type, credential_id, created_at FROM servers ORDER BY group_id, priority, host_name",
             )
             .context("store query failed")?;
         let rows = statement
@@ -171,6 +173,7 @@ impl Store {
                     state: HostState::from(row.get::<_, String>(7)?.as_str()),
                     endpoint_type: EndpointType::from(row.get::<_, String>(8)?.as_str()),
                     credential_id: row.get(9)?,
+                    saved_at: row.get(10)?,
                 };
                 Ok((server, row.get::<_, Vec<u8>>(4)?))
             })
@@ -201,6 +204,7 @@ mod tests {
             state: HostState::Activated,
             endpoint_type: EndpointType::Others,
             credential_id: "c1".into(),
+            saved_at: 1_700_000_000,
         }
     }
 

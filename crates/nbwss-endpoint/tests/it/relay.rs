@@ -225,14 +225,22 @@ async fn an_invalid_command_response_is_502() {
     // Each answer is matched to its call by id (D11), whatever else is wrong with it: the call fails at once
     // with 502 instead of waiting for its timeout, and the session stays up for the next one.
     let answers: [fn(&str) -> Value; 4] = [
-        |id| json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
-            "payload": {"statusCode": 999, "headers": {}, "body": ""}}),
-        |id| json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
-            "payload": null}),
-        |id| json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE",
-            "payload": {"statusCode": 200, "headers": {}, "body": ""}}),
-        |id| json!({"version": "9.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
-            "payload": {"statusCode": 200, "headers": {}, "body": ""}}),
+        |id| {
+            json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
+            "payload": {"statusCode": 999, "headers": {}, "body": ""}})
+        },
+        |id| {
+            json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
+            "payload": null})
+        },
+        |id| {
+            json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE",
+            "payload": {"statusCode": 200, "headers": {}, "body": ""}})
+        },
+        |id| {
+            json!({"version": "9.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
+            "payload": {"statusCode": 200, "headers": {}, "body": ""}})
+        },
     ];
     for answer in answers {
         let call = harness.spawn_relay_get("primary1", "admin/jobs");

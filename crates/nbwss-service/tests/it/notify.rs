@@ -12,7 +12,7 @@ use nbwss_protocol::{
 };
 use nbwss_service::notify::detector::{DetectError, DetectorConfig};
 use nbwss_service::notify::{
-    Delivery, DeliveryTiming, Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient,
+    ConfiguredGroup, Delivery, DeliveryTiming, Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient,
     PrimaryCredentials, Record,
 };
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ fn outbox_at(dir: &Path) -> Arc<Outbox> {
     let config =
         OutboxConfig { max_records: 100_000, batch_size: 50, max_unacked: 1000, ..OutboxConfig::default() };
     let outbox = Outbox::open(&dir.join("notifications.sqlite3"), config, NotifyMetrics::default()).unwrap();
-    outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
+    outbox.sync_groups(&[ConfiguredGroup::new(GROUP, 0)]).unwrap();
     Arc::new(outbox)
 }
 
@@ -352,7 +352,7 @@ async fn a_full_outbox_holds_detection_and_catches_up_in_order() {
         OutboxConfig { max_records: 2, batch_size: 50, max_unacked: 1000, ..OutboxConfig::default() };
     let outbox =
         Arc::new(Outbox::open(&dir.path().join("n.sqlite3"), config, NotifyMetrics::default()).unwrap());
-    outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
+    outbox.sync_groups(&[ConfiguredGroup::new(GROUP, 0)]).unwrap();
     let mut detector = detector(&emulator, &outbox, "9.0", false);
     detector.poll_once().await.unwrap();
     let from = emulator.events().len();
@@ -790,13 +790,41 @@ async fn every_acknowledgement_shape_stops_the_resends() {
             .unwrap();
     util::wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
     let acknowledgements: [fn(&str) -> String; 7] = [
-        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}}"#),
-        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":{{}}}}"#),
-        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":{{"status":"RECEIVED"}}}}"#),
-        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":null}}"#),
-        |id| format!(r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1}}"#),
-        |id| format!(r#"{{"id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":"now","payload":{{}}}}"#),
-        |id| format!(r#"{{"version":"2.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}}"#),
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":{{}}}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":{{"status":"RECEIVED"}}}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":null}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":"now","payload":{{}}}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"2.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}}"#
+            )
+        },
     ];
     let image = |backup_time: i64| {
         format!(
