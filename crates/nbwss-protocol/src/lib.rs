@@ -32,7 +32,10 @@ pub use command::{
 pub use connect::{ConnectRequest, ConnectResponse};
 pub use details::{parse_endpoint_details, EndpointDetails};
 pub use error::{DecodeError, DecodeErrorKind, FieldError};
-pub use host::{CloseStatus, ConnectionState, EndpointType, HostObject, HostState, StateUpdate};
+pub use host::{
+    CloseReason, CloseStatus, ConnectionState, EndpointType, HostObject, HostState, HostUpdate, LastClose,
+    PresentedCertificate,
+};
 pub use message::{new_message_id, unix_now, Body, Message, MessageType, SubType, PROTOCOL_VERSION};
 pub use notification::{
     ImageOperation, ImageRecord, JobRecord, JobState, JobType, NotificationGroup, NotificationType,

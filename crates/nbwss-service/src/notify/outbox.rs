@@ -1314,7 +1314,7 @@ mod tests {
         // A server of b is saved again: the same unacknowledged message first, then the rest, each once.
         outbox.sync_groups(&groups(&["a", "b"])).unwrap();
         assert_eq!(outbox.stats(now_millis()).unwrap()[1].detached_since_ms, None);
-        assert_eq!(outbox.unacked("b").unwrap(), [sent.clone()]);
+        assert_eq!(outbox.unacked("b").unwrap(), std::slice::from_ref(&sent));
         let mut delivered = job_ids(&sent);
         outbox.ack("b", &sent.id).unwrap();
         delivered.extend(drain(&outbox, "b"));
