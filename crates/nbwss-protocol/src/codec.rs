@@ -39,16 +39,20 @@ impl Codec {
 
     /// Decodes one message from its text.
     pub fn decode(&self, text: &str) -> Result<Message, DecodeError> {
+        self.decode_value(&self.parse(text)?)
+    }
+
+    /// The text as JSON, within the size limit.
+    pub(crate) fn parse(&self, text: &str) -> Result<Value, DecodeError> {
         if text.len() > self.max_message_bytes {
             return Err(DecodeError::new(
                 DecodeErrorKind::TooBig { size: text.len(), limit: self.max_message_bytes },
                 FieldError::new("", "message too big"),
             ));
         }
-        let value: Value = serde_json::from_str(text).map_err(|error| {
+        serde_json::from_str(text).map_err(|error| {
             DecodeError::new(DecodeErrorKind::NotJson, FieldError::new("", error.to_string()))
-        })?;
-        self.decode_value(&value)
+        })
     }
 
     /// Decodes one message from an already parsed JSON value (no size check).

@@ -113,6 +113,19 @@ pub enum OutboxError {
     Poisoned,
 }
 
+impl OutboxError {
+    /// Whether another process kept the database locked for longer than the busy timeout.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(error) if matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        )
+    }
+}
+
 /// A NOTIFICATION REQUEST committed for a group: its id and exact text, sent as is every time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMessage {
