@@ -118,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(error) if error.is_busy() => {
             return Err(not_stored(&format!(
-                "the outbox stayed busy for {} s (--wait): {error}",
+                "the service kept the outbox busy (waited up to {} s, --wait): {error}",
                 args.wait
             )))
         }
