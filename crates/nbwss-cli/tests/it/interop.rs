@@ -293,3 +293,34 @@ async fn concurrent_notify_processes_beside_a_busy_service_all_get_delivered_onc
     }
     deployment.wait_stored((1..=36).chain(10_000..12_000)).await;
 }
+
+/// docs/troubleshooting.md stays true: it explains every close reason the service reports, and every
+/// `nbwss` command it tells the administrator to run exists.
+#[test]
+fn the_troubleshooting_guide_names_every_close_reason_and_only_real_commands() {
+    let guide = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/troubleshooting.md"),
+    )
+    .unwrap();
+    for reason in nbwss_protocol::CloseReason::known() {
+        assert!(guide.contains(&format!("`{reason}`")), "docs/troubleshooting.md does not explain {reason}");
+    }
+    let mut commands = std::collections::BTreeSet::new();
+    for (index, _) in guide.match_indices("nbwss ") {
+        let words: Vec<&str> = guide[index + "nbwss ".len()..]
+            .split_whitespace()
+            .take(2)
+            .take_while(|word| word.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .collect();
+        if !words.is_empty() {
+            commands.insert(words.join(" "));
+        }
+    }
+    assert!(commands.contains("servers update") && commands.contains("endpoint token"), "{commands:?}");
+    for command in commands {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let run = nbwss(&args, "");
+        assert_eq!(run.status, 0, "`nbwss {command}` in docs/troubleshooting.md: {}", run.stderr);
+    }
+}
