@@ -312,6 +312,11 @@ async fn update(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Jso
         location: update.location.clone(),
         token: update.token.clone(),
         certificate: certificate.as_ref().map(|info| (info.pem.clone(), info.der.clone())),
+        saved_at: update
+            .location
+            .as_ref()
+            .filter(|(_, group, _)| *group != saved.group_id)
+            .map(|_| nbwss_protocol::unix_now()),
     };
     state.store.update(&update.host_name, &changes)?;
     if let Some(state) = &update.state {

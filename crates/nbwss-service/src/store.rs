@@ -32,7 +32,7 @@ pub struct Server {
     pub endpoint_type: EndpointType,
     /// Identifier of the stored credential.
     pub credential_id: String,
-    /// When the server was saved (Unix seconds); kept by updates.
+    /// When the server was saved, or moved to its group (Unix seconds).
     pub saved_at: i64,
 }
 
@@ -50,8 +50,7 @@ pub enum StoreError {
     Internal(#[from] anyhow::Error),
 }
 
-/// Changes to a saved server; `None` keeps what is saved. The host name, credential id and save time never
-/// change.
+/// Changes to a saved server; `None` keeps what is saved. The host name and credential id never change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerChanges {
     /// A new state.
@@ -62,6 +61,9 @@ pub struct ServerChanges {
     pub token: Option<Secret>,
     /// A new pinned certificate: PEM and DER.
     pub certificate: Option<(String, Vec<u8>)>,
+    /// A new save time (Unix seconds): a server moved to another group counts as saved there now, so that
+    /// the group receives only what is detected from then on.
+    pub saved_at: Option<i64>,
 }
 
 /// The store; cheap operations run under a mutex (SQLite calls are short and local).
@@ -160,7 +162,7 @@ impl Store {
                 "UPDATE servers SET state = COALESCE(?2, state), url = COALESCE(?3, url),
                     group_id = COALESCE(?4, group_id), priority = COALESCE(?5, priority),
                     token = COALESCE(?6, token), certificate_pem = COALESCE(?7, certificate_pem),
-                    certificate_der = COALESCE(?8, certificate_der)
+                    certificate_der = COALESCE(?8, certificate_der), created_at = COALESCE(?9, created_at)
                  WHERE host_name = ?1",
                 params![
                     host_name,
@@ -170,7 +172,8 @@ impl Store {
                     priority,
                     token,
                     pem,
-                    der
+                    der,
+                    changes.saved_at
                 ],
             )
             .context("cannot update the WebSocket server")?;
@@ -307,11 +310,13 @@ mod tests {
         assert_eq!((renewed.url, renewed.group_id, renewed.priority), (server("a").url, "sg1".to_owned(), 1));
         let moved = ServerChanges {
             location: Some(("wss://b:1/x".into(), "sg2".into(), 5)),
+            saved_at: Some(1_800_000_000),
             ..ServerChanges::default()
         };
         store.update("a", &moved).unwrap();
         let moved = store.get("a").unwrap();
         assert_eq!((moved.url.as_str(), moved.group_id.as_str(), moved.priority), ("wss://b:1/x", "sg2", 5));
+        assert_eq!(moved.saved_at, 1_800_000_000, "moved to another group: saved there now");
         assert!(matches!(store.get("zz"), Err(StoreError::NotFound(_))));
     }
 }

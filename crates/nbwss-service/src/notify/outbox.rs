@@ -462,6 +462,9 @@ impl Outbox {
                 .released_records
                 .get_or_create(&ReleaseLabel::retention(group))
                 .inc_by(*released as u64);
+            // The group's gauges go with it; its counters stay, as counters do.
+            self.metrics.outbox_depth.remove(&GroupLabel::of(group));
+            self.metrics.oldest_unacked_age_seconds.remove(&GroupLabel::of(group));
         }
     }
 
