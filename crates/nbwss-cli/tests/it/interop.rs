@@ -111,6 +111,22 @@ file = false
         list.get(0).cloned()
     }
 
+    /// Starts the endpoint and the service, adds the endpoint as a WebSocket server and waits until the
+    /// service is connected; the details file, the endpoint process and the service process.
+    async fn start_connected(&self) -> (PathBuf, Process, Process) {
+        let details = self.details_file();
+        let endpoint = self.start_endpoint();
+        let service = self.start_service();
+        let fingerprint = self.endpoint_fingerprint().await;
+        self.wait_ready().await;
+        let run = self
+            .servers(&["add", "--file", details.to_str().unwrap(), "--accept-certificate", &fingerprint], "")
+            .await;
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        self.wait_connected().await;
+        (details, endpoint, service)
+    }
+
     async fn wait_ready(&self) {
         eventually("the service's admin API", || async {
             (self.servers(&["list", "--json"], "").await.status == 0).then_some(())
@@ -159,15 +175,8 @@ file = false
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_endpoint_certificate_is_listed_and_accepted_by_servers_update_keeping_the_backlog() {
     let deployment = Deployment::new();
-    let details = deployment.details_file();
-    let endpoint = deployment.start_endpoint();
-    let _service = deployment.start_service();
+    let (details, endpoint, _service) = deployment.start_connected().await;
     let pinned = deployment.endpoint_fingerprint().await;
-    deployment.wait_ready().await;
-    let run = deployment
-        .servers(&["add", "--file", details.to_str().unwrap(), "--accept-certificate", &pinned], "")
-        .await;
-    assert_eq!(run.status, 0, "{}", run.stderr);
     let before = deployment.wait_connected().await;
     let host = before["hostName"].as_str().unwrap().to_owned();
     let service_dir = deployment.service_dir();
@@ -251,16 +260,7 @@ async fn a_renewed_endpoint_certificate_is_listed_and_accepted_by_servers_update
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_notify_processes_beside_a_busy_service_all_get_delivered_once() {
     let deployment = Deployment::new();
-    let details = deployment.details_file();
-    let _endpoint = deployment.start_endpoint();
-    let _service = deployment.start_service();
-    let fingerprint = deployment.endpoint_fingerprint().await;
-    deployment.wait_ready().await;
-    let run = deployment
-        .servers(&["add", "--file", details.to_str().unwrap(), "--accept-certificate", &fingerprint], "")
-        .await;
-    assert_eq!(run.status, 0, "{}", run.stderr);
-    deployment.wait_connected().await;
+    let (_details, _endpoint, _service) = deployment.start_connected().await;
 
     // Delivery load: a large batch, sent and acknowledged (one durable commit each) while the notify
     // processes below write the same outbox.

@@ -72,15 +72,7 @@ async fn notifications_are_stored_before_the_ack_and_once_per_id() {
     let page = harness.get_json("/api/v1/notifications").await;
     assert_eq!(feed_cursors(&page), vec![1, 2, 3]);
     assert_eq!(harness.primary("primary1").await["notifications"], 3);
-    let metrics = harness
-        .http
-        .get(format!("{}/metrics", harness.endpoint.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = harness.metrics().await;
     assert!(metrics.contains("nbwss_endpoint_notification_duplicates_total 1"), "{metrics}");
     assert!(metrics.contains("nbwss_endpoint_notification_records_total 3"), "{metrics}");
     harness.endpoint.shutdown().await;
@@ -288,15 +280,7 @@ async fn records_that_differ_from_the_guide_are_stored_acknowledged_and_flagged(
     // The session carries on.
     let ack = primary.notify("FINE-1", vec![NotificationGroup::jobs(vec![job(151, JobState::Done)])]).await;
     assert_eq!(ack.id, "FINE-1");
-    let metrics = harness
-        .http
-        .get(format!("{}/metrics", harness.endpoint.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = harness.metrics().await;
     assert!(metrics.contains("nbwss_endpoint_nonconforming_records_total 7"), "{metrics}");
     assert!(metrics.contains("nbwss_endpoint_notification_records_total 9"), "{metrics}");
     harness.endpoint.shutdown().await;

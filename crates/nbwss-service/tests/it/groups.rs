@@ -6,29 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nbwss_protocol::{Body, Codec, HostObject, HostState, HostUpdate, JobRecord, JobState, Message};
+use nbwss_protocol::{Body, Codec, HostObject, HostState, HostUpdate, Message};
 use nbwss_service::notify::{notifications, Outbox, Record};
 use nbwss_service::AdminClient;
 
 use crate::util::*;
 
-fn job(job_id: i64) -> Record {
-    Record::Job(JobRecord {
-        schedule_type: nbwss_protocol::ScheduleType::Full,
-        client_name: "c1".into(),
-        status: 0,
-        start_time: 1_700_000_000,
-        state: JobState::Active,
-        policy_name: "p".into(),
-        parent_job_id: job_id,
-        job_id,
-        policy_type: "STANDARD".into(),
-        job_type: nbwss_protocol::JobType::Backup,
-    })
-}
-
 fn jobs(ids: std::ops::RangeInclusive<i64>) -> Vec<Record> {
-    ids.map(job).collect()
+    ids.map(job_record).collect()
 }
 
 fn job_ids(message: &Message) -> Vec<i64> {

@@ -744,3 +744,57 @@ pub async fn wait_close_reason(client: &AdminClient, host_name: &str, reason: &s
     .await;
     listed(client, host_name).await
 }
+
+/// An ACTIVE JOB record of a top-level backup with this id.
+pub fn job_record(job_id: i64) -> nbwss_service::notify::Record {
+    nbwss_service::notify::Record::Job(nbwss_protocol::JobRecord {
+        schedule_type: nbwss_protocol::ScheduleType::Full,
+        client_name: "c1".into(),
+        status: 0,
+        start_time: 1_700_000_000,
+        state: nbwss_protocol::JobState::Active,
+        policy_name: "p".into(),
+        parent_job_id: job_id,
+        job_id,
+        policy_type: "STANDARD".into(),
+        job_type: nbwss_protocol::JobType::Backup,
+    })
+}
+
+/// A service without a primary server of its own (notifications come from ingest), one endpoint as the
+/// WebSocket server `endpoint1` of `group1`, connected, and the outbox opened from outside as
+/// `nbwss notify` opens it. Keep `_dir` and `endpoint` bound while the test runs: dropping them removes
+/// the data directory and stops the endpoint.
+pub struct OneGroup {
+    pub _dir: tempfile::TempDir,
+    pub config: ServiceConfig,
+    pub properties: Properties,
+    pub service: ServiceHandle,
+    pub endpoint: TestEndpoint,
+    pub peer: Arc<Peer>,
+    pub outbox: nbwss_service::notify::Outbox,
+}
+
+impl OneGroup {
+    pub async fn start(properties: Properties) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = certificate();
+        let config = config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
+        let (service, admin) = start(config.clone(), properties.clone()).await;
+        let endpoint = TestEndpoint::start(Mode::Valid).await;
+        add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
+        let peer = endpoint.next_accepted_peer().await;
+        let outbox =
+            nbwss_service::notify::notifications::open_outbox(dir.path(), &Properties::default()).unwrap();
+        wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
+        Self { _dir: dir, config, properties, service, endpoint, peer, outbox }
+    }
+}
+
+/// An IMAGE CREATE record as `nbwss notify --json` takes it.
+pub fn image_record_json(backup_time: i64) -> String {
+    format!(
+        r#"{{"clientType":"STANDARD","clientName":"c1","backupTime":{backup_time},"createdTime":{backup_time},
+        "operationId":"CREATE","backupId":"c1_{backup_time}"}}"#
+    )
+}
