@@ -378,7 +378,8 @@ async fn a_silent_tls_handshake_costs_only_the_handshake_timeout() {
     add(&client, &ep2, "ep2", "sg1", 2, "t2").await;
     wait_connection(&client, "ep2", true).await;
     let waited = added.elapsed();
-    assert!(waited < Duration::from_secs(1 + 5), "on priority 2 after {waited:?}");
+    // Far below the 30 s CONNECT response timeout that bounded the handshake before.
+    assert!(waited < Duration::from_secs(1 + 10), "on priority 2 after {waited:?}");
     let entry = wait_close_reason(&client, "ep1", "TLS_HANDSHAKE_TIMED_OUT").await;
     assert!(
         entry["lastClose"]["description"].as_str().unwrap().contains("connect.handshakeTimeout"),
