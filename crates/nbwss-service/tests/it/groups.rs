@@ -93,7 +93,7 @@ impl Feed {
 }
 
 struct Setup {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     service: nbwss_service::ServiceHandle,
     client: AdminClient,
     outbox: Outbox,
@@ -124,7 +124,7 @@ async fn two_groups(max_records: usize) -> Setup {
     wait_connection(&client, "second", true).await;
     let outbox = notifications::open_outbox(dir.path(), &properties).unwrap();
     wait_until("both groups registered", || async { outbox.groups().unwrap() == ["group1", "group2"] }).await;
-    Setup { _dir: dir, service, client, outbox, second, first_feed, second_feed }
+    Setup { dir, service, client, outbox, second, first_feed, second_feed }
 }
 
 /// Deactivating a group's only server while the other group keeps acknowledging, then activating it again:
@@ -288,5 +288,72 @@ async fn a_renewed_certificate_accepted_by_update_keeps_the_backlog() {
     let duplicate = setup.client.save(&again).await.unwrap_err();
     assert_eq!(duplicate.status(), Some(409));
     assert!(duplicate.to_string().contains("update it in place"), "{duplicate}");
+    setup.service.shutdown().await;
+}
+
+/// An administrator at work while records keep coming: the second group's server is deactivated and
+/// activated, deleted and saved again with a renewed certificate, renewed in place with `update`; the first
+/// group's server is deactivated and activated. Every record reaches each group exactly once, in order.
+#[tokio::test]
+async fn an_administrator_changing_servers_mid_traffic_costs_no_notification() {
+    const RECORDS: i64 = 300;
+    let setup = two_groups(1_000_000).await;
+    let outbox =
+        notifications::open_outbox(setup.dir.path(), &nbwss_protocol::Properties::default()).unwrap();
+    // The traffic: one record every 10 ms, as a busy primary server's notify scripts would enqueue them
+    // (the pace is the scenario, not a wait for a condition).
+    let writer = tokio::task::spawn_blocking(move || {
+        for job_id in 1..=RECORDS {
+            outbox.append(&[job_record(job_id)]).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let (client, first, second) = (&setup.client, &setup.first_feed, &setup.second_feed);
+    let renew = |certificate: Option<String>| HostUpdate {
+        host_name: "second".into(),
+        state: None,
+        location: None,
+        token: None,
+        certificate,
+    };
+
+    first.wait_for(20).await;
+    client.update("second", HostState::Deactivated).await.unwrap();
+    first.wait_for(60).await;
+    client.update("second", HostState::Activated).await.unwrap();
+    second.wait_for(60).await;
+
+    client.delete("second").await.unwrap();
+    first.wait_for(110).await;
+    setup.second.rotate_certificate();
+    add(client, &setup.second, "second", "group2", 1, "t2").await;
+    second.wait_for(110).await;
+
+    setup.second.rotate_certificate();
+    second.close(1001);
+    wait_close_reason(client, "second", "CERTIFICATE_CHANGED").await;
+    let presented = client
+        .validate_host(&HostObject {
+            host_name: "second".into(),
+            url: setup.second.url.clone(),
+            group_id: "group2".into(),
+            priority: 1,
+            ..HostObject::default()
+        })
+        .await
+        .unwrap();
+    client.renew(&renew(presented.certificate)).await.unwrap();
+    second.wait_for(160).await;
+
+    client.update("first", HostState::Deactivated).await.unwrap();
+    second.wait_for(220).await;
+    client.update("first", HostState::Activated).await.unwrap();
+
+    within("the traffic", writer).await.unwrap();
+    first.wait_for(RECORDS as usize).await;
+    second.wait_for(RECORDS as usize).await;
+    wait_until("an empty outbox", || async { setup.outbox.record_count().unwrap() == 0 }).await;
+    assert_eq!(first.records(), (1..=RECORDS).collect::<Vec<_>>(), "group1: every record once, in order");
+    assert_eq!(second.records(), (1..=RECORDS).collect::<Vec<_>>(), "group2: every record once, in order");
     setup.service.shutdown().await;
 }
