@@ -572,15 +572,6 @@ pub async fn serve(
                                 let _ = out_tx.send(WsMessage::text(codec.encode(&reply))).await;
                                 continue;
                             }
-                            if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Notification, SubType::Response))) =
-                                (&error.kind, &error.id, error.message_type)
-                            {
-                                // D11: a RESPONSE is matched by id before its payload is judged; whatever the
-                                // payload (`{}`, null, none), it acknowledges.
-                                let ack = Message::with_id(id.clone(), Body::NotificationResponse(serde_json::Value::Null));
-                                route(ctx, server, &handle, ack, &out_tx, &in_flight, &mut commands);
-                                continue;
-                            }
                             if let DecodeErrorKind::Invalid = error.kind {
                                 tracing::warn!(host = %server.host_name, %error, "invalid message dropped");
                                 continue;
