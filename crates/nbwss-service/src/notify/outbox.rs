@@ -20,8 +20,10 @@
 //! Invariant (what lets a record go; ARCHITECTURE.md invariant 7): a record stays until every group the
 //! outbox knows has acknowledged it, or the groups that have not were retired after the retention period,
 //! or the outbox reached `outbox.maxRecords` and another group had already acknowledged it. Those two
-//! releases are the only ways a record leaves unacknowledged by a group; both log the group and the count
-//! and add to `nbwss_notification_released_records_total{group, reason}`. The cap still bounds the records
+//! releases, and a record too large for any message (`message.maxBytes`; skipped, logged and counted in
+//! `nbwss_notification_unsendable_records_total`), are the only ways a record leaves unacknowledged by a
+//! group; the releases log the group and the count and add to
+//! `nbwss_notification_released_records_total{group, reason}`. The cap still bounds the records
 //! held: when no group has acknowledged the oldest records, new records are refused (loudly) instead, and
 //! detection finds them again later. Messages already built for a group keep their text, so a release never
 //! takes back what a group was sent.
