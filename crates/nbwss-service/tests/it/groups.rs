@@ -102,6 +102,27 @@ struct Setup {
     second_feed: Feed,
 }
 
+impl Setup {
+    /// `validatehost` of the second server: the certificate its endpoint presents now.
+    async fn validate_second(&self) -> HostObject {
+        self.client
+            .validate_host(&HostObject {
+                host_name: "second".into(),
+                url: self.second.url.clone(),
+                group_id: "group2".into(),
+                priority: 1,
+                ..HostObject::default()
+            })
+            .await
+            .unwrap()
+    }
+}
+
+/// `update` of the second server that pins `certificate`, changing nothing else.
+fn renewal_of_second(certificate: Option<String>) -> HostUpdate {
+    HostUpdate { host_name: "second".into(), state: None, location: None, token: None, certificate }
+}
+
 /// A service with two groups on two endpoints, both connected and acknowledging; `outbox` writes from
 /// outside the service, as `nbwss notify` does.
 async fn two_groups(max_records: usize) -> Setup {
@@ -239,32 +260,15 @@ async fn a_renewed_certificate_accepted_by_update_keeps_the_backlog() {
     setup.outbox.append(&jobs(3..=12)).unwrap();
     setup.first_feed.wait_for(12).await;
 
-    let validated = setup
-        .client
-        .validate_host(&HostObject {
-            host_name: "second".into(),
-            url: setup.second.url.clone(),
-            group_id: "group2".into(),
-            priority: 1,
-            ..HostObject::default()
-        })
-        .await
-        .unwrap();
+    let validated = setup.validate_second().await;
     assert_eq!(
         entry["presentedCertificate"]["sha256Fingerprint"],
         validated.sha256_fingerprint.clone().unwrap()
     );
-    let renewal = |certificate: Option<String>| HostUpdate {
-        host_name: "second".into(),
-        state: None,
-        location: None,
-        token: None,
-        certificate,
-    };
-    let stale = renewal(before["certificate"].as_str().map(str::to_owned));
+    let stale = renewal_of_second(before["certificate"].as_str().map(str::to_owned));
     let refused = setup.client.renew(&stale).await.unwrap_err();
     assert_eq!(refused.status(), Some(500), "the old certificate is not what the endpoint presents");
-    let renewal = renewal(validated.certificate.clone());
+    let renewal = renewal_of_second(validated.certificate.clone());
     setup.client.renew(&renewal).await.unwrap();
     setup.second_feed.wait_for(12).await;
     wait_until("an empty outbox", || async { setup.outbox.record_count().unwrap() == 0 }).await;
@@ -309,13 +313,6 @@ async fn an_administrator_changing_servers_mid_traffic_costs_no_notification() {
         }
     });
     let (client, first, second) = (&setup.client, &setup.first_feed, &setup.second_feed);
-    let renew = |certificate: Option<String>| HostUpdate {
-        host_name: "second".into(),
-        state: None,
-        location: None,
-        token: None,
-        certificate,
-    };
 
     first.wait_for(20).await;
     client.update("second", HostState::Deactivated).await.unwrap();
@@ -332,17 +329,8 @@ async fn an_administrator_changing_servers_mid_traffic_costs_no_notification() {
     setup.second.rotate_certificate();
     second.close(1001);
     wait_close_reason(client, "second", "CERTIFICATE_CHANGED").await;
-    let presented = client
-        .validate_host(&HostObject {
-            host_name: "second".into(),
-            url: setup.second.url.clone(),
-            group_id: "group2".into(),
-            priority: 1,
-            ..HostObject::default()
-        })
-        .await
-        .unwrap();
-    client.renew(&renew(presented.certificate)).await.unwrap();
+    let presented = setup.validate_second().await;
+    client.renew(&renewal_of_second(presented.certificate)).await.unwrap();
     second.wait_for(160).await;
 
     client.update("first", HostState::Deactivated).await.unwrap();
