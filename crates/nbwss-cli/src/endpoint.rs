@@ -112,7 +112,8 @@ enum TokenCommand {
         #[command(flatten)]
         location: Location,
     },
-    /// List the primary servers that have a token (never the tokens).
+    /// List the primary servers that have a token: never the tokens, only their fingerprints (`sha256:` and
+    /// 16 hexadecimal digits), which `nbwss servers show` on the NetBackup side shows for comparison.
     List {
         #[command(flatten)]
         location: Location,
@@ -218,8 +219,8 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             }
             for token in tokens {
                 println!(
-                    "{}\tgroup {}\tpriority {}\tcreated {}",
-                    token.name, token.group_id, token.priority, token.created_at
+                    "{}\tgroup {}\tpriority {}\tcreated {}\ttoken {}",
+                    token.name, token.group_id, token.priority, token.created_at, token.token_fingerprint
                 );
             }
         }

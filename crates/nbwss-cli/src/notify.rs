@@ -1,16 +1,19 @@
 //! `nbwss notify`: enqueue JOB or IMAGE notification records, for NetBackup's own notify scripts
 //! (`bpstart_notify`, `bpend_notify`, `backup_notify`). Records are validated (D14) and appended to the
 //! service's outbox in its data directory; the running service delivers them like detected ones. Writing the
-//! outbox database from this process is safe: SQLite's locking serialises the writers.
+//! outbox database from this process is safe: SQLite's locking serialises the writers, and this process
+//! waits (`--wait`) for a busy service instead of failing, so a notify script never loses its event to a
+//! lock. It exits non-zero only when the records were not stored, and says so.
 
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::ArgGroup;
 use nbwss_protocol::{unix_now, Properties};
-use nbwss_service::notify::{ingest, notifications, Record};
+use nbwss_service::notify::{ingest, notifications, OutboxError, Record};
 use serde_json::json;
 
 /// Arguments of `nbwss notify`.
@@ -23,6 +26,9 @@ pub struct Args {
     /// The service's nbwss.properties, for `outbox.maxRecords` (defaults otherwise).
     #[arg(long, value_name = "FILE")]
     properties: Option<PathBuf>,
+    /// Seconds to wait for the outbox while the service is writing it, before giving up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    wait: u64,
     /// Records as JSON (a record, an array of records, or payload elements): a file, or `-` for stdin.
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
@@ -95,8 +101,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Properties::parse(&text)?.0
         }
     };
-    let outbox = notifications::open_outbox(&args.data_dir, &properties)?;
-    outbox.append(&records)?;
+    let not_stored = |error: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "the records were NOT stored: {error}; nothing was enqueued, run the same command again"
+        )
+    };
+    let outbox =
+        notifications::open_outbox(&args.data_dir, &properties).map_err(|error| not_stored(&error))?;
+    outbox.set_busy_timeout(Duration::from_secs(args.wait)).map_err(|error| not_stored(&error))?;
+    match outbox.append(&records) {
+        Ok(_) => {}
+        Err(full @ OutboxError::Full { .. }) => {
+            return Err(not_stored(&format!(
+                "{full}; the service's endpoints must acknowledge before more is accepted (see `nbwss servers list`)"
+            )))
+        }
+        Err(error) if error.is_busy() => {
+            return Err(not_stored(&format!(
+                "the service kept the outbox busy (waited up to {} s, --wait): {error}",
+                args.wait
+            )))
+        }
+        Err(error) => return Err(not_stored(&error)),
+    }
     for record in &records {
         match record {
             Record::Job(job) => println!("enqueued JOB {} {}", job.job_id, job.state),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use nbwss_protocol::{parse_endpoint_details, HostObject, HostState};
+use nbwss_protocol::{parse_endpoint_details, HostObject, HostState, HostUpdate};
 use nbwss_service::{AdminClient, AdminError};
 
 /// Arguments of `nbwss servers`.
@@ -32,7 +32,8 @@ pub struct Args {
 enum Command {
     /// Validate endpoint details and show the endpoint's certificate.
     Validate(Source),
-    /// Validate, show the certificate, ask to accept it, and save the WebSocket server(s).
+    /// Validate, show the certificate, ask to accept it, and save the WebSocket server(s). A host that is
+    /// saved already is renewed in place, as `update` does.
     Add {
         #[command(flatten)]
         source: Source,
@@ -40,9 +41,31 @@ enum Command {
         #[arg(long, value_name = "SHA256")]
         accept_certificate: Option<String>,
     },
-    /// List the WebSocket servers with their state and connection state.
+    /// Renew a saved WebSocket server in place: validate it again, show the certificate it presents beside
+    /// the pinned one and, once accepted, pin it. With --file or --url, also take new details (URL, group,
+    /// priority, token) from the endpoint details. The server keeps its state, its credential and its
+    /// group's notification backlog; the service reconnects with the new details on its next run.
+    Update {
+        /// Host name of the WebSocket server.
+        host: String,
+        #[command(flatten)]
+        source: NewDetails,
+        /// Accept the presented certificate without asking if its SHA-256 fingerprint is this one.
+        #[arg(long, value_name = "SHA256")]
+        accept_certificate: Option<String>,
+    },
+    /// List the WebSocket servers with their state, connection state, and why the last connection closed.
     List {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything about one WebSocket server: its pinned certificate, the token's fingerprint (never
+    /// the token), why its last connection closed, and a certificate it presents instead of the pinned one.
+    Show {
+        /// Host name of the WebSocket server.
+        host: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -74,6 +97,18 @@ struct Source {
     url: Option<String>,
 }
 
+/// Where `update` takes new details from, if anywhere.
+#[derive(Debug, clap::Args)]
+#[group(required = false, multiple = false)]
+struct NewDetails {
+    /// An endpoint details file with the server's new details (its hostName must match).
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// A provider URL that serves the server's new details.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+}
+
 /// Runs `nbwss servers`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = client(&args)?;
@@ -87,7 +122,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
             Command::Add { source, accept_certificate } => {
+                let saved = client.list().await.map_err(|error| explain(&client, error, None))?;
                 for host in details(&client, &source).await? {
+                    if let Some(pinned) = saved.iter().find(|saved| saved.host_name == host.host_name) {
+                        println!("{} is saved already: renewing it in place", host.host_name);
+                        renew(&client, pinned, Some(&host), accept_certificate.as_deref()).await?;
+                        continue;
+                    }
                     let validated = validate(&client, &host).await?;
                     print_certificate(&validated);
                     let presented = validated.sha256_fingerprint.clone().unwrap_or_default();
@@ -109,6 +150,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     let save = HostObject { certificate: validated.certificate, ..host.clone() };
                     client.save(&save).await.map_err(|error| explain(&client, error, Some(&host.host_name)))?;
                     println!("saved {} (group {}, priority {}); the service connects on its next run", host.host_name, host.group_id, host.priority);
+                }
+            }
+            Command::Update { host, source, accept_certificate } => {
+                let pinned = saved_host(&client, &host).await?;
+                let new_details = match (&source.file, &source.url) {
+                    (None, None) => None,
+                    (file, url) => {
+                        let source = Source { file: file.clone(), url: url.clone() };
+                        let all = details(&client, &source).await?;
+                        let named: Vec<&HostObject> = all.iter().filter(|details| details.host_name == host).collect();
+                        match named.as_slice() {
+                            [one] => Some((*one).clone()),
+                            _ => anyhow::bail!(
+                                "the endpoint details hold {} entries named {host}: give details with exactly one (the host names there: {})",
+                                named.len(),
+                                all.iter().map(|details| details.host_name.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        }
+                    }
+                };
+                renew(&client, &pinned, new_details.as_ref(), accept_certificate.as_deref()).await?;
+            }
+            Command::Show { host, json } => {
+                let host = saved_host(&client, &host).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&host)?);
+                } else {
+                    print_host(&host);
                 }
             }
             Command::List { json } => {
@@ -184,6 +253,99 @@ async fn details(client: &AdminClient, source: &Source) -> anyhow::Result<Vec<Ho
     Ok(hosts)
 }
 
+/// The saved WebSocket server named `host`, as listed.
+async fn saved_host(client: &AdminClient, host: &str) -> anyhow::Result<HostObject> {
+    let hosts = client.list().await.map_err(|error| explain(client, error, None))?;
+    let names: Vec<&str> = hosts.iter().map(|host| host.host_name.as_str()).collect();
+    let known =
+        if names.is_empty() { "none is saved".to_owned() } else { format!("saved: {}", names.join(", ")) };
+    hosts
+        .iter()
+        .find(|saved| saved.host_name == host)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no WebSocket server named '{host}' ({known})"))
+}
+
+/// Validates the saved server (or its new details) again, shows the presented certificate beside the pinned
+/// one, and once accepted pins it with the new details, in place.
+async fn renew(
+    client: &AdminClient,
+    pinned: &HostObject,
+    new_details: Option<&HostObject>,
+    accept_certificate: Option<&str>,
+) -> anyhow::Result<()> {
+    let target = new_details.cloned().unwrap_or_else(|| HostObject {
+        host_name: pinned.host_name.clone(),
+        url: pinned.url.clone(),
+        group_id: pinned.group_id.clone(),
+        priority: pinned.priority,
+        ..HostObject::default()
+    });
+    let validated = validate(client, &target).await?;
+    let presented = validated.sha256_fingerprint.clone().unwrap_or_default();
+    let pinned_fingerprint = pinned.sha256_fingerprint.clone().unwrap_or_default();
+    println!("Host name:   {}", pinned.host_name);
+    println!("URL:         {}", target.url);
+    print_certificate_of("Pinned certificate", pinned.subject.as_deref(), &pinned_fingerprint);
+    print_certificate_of("Presented now", validated.subject.as_deref(), &presented);
+    let same_certificate = normalise(&presented) == normalise(&pinned_fingerprint);
+    let location_changed = new_details.is_some_and(|details| {
+        (details.url.as_str(), details.group_id.as_str(), details.priority)
+            != (pinned.url.as_str(), pinned.group_id.as_str(), pinned.priority)
+    });
+    let token = new_details.and_then(|details| details.token.clone());
+    let token_changed = token.as_ref().is_some_and(|token| {
+        Some(nbwss_service::crypto::token_fingerprint(token.expose())) != pinned.token_fingerprint
+    });
+    if same_certificate && !location_changed && !token_changed {
+        println!(
+            "{} presents the pinned certificate and its details are unchanged: nothing to renew",
+            pinned.host_name
+        );
+        return Ok(());
+    }
+    if !same_certificate {
+        match accept_certificate {
+            Some(expected) if normalise(expected) == normalise(&presented) => {}
+            Some(expected) => anyhow::bail!(
+                "{} presents a certificate with SHA-256 {presented}, not the {expected} given with --accept-certificate; nothing changed",
+                target.url
+            ),
+            None => {
+                let question = format!("Pin the presented certificate for {} instead of the pinned one? [y/N] ", pinned.host_name);
+                if !confirm(&question)? {
+                    anyhow::bail!("certificate not accepted; {} not changed", pinned.host_name);
+                }
+            }
+        }
+    }
+    let update = HostUpdate {
+        host_name: pinned.host_name.clone(),
+        state: None,
+        location: location_changed.then(|| (target.url.clone(), target.group_id.clone(), target.priority)),
+        token: token.filter(|_| token_changed),
+        certificate: validated.certificate,
+    };
+    client.renew(&update).await.map_err(|error| explain(client, error, Some(&pinned.host_name)))?;
+    let mut changed = Vec::new();
+    if !same_certificate {
+        changed.push("the presented certificate is pinned".to_owned());
+    }
+    if location_changed {
+        changed
+            .push(format!("now {} in group {} at priority {}", target.url, target.group_id, target.priority));
+    }
+    if token_changed {
+        changed.push("its token is replaced".to_owned());
+    }
+    println!(
+        "renewed {}: {}; its state, credential and notification backlog are kept; the service reconnects on its next run",
+        pinned.host_name,
+        changed.join(", ")
+    );
+    Ok(())
+}
+
 async fn validate(client: &AdminClient, host: &HostObject) -> anyhow::Result<HostObject> {
     let request = HostObject { token: None, ..host.clone() };
     client.validate_host(&request).await.map_err(|error| explain(client, error, Some(&host.host_name)))
@@ -202,7 +364,7 @@ fn explain(client: &AdminClient, error: AdminError, host: Option<&str>) -> anyho
             format!("; `nbwss servers list` shows the known host names ({host} is not one)")
         }
         (AdminError::Api { status: 409, .. }, Some(host)) => {
-            format!("; delete it first with `nbwss servers delete {host}` to replace it")
+            format!("; renew it with `nbwss servers update {host}`")
         }
         (AdminError::Api { status: 500, message, .. }, _) if message.contains("TLS handshake") => {
             "; check that the URL is the endpoint's wss:// address and that it presents a valid certificate"
@@ -226,6 +388,50 @@ fn print_certificate(host: &HostObject) {
     println!("  SHA-256:   {}", host.sha256_fingerprint.as_deref().unwrap_or("?"));
 }
 
+fn print_certificate_of(title: &str, subject: Option<&str>, sha256: &str) {
+    println!("{title}:");
+    println!("  Subject:   {}", subject.unwrap_or("?"));
+    println!("  SHA-256:   {sha256}");
+}
+
+/// One server in full (`servers show`).
+fn print_host(host: &HostObject) {
+    let text = |value: Option<&str>| value.unwrap_or("-").to_owned();
+    println!("Host name:      {}", host.host_name);
+    println!("URL:            {}", host.url);
+    println!("Group:          {}", host.group_id);
+    println!("Priority:       {}", host.priority);
+    println!("State:          {}", text(host.state.as_ref().map(|state| state.as_str())));
+    println!(
+        "Connection:     {}{}",
+        text(host.connection_state.as_ref().map(|state| state.as_str())),
+        host.close_status.as_ref().map(|status| format!(" (last closeStatus {status})")).unwrap_or_default()
+    );
+    match &host.last_close {
+        Some(close) => {
+            println!("Last close:     {} at {}", close.reason.words(), close.at);
+            println!("                {}", close.description);
+        }
+        None => println!("Last close:     -"),
+    }
+    println!("Attempts since the last success: {}", host.attempts_since_last_success.unwrap_or(0));
+    println!(
+        "Token:          {} (a fingerprint, never the token: compare it with `nbwss endpoint token list` at the endpoint)",
+        text(host.token_fingerprint.as_deref())
+    );
+    println!("Credential id:  {}", text(host.credential_id.as_deref()));
+    print_certificate_of(
+        "Pinned certificate",
+        host.subject.as_deref(),
+        host.sha256_fingerprint.as_deref().unwrap_or("?"),
+    );
+    if let Some(presented) = &host.presented_certificate {
+        print_certificate_of("Presented instead", Some(&presented.subject), &presented.sha256_fingerprint);
+        println!("  Seen at:   {}", presented.seen_at);
+        println!("  Review and accept it with: {}", presented.accept_command);
+    }
+}
+
 fn confirm(question: &str) -> anyhow::Result<bool> {
     print!("{question}");
     std::io::stdout().flush()?;
@@ -239,8 +445,19 @@ fn normalise(fingerprint: &str) -> String {
 }
 
 fn print_table(hosts: &[HostObject]) {
-    let header = ["HOST NAME", "URL", "GROUP", "PRIORITY", "STATE", "CONNECTION", "CLOSE STATUS"];
-    let rows: Vec<[String; 7]> = hosts
+    let header = [
+        "HOST NAME",
+        "URL",
+        "GROUP",
+        "PRIORITY",
+        "STATE",
+        "CONNECTION",
+        "CLOSE STATUS",
+        "LAST CLOSE",
+        "AT",
+        "ATTEMPTS",
+    ];
+    let rows: Vec<[String; 10]> = hosts
         .iter()
         .map(|host| {
             [
@@ -251,6 +468,12 @@ fn print_table(hosts: &[HostObject]) {
                 host.state.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default(),
                 host.connection_state.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default(),
                 host.close_status.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_else(|| "-".into()),
+                host.last_close
+                    .as_ref()
+                    .map(|close| close.reason.words().to_owned())
+                    .unwrap_or_else(|| "-".into()),
+                host.last_close.as_ref().map(|close| close.at.clone()).unwrap_or_else(|| "-".into()),
+                host.attempts_since_last_success.unwrap_or(0).to_string(),
             ]
         })
         .collect();
@@ -276,5 +499,21 @@ fn print_table(hosts: &[HostObject]) {
     }
     if rows.is_empty() {
         println!("(no WebSocket servers; add one with `nbwss servers add --file FILE`)");
+    }
+    // What needs the administrator, in sentences under the table.
+    for host in hosts {
+        if let Some(presented) = &host.presented_certificate {
+            println!(
+                "\n{}: presents a certificate other than the pinned one (SHA-256 {}, since {}); review and accept it with: {}",
+                host.host_name, presented.sha256_fingerprint, presented.seen_at, presented.accept_command
+            );
+        } else if let Some(close) = host.last_close.as_ref().filter(|_| {
+            host.connection_state
+                .as_ref()
+                .is_some_and(|state| *state != nbwss_protocol::ConnectionState::Connected)
+                && host.state.as_ref().is_some_and(|state| *state == HostState::Activated)
+        }) {
+            println!("\n{}: {}", host.host_name, close.description);
+        }
     }
 }

@@ -155,6 +155,7 @@ async fn primaries(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
                 "groupId": session.map(|s| s.group_id.clone()).or_else(|| token.map(|t| t.group_id.clone())),
                 "priority": token.map(|t| t.priority),
                 "registered": token.is_some(),
+                "tokenFingerprint": token.map(|t| t.token_fingerprint.clone()),
                 "connected": session.is_some(),
                 "connectedSince": session.map(|s| s.connected_at.to_rfc3339()),
                 "remoteAddress": session.map(|s| s.remote.to_string()).or(stats.last_remote.map(|a| a.to_string())),

@@ -302,6 +302,10 @@ async fn handle(text: &str, session: &Arc<Session>, state: &AppState) -> Result<
                     session.deliver(id, Err(CallFailure::InvalidResponse(error.to_string())));
                     Ok(())
                 }
+                (DecodeErrorKind::Invalid, Some(_), Some((MessageType::Notification, SubType::Request))) => {
+                    // Liberal reception: a record's content never keeps a notification unacknowledged.
+                    store_and_acknowledge(text, session, state).await
+                }
                 (DecodeErrorKind::Invalid, Some(id), _) => {
                     // Not acknowledged: the service will send it again; the log says why it is refused.
                     tracing::error!(primary = %session.name, %id, "invalid message ignored: {error}");
@@ -317,43 +321,67 @@ async fn handle(text: &str, session: &Arc<Session>, state: &AppState) -> Result<
                 tracing::debug!(primary = %session.name, id = %message.id, "COMMAND RESPONSE for no waiting call (timed out?)");
             }
         }
-        Body::NotificationRequest(groups) => {
-            state.metrics.notification_messages.inc();
-            let store = state.store.clone();
-            let (primary, id) = (session.name.clone(), message.id.clone());
-            let stored =
-                tokio::task::spawn_blocking(move || store.store_notification(&primary, &id, &groups)).await;
-            match stored {
-                Ok(Ok(StoreOutcome::Stored { records, last_cursor })) => {
-                    state.metrics.notification_records.inc_by(records as u64);
-                    state.feed.send_modify(|cursor| *cursor = (*cursor).max(last_cursor));
-                    tracing::debug!(primary = %session.name, id = %message.id, records, "notification stored");
-                }
-                Ok(Ok(StoreOutcome::Duplicate)) => {
-                    state.metrics.notification_duplicates.inc();
-                    tracing::debug!(primary = %session.name, id = %message.id, "notification received again");
-                }
-                Ok(Err(error)) => {
-                    tracing::error!(primary = %session.name, id = %message.id, "cannot store a notification (not acknowledged): {error:#}");
-                    return Ok(());
-                }
-                Err(error) => {
-                    tracing::error!(primary = %session.name, "notification store task failed: {error}");
-                    return Ok(());
-                }
-            }
-            // Committed: now, and only now, acknowledge (D11, D12).
-            let ack = Message::with_id(message.id, Body::notification_ack());
-            if session.outgoing.send(text_of(&ack, state)).await.is_err() {
-                return Err((CloseStatus::ClosedAbnormally, "writer gone".to_owned()));
-            }
-        }
+        Body::NotificationRequest(_) => return store_and_acknowledge(text, session, state).await,
         Body::ConnectRequest(_) => {
             tracing::warn!(primary = %session.name, "CONNECT on an established session ignored");
         }
         Body::ConnectResponse(_) | Body::CommandRequest(_) | Body::NotificationResponse(_) => {
             tracing::warn!(primary = %session.name, "unexpected {}: ignored", message.summary());
         }
+    }
+    Ok(())
+}
+
+/// Stores every record of a NOTIFICATION REQUEST as received, flagging those that do not conform, and only
+/// then acknowledges it (D11, D12). Unknown keys, missing or oddly typed fields never keep a notification
+/// unacknowledged; only a failed commit (or an unusable envelope) does, and the service sends it again.
+async fn store_and_acknowledge(
+    text: &str,
+    session: &Arc<Session>,
+    state: &AppState,
+) -> Result<(), (CloseStatus, String)> {
+    let received = match state.codec.decode_notification_request(text) {
+        Ok(received) => received,
+        Err(error) => {
+            tracing::error!(primary = %session.name, id = ?error.id, "NOTIFICATION REQUEST ignored (not acknowledged): {error}");
+            return Ok(());
+        }
+    };
+    state.metrics.notification_messages.inc();
+    for problem in &received.problems {
+        tracing::warn!(primary = %session.name, id = %received.id, "notification does not conform: {problem}");
+    }
+    let store = state.store.clone();
+    let (primary, id) = (session.name.clone(), received.id.clone());
+    let records = received.records;
+    let stored = tokio::task::spawn_blocking(move || store.store_notification(&primary, &id, &records)).await;
+    match stored {
+        Ok(Ok(StoreOutcome::Stored { records, nonconforming, last_cursor })) => {
+            state.metrics.notification_records.inc_by(records as u64);
+            state.metrics.nonconforming_records.inc_by(nonconforming as u64);
+            state.feed.send_modify(|cursor| *cursor = (*cursor).max(last_cursor));
+            if nonconforming > 0 {
+                tracing::warn!(primary = %session.name, id = %received.id, records, nonconforming, "notification stored with records that do not conform (flagged in the feed)");
+            }
+            tracing::debug!(primary = %session.name, id = %received.id, records, "notification stored");
+        }
+        Ok(Ok(StoreOutcome::Duplicate)) => {
+            state.metrics.notification_duplicates.inc();
+            tracing::debug!(primary = %session.name, id = %received.id, "notification received again");
+        }
+        Ok(Err(error)) => {
+            tracing::error!(primary = %session.name, id = %received.id, "cannot store a notification (not acknowledged): {error:#}");
+            return Ok(());
+        }
+        Err(error) => {
+            tracing::error!(primary = %session.name, "notification store task failed: {error}");
+            return Ok(());
+        }
+    }
+    // Committed: now, and only now, acknowledge (D11, D12).
+    let ack = Message::with_id(received.id, Body::notification_ack());
+    if session.outgoing.send(text_of(&ack, state)).await.is_err() {
+        return Err((CloseStatus::ClosedAbnormally, "writer gone".to_owned()));
     }
     Ok(())
 }

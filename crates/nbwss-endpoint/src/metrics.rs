@@ -20,6 +20,7 @@ pub(crate) struct Metrics {
     pub notification_records: Counter,
     pub notification_messages: Counter,
     pub notification_duplicates: Counter,
+    pub nonconforming_records: Counter,
 }
 
 impl Metrics {
@@ -57,6 +58,12 @@ impl Metrics {
             "NOTIFICATION REQUESTs received again (acknowledged, not stored)",
             notification_duplicates.clone(),
         );
+        let nonconforming_records = Counter::default();
+        registry.register(
+            "nonconforming_records",
+            "Notification records stored and acknowledged although they do not follow the guide's layout (flagged conforms: false in the feed)",
+            nonconforming_records.clone(),
+        );
         Self {
             registry,
             connected,
@@ -67,6 +74,7 @@ impl Metrics {
             notification_records,
             notification_messages,
             notification_duplicates,
+            nonconforming_records,
         }
     }
 

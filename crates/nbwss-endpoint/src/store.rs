@@ -1,11 +1,12 @@
 //! The endpoint's durable state in SQLite (WAL): tokens and API keys (as SHA-256 hashes only) and the
-//! notifications received, one row per record, in arrival order.
+//! notifications received, one row per record, in arrival order, each as received and flagged when it does
+//! not conform to the guide's layout (liberal reception: stored and acknowledged all the same).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
-use nbwss_protocol::{EndpointDetails, NotificationGroup, Secret};
+use nbwss_protocol::{EndpointDetails, ReceivedRecord, Secret};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     notification_type TEXT NOT NULL,
     object TEXT NOT NULL,
     record TEXT NOT NULL,
-    received_at TEXT NOT NULL
+    received_at TEXT NOT NULL,
+    problems TEXT
 );
 CREATE INDEX IF NOT EXISTS notifications_by_primary ON notifications (primary_name, cursor);
 ";
@@ -62,6 +64,9 @@ pub struct TokenInfo {
     pub priority: i64,
     /// When the token was created (RFC 3339).
     pub created_at: String,
+    /// The token's fingerprint: `sha256:` and the first 16 hexadecimal digits of its SHA-256 (the hash this
+    /// store keeps), as the service shows it for the token it saved.
+    pub token_fingerprint: String,
 }
 
 /// An API key, as `apikey list` shows it (never the key).
@@ -88,10 +93,15 @@ pub struct StoredNotification {
     pub notification_type: String,
     /// `JOB`, `IMAGE`, or another object kind as received.
     pub object: String,
-    /// The record, exactly as decoded.
+    /// The record, exactly as received (unknown keys included).
     pub record: Value,
     /// When the endpoint received it (RFC 3339, UTC).
     pub received_at: String,
+    /// Whether the record follows the guide's layout (§6.3, D14): exactly the guide's keys, with their types.
+    pub conforms: bool,
+    /// Why it does not conform, when it does not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// What storing a NOTIFICATION REQUEST did.
@@ -101,6 +111,8 @@ pub enum StoreOutcome {
     Stored {
         /// Records stored.
         records: usize,
+        /// Of which do not conform to the guide's layout.
+        nonconforming: usize,
         /// Cursor of the last record stored (the previous last cursor when there were none).
         last_cursor: i64,
     },
@@ -134,6 +146,16 @@ impl Store {
         // FULL: a committed notification survives a power loss, which is what the acknowledgement promises.
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.execute_batch(SCHEMA)?;
+        // A store of an earlier version: records without a conformance column conformed (they were decoded
+        // strictly before being stored).
+        let has_problems: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('notifications') WHERE name = 'problems')",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_problems {
+            connection.execute_batch("ALTER TABLE notifications ADD COLUMN problems TEXT")?;
+        }
         Ok(Self { connection: Arc::new(Mutex::new(connection)) })
     }
 
@@ -213,16 +235,9 @@ impl Store {
     /// The registered primary servers.
     pub fn list_tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
         let connection = self.lock();
-        let mut statement =
-            connection.prepare("SELECT name, group_id, priority, created_at FROM tokens ORDER BY name")?;
-        let rows = statement.query_map([], |row| {
-            Ok(TokenInfo {
-                name: row.get(0)?,
-                group_id: row.get(1)?,
-                priority: row.get(2)?,
-                created_at: row.get(3)?,
-            })
-        })?;
+        let mut statement = connection
+            .prepare("SELECT name, group_id, priority, created_at, token_sha256 FROM tokens ORDER BY name")?;
+        let rows = statement.query_map([], token_info)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -241,16 +256,9 @@ impl Store {
         let connection = self.lock();
         Ok(connection
             .query_row(
-                "SELECT name, group_id, priority, created_at FROM tokens WHERE token_sha256 = ?1",
+                "SELECT name, group_id, priority, created_at, token_sha256 FROM tokens WHERE token_sha256 = ?1",
                 params![sha256_hex(token.expose())],
-                |row| {
-                    Ok(TokenInfo {
-                        name: row.get(0)?,
-                        group_id: row.get(1)?,
-                        priority: row.get(2)?,
-                        created_at: row.get(3)?,
-                    })
-                },
+                token_info,
             )
             .optional()?)
     }
@@ -292,13 +300,14 @@ impl Store {
     }
 
     /// Stores the records of one NOTIFICATION REQUEST from `primary` in one committed transaction, unless
-    /// a message with this id from this primary server was stored before. Returns only after the commit:
-    /// the caller acknowledges after this returns `Ok`.
+    /// a message with this id from this primary server was stored before. Every record is stored as
+    /// received, its problems with it. Returns only after the commit: the caller acknowledges after this
+    /// returns `Ok`.
     pub fn store_notification(
         &self,
         primary: &str,
         message_id: &str,
-        groups: &[NotificationGroup],
+        records: &[ReceivedRecord],
     ) -> anyhow::Result<StoreOutcome> {
         let received_at = now();
         let mut connection = self.lock();
@@ -310,42 +319,41 @@ impl Store {
         if inserted == 0 {
             return Ok(StoreOutcome::Duplicate);
         }
-        let mut records = 0;
+        let mut nonconforming = 0;
         {
             let mut statement = transaction.prepare(
-                "INSERT INTO notifications (primary_name, message_id, notification_type, object, record, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO notifications (primary_name, message_id, notification_type, object, record, received_at, problems)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for group in groups {
-                let element = group.to_value();
-                let notification_type = element["notificationType"].as_str().unwrap_or("INFO").to_owned();
-                let object = group.object();
-                let data = element["data"].as_array().cloned().unwrap_or_default();
-                for record in data {
-                    statement.execute(params![
-                        primary,
-                        message_id,
-                        notification_type.as_str(),
-                        object.as_str(),
-                        record.to_string(),
-                        received_at
-                    ])?;
-                    records += 1;
-                }
+            for record in records {
+                let problems = (!record.conforms()).then(|| {
+                    let reasons: Vec<String> = record.problems.iter().map(ToString::to_string).collect();
+                    Value::from(reasons).to_string()
+                });
+                nonconforming += usize::from(problems.is_some());
+                statement.execute(params![
+                    primary,
+                    message_id,
+                    record.notification_type,
+                    record.object,
+                    record.record.to_string(),
+                    received_at,
+                    problems
+                ])?;
             }
         }
         let last_cursor: i64 =
             transaction
                 .query_row("SELECT COALESCE(MAX(cursor), 0) FROM notifications", [], |row| row.get(0))?;
         transaction.commit()?;
-        Ok(StoreOutcome::Stored { records, last_cursor })
+        Ok(StoreOutcome::Stored { records: records.len(), nonconforming, last_cursor })
     }
 
     /// Notifications after a cursor, in arrival order.
     pub fn notifications(&self, query: &FeedQuery) -> anyhow::Result<Vec<StoredNotification>> {
         let connection = self.lock();
         let mut statement = connection.prepare(
-            "SELECT cursor, primary_name, message_id, notification_type, object, record, received_at
+            "SELECT cursor, primary_name, message_id, notification_type, object, record, received_at, problems
              FROM notifications
              WHERE cursor > ?1 AND (?2 IS NULL OR primary_name = ?2) AND (?3 IS NULL OR object = ?3)
              ORDER BY cursor LIMIT ?4",
@@ -353,6 +361,10 @@ impl Store {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let rows = statement.query_map(params![query.after, query.primary, query.object, limit], |row| {
             let record: String = row.get(5)?;
+            let reasons: Vec<String> = row
+                .get::<_, Option<String>>(7)?
+                .map(|problems| serde_json::from_str(&problems).unwrap_or_else(|_| vec![problems]))
+                .unwrap_or_default();
             Ok(StoredNotification {
                 cursor: row.get(0)?,
                 primary: row.get(1)?,
@@ -361,6 +373,8 @@ impl Store {
                 object: row.get(4)?,
                 record: serde_json::from_str(&record).unwrap_or(Value::String(record)),
                 received_at: row.get(6)?,
+                conforms: reasons.is_empty(),
+                reasons,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -391,6 +405,17 @@ pub(crate) fn new_secret() -> String {
         rand::Rng::fill(&mut rand::rng(), &mut bytes);
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn token_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+    let sha256: String = row.get(4)?;
+    Ok(TokenInfo {
+        name: row.get(0)?,
+        group_id: row.get(1)?,
+        priority: row.get(2)?,
+        created_at: row.get(3)?,
+        token_fingerprint: format!("sha256:{}", &sha256[..sha256.len().min(16)]),
+    })
 }
 
 /// Lower-case hex SHA-256 of a secret: all the store ever keeps of it.
@@ -429,16 +454,16 @@ fn host_of(url: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nbwss_protocol::{ImageOperation, ImageRecord};
+    use nbwss_protocol::FieldError;
 
-    fn image(backup_time: i64) -> ImageRecord {
-        ImageRecord {
-            client_type: "STANDARD".into(),
-            client_name: "client1".into(),
-            backup_time,
-            created_time: backup_time + 5,
-            operation_id: ImageOperation::Create,
-            backup_id: format!("client1_{backup_time}"),
+    fn image(backup_time: i64) -> ReceivedRecord {
+        ReceivedRecord {
+            notification_type: "INFO".into(),
+            object: "IMAGE".into(),
+            record: serde_json::json!({"clientType": "STANDARD", "clientName": "client1",
+                "backupTime": backup_time, "createdTime": backup_time + 5, "operationId": "CREATE",
+                "backupId": format!("client1_{backup_time}")}),
+            problems: Vec::new(),
         }
     }
 
@@ -450,6 +475,8 @@ mod tests {
         assert_eq!(details.host_name, "cloud.example.com");
         assert!(details.token.expose().len() >= 43);
         assert_eq!(store.check_token(&details.token).unwrap().unwrap().name, "primary1");
+        let fingerprint = store.list_tokens().unwrap()[0].token_fingerprint.clone();
+        assert_eq!(fingerprint, format!("sha256:{}", &sha256_hex(details.token.expose())[..16]));
         let raw = std::fs::read(dir.path().join(DATABASE_FILE)).unwrap();
         assert!(!raw.windows(43).any(|window| window == details.token.expose().as_bytes()));
         let rotated = store.create_token("primary1", "sg2", 2, "wss://[::1]:1/nbwss").unwrap();
@@ -481,9 +508,11 @@ mod tests {
     fn notifications_are_stored_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let groups = vec![NotificationGroup::images(vec![image(1), image(2)])];
+        let mut odd = image(2);
+        odd.problems.push(FieldError::new("backupTime", "must be an integer, not a string"));
+        let groups = vec![image(1), odd];
         let first = store.store_notification("p1", "M1", &groups).unwrap();
-        assert_eq!(first, StoreOutcome::Stored { records: 2, last_cursor: 2 });
+        assert_eq!(first, StoreOutcome::Stored { records: 2, nonconforming: 1, last_cursor: 2 });
         assert_eq!(store.store_notification("p1", "M1", &groups).unwrap(), StoreOutcome::Duplicate);
         assert!(matches!(
             store.store_notification("p2", "M1", &groups).unwrap(),
@@ -493,6 +522,9 @@ mod tests {
         assert_eq!(all.iter().map(|n| n.cursor).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         assert_eq!(all[1].record["backupTime"], 2);
         assert_eq!(all[0].object, "IMAGE");
+        assert!(all[0].conforms && all[0].reasons.is_empty());
+        assert!(!all[1].conforms);
+        assert_eq!(all[1].reasons, ["backupTime: must be an integer, not a string"]);
         let p2 = store
             .notifications(&FeedQuery { after: 0, limit: 10, primary: Some("p2".into()), object: None })
             .unwrap();
@@ -501,5 +533,42 @@ mod tests {
             .notifications(&FeedQuery { after: 0, limit: 10, primary: None, object: Some("JOB".into()) })
             .unwrap();
         assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn token_fingerprints_match_the_services() {
+        // The same vector as the service's: both sides show this for the token "qwerrtrtrtrt2234344===".
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .lock()
+            .execute(
+                "INSERT INTO tokens (name, group_id, priority, token_sha256, created_at) VALUES ('p', 'g', 1, ?1, 'now')",
+                [sha256_hex("qwerrtrtrtrt2234344===")],
+            )
+            .unwrap();
+        assert_eq!(store.token("p").unwrap().unwrap().token_fingerprint, "sha256:424e49d15987c197");
+    }
+
+    #[test]
+    fn a_store_of_the_previous_version_opens_and_its_records_conform() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            old.execute_batch(
+                "CREATE TABLE notifications (cursor INTEGER PRIMARY KEY AUTOINCREMENT, primary_name TEXT NOT NULL,
+                    message_id TEXT NOT NULL, notification_type TEXT NOT NULL, object TEXT NOT NULL,
+                    record TEXT NOT NULL, received_at TEXT NOT NULL);
+                 INSERT INTO notifications (primary_name, message_id, notification_type, object, record, received_at)
+                    VALUES ('p1', 'M0', 'INFO', 'JOB', '{\"jobId\":1}', 'then');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let all = store.notifications(&FeedQuery { after: 0, limit: 10, ..FeedQuery::default() }).unwrap();
+        assert_eq!(all.len(), 1);
+        assert!(all[0].conforms);
+        store.store_notification("p1", "M1", &[image(3)]).unwrap();
+        assert_eq!(store.last_cursor().unwrap(), 2);
     }
 }

@@ -39,16 +39,20 @@ impl Codec {
 
     /// Decodes one message from its text.
     pub fn decode(&self, text: &str) -> Result<Message, DecodeError> {
+        self.decode_value(&self.parse(text)?)
+    }
+
+    /// The text as JSON, within the size limit.
+    pub(crate) fn parse(&self, text: &str) -> Result<Value, DecodeError> {
         if text.len() > self.max_message_bytes {
             return Err(DecodeError::new(
                 DecodeErrorKind::TooBig { size: text.len(), limit: self.max_message_bytes },
                 FieldError::new("", "message too big"),
             ));
         }
-        let value: Value = serde_json::from_str(text).map_err(|error| {
+        serde_json::from_str(text).map_err(|error| {
             DecodeError::new(DecodeErrorKind::NotJson, FieldError::new("", error.to_string()))
-        })?;
-        self.decode_value(&value)
+        })
     }
 
     /// Decodes one message from an already parsed JSON value (no size check).
@@ -135,6 +139,11 @@ fn decode_body(
     sub_type: SubType,
     envelope: &Fields<'_>,
 ) -> Result<Body, FieldError> {
+    if (message_type, sub_type) == (MessageType::Notification, SubType::Response) {
+        // D11: an acknowledgement is its id; whatever payload it carries (`[]`, `{}`, an object, `null` or
+        // none at all) is kept as received and never judged.
+        return Ok(Body::NotificationResponse(envelope.get("payload").cloned().unwrap_or(Value::Null)));
+    }
     let payload = envelope.value("payload")?;
     let object = || -> Result<Fields<'_>, FieldError> {
         match payload {
@@ -172,8 +181,6 @@ fn decode_body(
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        (MessageType::Notification, SubType::Response) => {
-            Body::NotificationResponse(Value::Array(array()?.clone()))
-        }
+        (MessageType::Notification, SubType::Response) => Body::NotificationResponse(payload.clone()),
     })
 }

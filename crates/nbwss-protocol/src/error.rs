@@ -67,6 +67,16 @@ impl DecodeError {
     pub(crate) fn new(kind: DecodeErrorKind, field: FieldError) -> Self {
         Self { kind, field, id: None, message_type: None }
     }
+
+    /// The `id` of a RESPONSE that could not be decoded whole (an unsupported version, a missing or odd
+    /// `timeStamp`, a payload that breaks its rules). D11: a response is matched by its `id` before its
+    /// payload is judged, so the receiver still completes the request it answers, and logs this error.
+    pub fn response_id(&self) -> Option<&str> {
+        match (&self.kind, self.message_type) {
+            (DecodeErrorKind::Invalid, Some((_, crate::SubType::Response))) => self.id.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for DecodeError {

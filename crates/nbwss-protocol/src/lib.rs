@@ -6,7 +6,9 @@
 //! * notification records ([`JobRecord`], [`ImageRecord`]) with exactly the guide's keys;
 //! * the WebSocket-server host object of NetBackup's `wssendpoints` API ([`HostObject`]) and the endpoint
 //!   details file ([`EndpointDetails`]);
-//! * `nbwss.properties` ([`Properties`]).
+//! * `nbwss.properties` ([`Properties`]);
+//! * liberal reception of notifications ([`ReceivedNotification`]): every record kept as received, with
+//!   what does not conform to the guide's layout.
 //!
 //! This crate has no async runtime and does no I/O.
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ mod message;
 mod notification;
 mod open_enum;
 mod properties;
+mod received;
 mod secret;
 mod uri;
 
@@ -32,12 +35,16 @@ pub use command::{
 pub use connect::{ConnectRequest, ConnectResponse};
 pub use details::{parse_endpoint_details, EndpointDetails};
 pub use error::{DecodeError, DecodeErrorKind, FieldError};
-pub use host::{CloseStatus, ConnectionState, EndpointType, HostObject, HostState, StateUpdate};
+pub use host::{
+    CloseReason, CloseStatus, ConnectionState, EndpointType, HostObject, HostState, HostUpdate, LastClose,
+    PresentedCertificate,
+};
 pub use message::{new_message_id, unix_now, Body, Message, MessageType, SubType, PROTOCOL_VERSION};
 pub use notification::{
     ImageOperation, ImageRecord, JobRecord, JobState, JobType, NotificationGroup, NotificationType,
     ObjectKind, ScheduleType,
 };
 pub use properties::{Properties, PropertiesError, PropertyWarning};
+pub use received::{record_problems, ReceivedNotification, ReceivedRecord, IMAGE_KEYS, JOB_KEYS};
 pub use secret::Secret;
 pub use uri::{check_command_uri, CommandUri, NETBACKUP_PREFIX};

@@ -94,7 +94,8 @@ pub enum Body {
     /// `NOTIFICATION`/`REQUEST`, NetBackup → endpoint: one or more notification groups.
     NotificationRequest(Vec<NotificationGroup>),
     /// `NOTIFICATION`/`RESPONSE`, endpoint → NetBackup: the acknowledgement. We send `[]`; any payload
-    /// received is accepted and kept as it was.
+    /// received (`{}`, an object, `null`; `Value::Null` when there is none) is accepted and kept as it was
+    /// (D11).
     NotificationResponse(Value),
 }
 

@@ -23,6 +23,10 @@ pub struct Properties {
     pub connection_info_period: Duration,
     /// `connect.responseTimeout` (s): how long to wait for the CONNECT RESPONSE (D5).
     pub connect_response_timeout: Duration,
+    /// `connect.handshakeTimeout` (s): how long the TLS handshake, and then the WebSocket upgrade, may take
+    /// each. Well under the CONNECT response timeout by default: an endpoint that accepts TCP and then says
+    /// nothing (a frozen process) costs this long before the next server of the group is tried.
+    pub connect_handshake_timeout: Duration,
     /// `message.maxBytes`: largest message accepted or sent (D4).
     pub message_max_bytes: usize,
     /// `command.maxInFlight`: COMMANDs run at once per connection (D9).
@@ -39,8 +43,13 @@ pub struct Properties {
     /// `notification.reconcileInterval` (s): how often the whole image catalog is compared with what was
     /// seen, to find updated, deleted and no-longer-local images.
     pub notification_reconcile_interval: Duration,
-    /// `outbox.maxRecords`: records the outbox holds at most; detection pauses (loudly) when it is full.
+    /// `outbox.maxRecords`: records the outbox holds at most. At the cap, records that some server group
+    /// has acknowledged are released (loudly) for the groups behind it; when no group has acknowledged
+    /// them, detection pauses (loudly) instead.
     pub outbox_max_records: usize,
+    /// `notification.groupRetention` (s): how long a server group that has no WebSocket server any more
+    /// keeps its unacknowledged notifications, in case a server of the group is saved again.
+    pub notification_group_retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +129,14 @@ const SPECS: &[Spec] = &[
         help: "how long to wait for the endpoint's CONNECT RESPONSE",
     },
     Spec {
+        key: "connect.handshakeTimeout",
+        kind: Kind::Seconds,
+        default: 10,
+        min: 1,
+        max: 3600,
+        help: "how long the TLS handshake, and then the WebSocket upgrade, may each take before the next server is tried",
+    },
+    Spec {
         key: "message.maxBytes",
         kind: Kind::Bytes,
         default: 16 * 1024 * 1024,
@@ -181,7 +198,15 @@ const SPECS: &[Spec] = &[
         default: 1_000_000,
         min: 1,
         max: 1_000_000_000,
-        help: "notification records the outbox holds at most; detection pauses while it is full",
+        help: "notification records the outbox holds at most; at the cap the oldest records some group acknowledged are released for the groups behind, else detection pauses",
+    },
+    Spec {
+        key: "notification.groupRetention",
+        kind: Kind::Seconds,
+        default: 7 * 24 * 3600,
+        min: 0,
+        max: 366 * 24 * 3600,
+        help: "how long a server group without any WebSocket server keeps its unacknowledged notifications",
     },
 ];
 
@@ -351,6 +376,7 @@ impl Properties {
                 .unwrap_or(u32::MAX),
             connection_info_period: seconds("connectionInfo.period"),
             connect_response_timeout: seconds("connect.responseTimeout"),
+            connect_handshake_timeout: seconds("connect.handshakeTimeout"),
             message_max_bytes: count("message.maxBytes"),
             command_max_in_flight: count("command.maxInFlight"),
             command_timeout: seconds("command.timeout"),
@@ -362,6 +388,7 @@ impl Properties {
             },
             notification_reconcile_interval: seconds("notification.reconcileInterval"),
             outbox_max_records: count("outbox.maxRecords"),
+            notification_group_retention: seconds("notification.groupRetention"),
         }
     }
 }
@@ -388,6 +415,9 @@ mod tests {
         assert_eq!(properties.notification_poll_interval, Duration::from_secs(5));
         assert_eq!(properties.notification_reconcile_interval, Duration::from_secs(300));
         assert_eq!(properties.outbox_max_records, 1_000_000);
+        assert_eq!(properties.notification_group_retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(properties.connect_handshake_timeout, Duration::from_secs(10));
+        assert!(properties.connect_handshake_timeout < properties.connect_response_timeout);
     }
 
     #[test]

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use nbwss_protocol::{parse_endpoint_details, EndpointType, HostObject, HostState, StateUpdate};
+use nbwss_protocol::{
+    parse_endpoint_details, EndpointType, HostObject, HostState, HostUpdate, LastClose, PresentedCertificate,
+};
 use serde_json::{json, Value};
 
 use crate::connections::{Status, Trigger};
@@ -19,7 +21,7 @@ use crate::connections::{Status, Trigger};
 const MAX_PROVIDER_ANSWER_BYTES: usize = 1024 * 1024;
 use crate::metrics::Metrics;
 use crate::proxy::Connector;
-use crate::store::{Server, Store, StoreError};
+use crate::store::{Server, ServerChanges, Store, StoreError};
 use crate::tls::{CertificateInfo, PinnedVerifier};
 
 /// Header carrying the admin key.
@@ -44,6 +46,8 @@ pub struct AdminState {
     pub key_digest: Vec<u8>,
     /// Client for provider URLs (`validateurl`).
     pub provider_client: reqwest::Client,
+    /// How long a validation's TLS handshake may take (`connect.handshakeTimeout`).
+    pub handshake_timeout: std::time::Duration,
 }
 
 /// An error answered as `{errorCode, errorMessage, errorDetails}`.
@@ -150,9 +154,13 @@ fn host_object(value: &Value) -> Result<HostObject, ApiError> {
 }
 
 /// Connects to the URL's host and port and returns the certificate it presents.
-pub async fn fetch_certificate(connector: &Connector, url: &str) -> Result<CertificateInfo, ApiError> {
+pub async fn fetch_certificate(
+    connector: &Connector,
+    url: &str,
+    handshake_timeout: std::time::Duration,
+) -> Result<CertificateInfo, ApiError> {
     let verifier = PinnedVerifier::capturing();
-    let result = crate::session::open_tls(connector, url, &verifier).await;
+    let result = crate::session::open_tls(connector, url, &verifier, handshake_timeout).await;
     let unreachable = |reason: String| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -181,7 +189,7 @@ async fn validate_host(
     body: Bytes,
 ) -> Result<Json<HostObject>, ApiError> {
     let host = host_object(&json_body(&body)?)?;
-    let info = fetch_certificate(&state.connector, &host.url).await?;
+    let info = fetch_certificate(&state.connector, &host.url, state.handshake_timeout).await?;
     Ok(Json(HostObject {
         token: None,
         certificate: Some(info.pem),
@@ -243,19 +251,10 @@ async fn save(
             "certificate: missing; validate the host first and send the certificate you accepted",
         )
     })?;
-    let accepted = CertificateInfo::from_pem(&accepted_pem)
-        .map_err(|error| ApiError::bad_request(format!("certificate: {error}")))?;
     if state.store.list()?.iter().any(|server| server.host_name == host.host_name) {
         return Err(StoreError::Duplicate(host.host_name).into());
     }
-    let presented = fetch_certificate(&state.connector, &host.url).await?;
-    if presented.der != accepted.der {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The WebSocket server's certificate does not match the accepted certificate; validate the host again.",
-            vec![format!("accepted SHA-256 {}, presented SHA-256 {}", accepted.sha256, presented.sha256)],
-        ));
-    }
+    let accepted = revalidate(&state, &host.url, &accepted_pem).await?;
     let server = Server {
         host_name: host.host_name.clone(),
         url: host.url,
@@ -267,6 +266,7 @@ async fn save(
         state: HostState::Activated,
         endpoint_type: host.endpoint_type.unwrap_or(EndpointType::Others),
         credential_id: uuid::Uuid::new_v4().to_string(),
+        saved_at: nbwss_protocol::unix_now(),
     };
     state.store.insert(&server)?;
     tracing::info!(host = %server.host_name, group = %server.group_id, priority = server.priority, "WebSocket server saved");
@@ -274,11 +274,70 @@ async fn save(
     Ok((StatusCode::CREATED, Json(json!({}))))
 }
 
+/// Checks that the endpoint at `url` presents exactly the certificate the administrator accepted.
+async fn revalidate(state: &AdminState, url: &str, accepted_pem: &str) -> Result<CertificateInfo, ApiError> {
+    let accepted = CertificateInfo::from_pem(accepted_pem)
+        .map_err(|error| ApiError::bad_request(format!("certificate: {error}")))?;
+    let presented = fetch_certificate(&state.connector, url, state.handshake_timeout).await?;
+    if presented.der != accepted.der {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The WebSocket server's certificate does not match the accepted certificate; validate the host again.",
+            vec![format!("accepted SHA-256 {}, presented SHA-256 {}", accepted.sha256, presented.sha256)],
+        ));
+    }
+    Ok(accepted)
+}
+
+/// `update`: a state change (NetBackup's call), or a renewal in place: a new certificate, re-validated
+/// against the endpoint and pinned, optionally with new details and token. The server keeps its state (unless
+/// given), credential id and its group's notification backlog; its connection, if any, is closed and made
+/// again with the new details on the connection task's next run.
 async fn update(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let update = StateUpdate::from_value(&json_body(&body)?)
+    let update = HostUpdate::from_value(&json_body(&body)?)
         .map_err(|error| ApiError::bad_request(format!("Invalid update: {error}")))?;
-    state.store.set_state(&update.host_name, &update.state)?;
-    tracing::info!(host = %update.host_name, state = %update.state.as_str(), "WebSocket server state changed");
+    let saved = state.store.get(&update.host_name)?;
+    let url = update.location.as_ref().map_or(saved.url.as_str(), |(url, _, _)| url.as_str());
+    let certificate = match &update.certificate {
+        Some(pem) => Some(revalidate(&state, url, pem).await?),
+        None if url != saved.url => {
+            return Err(ApiError::bad_request(
+                "certificate: missing; a new url needs the certificate it presents: validate the host first and send the certificate you accepted",
+            ))
+        }
+        None => None,
+    };
+    let changes = ServerChanges {
+        state: update.state.clone(),
+        location: update.location.clone(),
+        token: update.token.clone(),
+        certificate: certificate.as_ref().map(|info| (info.pem.clone(), info.der.clone())),
+        saved_at: update
+            .location
+            .as_ref()
+            .filter(|(_, group, _)| *group != saved.group_id)
+            .map(|_| nbwss_protocol::unix_now()),
+    };
+    state.store.update(&update.host_name, &changes)?;
+    if let Some(state) = &update.state {
+        tracing::info!(host = %update.host_name, state = %state.as_str(), "WebSocket server state changed");
+    }
+    if let Some(info) = &certificate {
+        if info.der != saved.certificate_der {
+            tracing::info!(
+                host = %update.host_name,
+                pinned = %crate::tls::sha256_fingerprint(&saved.certificate_der),
+                accepted = %info.sha256,
+                "WebSocket server certificate renewed: the accepted certificate is pinned from now on"
+            );
+        }
+    }
+    if let Some((url, group, priority)) = &update.location {
+        tracing::info!(host = %update.host_name, %url, %group, priority, "WebSocket server details changed");
+    }
+    if update.token.is_some() {
+        tracing::info!(host = %update.host_name, token = %crate::crypto::token_fingerprint(update.token.as_ref().map(|token| token.expose()).unwrap_or_default()), "WebSocket server token replaced");
+    }
     state.trigger.run_now();
     Ok(Json(json!({})))
 }
@@ -299,9 +358,23 @@ async fn list(State(state): State<Arc<AdminState>>) -> Result<Json<Vec<HostObjec
         servers
             .into_iter()
             .map(|server| {
-                let (connection_state, close_status) = state.status.of(&server.host_name);
+                let status = state.status.of(&server.host_name);
                 let info = CertificateInfo::from_der(&server.certificate_der).ok();
+                // A certificate met since the last connection, unless it has been pinned since.
+                let presented = status
+                    .presented_certificate
+                    .filter(|presented| presented.der != server.certificate_der)
+                    .and_then(|presented| {
+                        let seen = CertificateInfo::from_der(&presented.der).ok()?;
+                        Some(PresentedCertificate {
+                            subject: seen.subject,
+                            sha256_fingerprint: seen.sha256,
+                            seen_at: rfc3339(&presented.seen_at),
+                            accept_command: format!("nbwss servers update {}", server.host_name),
+                        })
+                    });
                 HostObject {
+                    token_fingerprint: Some(crate::crypto::token_fingerprint(server.token.expose())),
                     host_name: server.host_name,
                     url: server.url,
                     group_id: server.group_id,
@@ -309,17 +382,28 @@ async fn list(State(state): State<Arc<AdminState>>) -> Result<Json<Vec<HostObjec
                     token: None,
                     certificate: Some(server.certificate_pem),
                     state: Some(server.state),
-                    connection_state: Some(connection_state),
+                    connection_state: Some(status.connection_state),
                     endpoint_type: Some(server.endpoint_type),
                     credential_id: Some(server.credential_id),
-                    close_status,
+                    close_status: status.close_status,
                     subject: info.as_ref().map(|info| info.subject.clone()),
                     sha1_fingerprints: info.as_ref().map(|info| info.sha1.clone()),
                     sha256_fingerprint: info.map(|info| info.sha256),
+                    last_close: status.last_close.map(|closed| LastClose {
+                        reason: closed.cause,
+                        description: closed.description,
+                        at: rfc3339(&closed.at),
+                    }),
+                    attempts_since_last_success: Some(status.attempts_since_success),
+                    presented_certificate: presented,
                 }
             })
             .collect(),
     ))
+}
+
+fn rfc3339(time: &chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>, _headers: HeaderMap) -> Response {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use nbwss_protocol::{HostObject, HostState, Secret, StateUpdate};
+use nbwss_protocol::{HostObject, HostState, HostUpdate, Secret};
 use serde_json::{json, Value};
 
 use crate::admin::{ADMIN_KEY_HEADER, WSSENDPOINTS};
@@ -155,9 +155,14 @@ impl AdminClient {
 
     /// `update`: activates or deactivates a WebSocket server.
     pub async fn update(&self, host_name: &str, state: HostState) -> Result<(), AdminError> {
-        let body =
-            serde_json::to_value(StateUpdate { host_name: host_name.to_owned(), state }).unwrap_or_default();
-        self.call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/update"), Some(body)).await.map(drop)
+        self.renew(&HostUpdate::state(host_name, state)).await
+    }
+
+    /// `update` with any change: a renewed certificate (re-validated and pinned), new details or token.
+    pub async fn renew(&self, update: &HostUpdate) -> Result<(), AdminError> {
+        self.call(reqwest::Method::POST, &format!("{WSSENDPOINTS}/update"), Some(update.to_value()))
+            .await
+            .map(drop)
     }
 
     /// Deletes a WebSocket server.

@@ -1,49 +1,127 @@
 //! The connection task (§10, D17): every `connectionInfo.period` (and at once after an admin change) it
 //! compares the store with the live connections. One worker per server group connects to the group's
-//! activated servers in priority order (failover to the next), keeps at most one connection, never
-//! preempts it for a better one, and retries a lost connection with exponential backoff and full jitter.
-//! Servers deactivated, deleted or changed lose their connection on the next run.
+//! activated servers in priority order, keeps at most one connection, and never preempts it for a better
+//! one. Fail over first, retry later: a server whose attempt failed or whose connection was lost waits out
+//! its own backoff (exponential, full jitter) while the next attempt goes at once to the next server of the
+//! group in priority order; it is taken back only when it is the best one available after the current
+//! connection ends (no preemption). Servers deactivated, deleted or changed lose their connection on the
+//! next run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nbwss_protocol::{CloseStatus, ConnectionState, HostState};
+use nbwss_protocol::{CloseReason, CloseStatus, ConnectionState, HostState};
 use rand::Rng as _;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::session::{self, SessionContext};
+use crate::session::{self, Ended, SessionContext};
 use crate::store::{Server, Store};
+
+/// What `list` reports about one WebSocket server's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    /// Connected (CONNECT accepted) or not.
+    pub connection_state: ConnectionState,
+    /// The closeStatus of the last failure or close.
+    pub close_status: Option<CloseStatus>,
+    /// Why the last attempt failed or the last connection closed.
+    pub last_close: Option<Closed>,
+    /// Attempts that failed since the last established connection.
+    pub attempts_since_success: u32,
+    /// The certificate the endpoint presented instead of the pinned one, when an attempt met one since the
+    /// last established connection.
+    pub presented_certificate: Option<Presented>,
+}
+
+/// A failure or close, as `list` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// Why.
+    pub cause: CloseReason,
+    /// What happened, in a sentence.
+    pub description: String,
+    /// When.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A certificate presented instead of the pinned one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// When it was last presented.
+    pub seen_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Default for HostStatus {
+    fn default() -> Self {
+        Self {
+            connection_state: ConnectionState::Disconnected,
+            close_status: None,
+            last_close: None,
+            attempts_since_success: 0,
+            presented_certificate: None,
+        }
+    }
+}
+
+impl HostStatus {
+    fn record(&mut self, ended: &Ended) {
+        self.connection_state = ConnectionState::Disconnected;
+        self.close_status = Some(ended.close_status.clone());
+        self.last_close = Some(Closed {
+            cause: ended.cause.clone(),
+            description: ended.reason.clone(),
+            at: chrono::Utc::now(),
+        });
+        if let Some(der) = &ended.presented_certificate {
+            self.presented_certificate = Some(Presented { der: der.clone(), seen_at: chrono::Utc::now() });
+        }
+    }
+}
 
 /// Live connection state of every WebSocket server, as `list` reports it.
 #[derive(Debug, Default)]
 pub struct Status {
-    hosts: Mutex<HashMap<String, (ConnectionState, Option<CloseStatus>)>>,
+    hosts: Mutex<HashMap<String, HostStatus>>,
 }
 
 impl Status {
-    /// The state of a host: `DISCONNECTED` with no closeStatus when never tried.
-    pub fn of(&self, host_name: &str) -> (ConnectionState, Option<CloseStatus>) {
-        self.lock().get(host_name).cloned().unwrap_or((ConnectionState::Disconnected, None))
+    /// The state of a host: `DISCONNECTED` with nothing else when never tried.
+    pub fn of(&self, host_name: &str) -> HostStatus {
+        self.lock().get(host_name).cloned().unwrap_or_default()
     }
 
     fn connected(&self, host_name: &str) {
         let mut hosts = self.lock();
-        let close = hosts.get(host_name).and_then(|(_, close)| close.clone());
-        hosts.insert(host_name.to_owned(), (ConnectionState::Connected, close));
+        let host = hosts.entry(host_name.to_owned()).or_default();
+        host.connection_state = ConnectionState::Connected;
+        host.attempts_since_success = 0;
+        host.presented_certificate = None;
     }
 
-    fn disconnected(&self, host_name: &str, close: CloseStatus) {
-        self.lock().insert(host_name.to_owned(), (ConnectionState::Disconnected, Some(close)));
+    /// An attempt failed before the connection was established.
+    fn failed(&self, host_name: &str, ended: &Ended) {
+        let mut hosts = self.lock();
+        let host = hosts.entry(host_name.to_owned()).or_default();
+        host.record(ended);
+        host.attempts_since_success = host.attempts_since_success.saturating_add(1);
+    }
+
+    /// An established connection ended.
+    fn disconnected(&self, host_name: &str, ended: &Ended) {
+        self.lock().entry(host_name.to_owned()).or_default().record(ended);
     }
 
     fn forget_except(&self, keep: &[String]) {
         self.lock().retain(|host, _| keep.contains(host));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ConnectionState, Option<CloseStatus>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HostStatus>> {
         self.hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -195,10 +273,22 @@ struct GroupWorker {
     wake: Arc<Notify>,
 }
 
+/// One server's backoff inside its group.
+#[derive(Debug)]
+struct Backoff {
+    /// What the server was when it failed: a changed server (a new certificate, say) is tried at once.
+    signature: Signature,
+    failures: u32,
+    retry_at: Instant,
+}
+
 impl GroupWorker {
     async fn run(self, shutdown: &CancellationToken) {
         let period = self.ctx.properties.connection_info_period;
-        let mut failures: u32 = 0;
+        let mut backoffs: HashMap<String, Backoff> = HashMap::new();
+        // A full round tries every activated server in priority order (§10); after a loss, the round tries
+        // only the servers not waiting out a backoff, so the lost one is not tried first again.
+        let mut full_round = true;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -216,10 +306,36 @@ impl GroupWorker {
             if servers.is_empty() {
                 return;
             }
-            let mut revoked = false;
-            let mut stable = false;
-            // Highest priority (lowest number) first; the store lists them in that order.
-            for server in &servers {
+            backoffs.retain(|host, backoff| {
+                servers
+                    .iter()
+                    .any(|server| server.host_name == *host && Signature::of(server) == backoff.signature)
+            });
+            let now = Instant::now();
+            // The store lists a group's servers by priority, highest (lowest number) first.
+            let round: Vec<&Server> = servers
+                .iter()
+                .filter(|server| {
+                    full_round
+                        || backoffs.get(&server.host_name).is_none_or(|backoff| backoff.retry_at <= now)
+                })
+                .collect();
+            full_round = false;
+            if round.is_empty() {
+                // Every server waits out a backoff: sleep until the first is due (or the connection task
+                // runs), then try them all again in priority order.
+                let next = backoffs.values().map(|backoff| backoff.retry_at).min().unwrap_or(now + period);
+                tracing::debug!(group = %self.group_id, delay_ms = next.saturating_duration_since(now).as_millis() as u64, "next connection attempt");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep_until(next) => {}
+                    () = self.wake.notified() => {}
+                }
+                full_round = true;
+                continue;
+            }
+            for server in round {
+                let failures = backoffs.get(&server.host_name).map_or(0, |backoff| backoff.failures);
                 let attempt = async {
                     let mut ws = session::open(&self.ctx, server).await?;
                     session::handshake(&self.ctx, server, &mut ws).await?;
@@ -236,9 +352,10 @@ impl GroupWorker {
                 let ws = match result {
                     Ok(ws) => ws,
                     Err(ended) => {
-                        tracing::warn!(host = %server.host_name, group = %self.group_id, close_status = %ended.close_status.as_str(), reason = %ended.reason, "cannot connect; trying the next WebSocket server of the group");
-                        self.status.disconnected(&server.host_name, ended.close_status.clone());
+                        tracing::warn!(host = %server.host_name, group = %self.group_id, close_status = %ended.close_status.as_str(), cause = %ended.cause.as_str(), reason = %ended.reason, "cannot connect; trying the next WebSocket server of the group");
+                        self.status.failed(&server.host_name, &ended);
                         self.ctx.metrics.disconnected(ended.close_status.as_str());
+                        self.back_off(&mut backoffs, server, failures.saturating_add(1));
                         continue;
                     }
                 };
@@ -249,30 +366,36 @@ impl GroupWorker {
                 self.status.connected(&server.host_name);
                 let gauge = self.ctx.metrics.connections_in("connected");
                 gauge.inc();
-                let started = tokio::time::Instant::now();
+                let started = Instant::now();
                 let ended = session::serve(&self.ctx, server, ws, &cancel, shutdown).await;
                 gauge.dec();
                 *self.lock_active() = None;
-                self.status.disconnected(&server.host_name, ended.close_status.clone());
+                self.status.disconnected(&server.host_name, &ended);
                 self.ctx.metrics.disconnected(ended.close_status.as_str());
-                tracing::info!(host = %server.host_name, group = %self.group_id, close_status = %ended.close_status.as_str(), reason = %ended.reason, "disconnected");
-                revoked = cancel.is_cancelled() && !shutdown.is_cancelled();
-                stable = started.elapsed() >= period;
+                tracing::info!(host = %server.host_name, group = %self.group_id, close_status = %ended.close_status.as_str(), cause = %ended.cause.as_str(), reason = %ended.reason, "disconnected");
+                if cancel.is_cancelled() && !shutdown.is_cancelled() {
+                    // Deactivated, deleted or changed: the next round decides with the new configuration.
+                    backoffs.remove(&server.host_name);
+                    full_round = true;
+                } else {
+                    // Lost or closed by the endpoint: this server waits (briefly after a stable connection),
+                    // the next server of the group is tried now.
+                    let stable = started.elapsed() >= period;
+                    self.back_off(&mut backoffs, server, if stable { 1 } else { failures.saturating_add(1) });
+                }
                 break;
             }
-            if revoked {
-                failures = 0;
-                continue;
-            }
-            failures = if stable { 1 } else { failures.saturating_add(1) };
-            let delay = backoff(failures, period);
-            tracing::debug!(group = %self.group_id, delay_ms = delay.as_millis() as u64, "next connection attempt");
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-                () = self.wake.notified() => {}
-            }
         }
+    }
+
+    /// Makes `server` wait out its backoff after `failures` failures in a row.
+    fn back_off(&self, backoffs: &mut HashMap<String, Backoff>, server: &Server, failures: u32) {
+        let delay = backoff(failures, self.ctx.properties.connection_info_period);
+        tracing::debug!(host = %server.host_name, group = %self.group_id, delay_ms = delay.as_millis() as u64, "server waits before its next attempt; the next server of the group is tried meanwhile");
+        backoffs.insert(
+            server.host_name.clone(),
+            Backoff { signature: Signature::of(server), failures, retry_at: Instant::now() + delay },
+        );
     }
 
     fn lock_active(&self) -> std::sync::MutexGuard<'_, Option<Active>> {

@@ -93,6 +93,7 @@ impl Service {
             metrics: metrics.clone(),
             key_digest: ring::digest::digest(&ring::digest::SHA256, admin_key.as_bytes()).as_ref().to_vec(),
             provider_client: provider_client(&config)?,
+            handshake_timeout: properties.connect_handshake_timeout,
         });
         let server = axum_server::Handle::<SocketAddr>::new();
         let serving = axum_server::from_tcp_rustls(

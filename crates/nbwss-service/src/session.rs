@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use nbwss_protocol::{
-    Body, CloseStatus, Codec, CommandResponse, ConnectRequest, DecodeError, DecodeErrorKind, Message,
-    MessageType, Properties, SubType,
+    Body, CloseReason, CloseStatus, Codec, CommandResponse, ConnectRequest, DecodeError, DecodeErrorKind,
+    Message, MessageType, Properties, SubType,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -34,8 +34,6 @@ pub type WsStream = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 const OUTBOUND_CAPACITY: usize = 256;
 /// Longest error detail quoted back to the endpoint in a 400.
 const MAX_DETAIL_BYTES: usize = 1024;
-/// How long to wait for the TLS and WebSocket handshakes.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every session needs.
 #[derive(Debug)]
@@ -61,17 +59,25 @@ impl SessionContext {
 /// Why a connection could not be established, or ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ended {
+    /// Why, as `list` reports it in words.
+    pub cause: CloseReason,
     /// The closeStatus reported by `list`.
     pub close_status: CloseStatus,
     /// For logs and the administrator.
     pub reason: String,
+    /// The certificate the endpoint presented instead of the pinned one (DER), for `CertificateChanged`.
+    pub presented_certificate: Option<Vec<u8>>,
 }
 
 impl Ended {
-    fn new(close_status: CloseStatus, reason: impl Into<String>) -> Self {
-        Self { close_status, reason: reason.into() }
+    fn new(cause: CloseReason, close_status: CloseStatus, reason: impl Into<String>) -> Self {
+        Self { cause, close_status, reason: reason.into(), presented_certificate: None }
     }
 }
+
+/// The answer to a request: the decoded RESPONSE, or why a RESPONSE carrying the request's `id` could not
+/// be decoded whole. Either way the request was answered (D11: matched by `id` before the payload is judged).
+pub type Response = Result<Message, DecodeError>;
 
 /// A handle on a live, established session: sends requests and receives their responses by `id`.
 #[derive(Debug, Clone)]
@@ -81,7 +87,7 @@ pub struct SessionHandle {
     /// Its group.
     pub group_id: String,
     outbound: mpsc::Sender<WsMessage>,
-    pending: Arc<Mutex<HashMap<String, oneshot::Sender<Message>>>>,
+    pending: Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>,
     codec: Codec,
     closed: CancellationToken,
 }
@@ -105,7 +111,7 @@ pub enum RequestError {
 impl SessionHandle {
     /// Sends a request; the receiver gets the response with the same `id` (or is dropped when the
     /// session ends). Sending again with the same `id` replaces the earlier waiter.
-    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Message>, RequestError> {
+    pub async fn request(&self, message: &Message) -> Result<oneshot::Receiver<Response>, RequestError> {
         let text = self.codec.encode(message);
         // The endpoint would close the connection for it (D4): this message fails alone instead.
         if text.len() > self.codec.max_message_bytes() {
@@ -174,32 +180,35 @@ pub fn host_and_port(url: &str) -> Result<(String, u16), String> {
     Ok((host, parsed.port_or_known_default().unwrap_or(443)))
 }
 
-/// Opens TCP (through the proxy when one applies) and TLS with `verifier`.
+/// Opens TCP (through the proxy when one applies) and TLS with `verifier`; the TLS handshake may take
+/// `handshake_timeout` (`connect.handshakeTimeout`).
 pub async fn open_tls(
     connector: &Connector,
     url: &str,
     verifier: &Arc<PinnedVerifier>,
+    handshake_timeout: Duration,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Ended> {
-    let (host, port) = host_and_port(url).map_err(|reason| Ended::new(CloseStatus::CannotAccept, reason))?;
-    let tcp = connector
-        .connect(&host, port)
-        .await
-        .map_err(|error| Ended::new(CloseStatus::ClosedAbnormally, format!("{error:#}")))?;
-    let config = verifier
-        .client_config()
-        .map_err(|error| Ended::new(CloseStatus::TlsHandshakeFailure, format!("{error:#}")))?;
-    let name = crate::tls::server_name(&host)
-        .map_err(|error| Ended::new(CloseStatus::CannotAccept, error.to_string()))?;
+    let invalid_url = |reason: String| Ended::new(CloseReason::InvalidUrl, CloseStatus::CannotAccept, reason);
+    let (host, port) = host_and_port(url).map_err(invalid_url)?;
+    let tcp = connector.connect(&host, port).await.map_err(|error| {
+        Ended::new(CloseReason::EndpointUnreachable, CloseStatus::ClosedAbnormally, format!("{error:#}"))
+    })?;
+    let failed = |reason: String| {
+        Ended::new(CloseReason::TlsHandshakeFailed, CloseStatus::TlsHandshakeFailure, reason)
+    };
+    let config = verifier.client_config().map_err(|error| failed(format!("{error:#}")))?;
+    let name = crate::tls::server_name(&host).map_err(|error| invalid_url(error.to_string()))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
+    match tokio::time::timeout(handshake_timeout, connector.connect(name, tcp)).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(error)) => Err(Ended::new(
-            CloseStatus::TlsHandshakeFailure,
-            format!("TLS handshake with {host}:{port} failed: {error}"),
-        )),
+        Ok(Err(error)) => Err(failed(format!("TLS handshake with {host}:{port} failed: {error}"))),
         Err(_) => Err(Ended::new(
+            CloseReason::TlsHandshakeTimedOut,
             CloseStatus::TlsHandshakeFailure,
-            format!("TLS handshake with {host}:{port} timed out"),
+            format!(
+                "{host}:{port} accepted TCP but did not finish the TLS handshake within {} s (connect.handshakeTimeout)",
+                handshake_timeout.as_secs_f64()
+            ),
         )),
     }
 }
@@ -207,34 +216,41 @@ pub async fn open_tls(
 /// Opens the WebSocket to a saved server, accepting only its pinned certificate.
 pub async fn open(ctx: &SessionContext, server: &Server) -> Result<WsStream, Ended> {
     let verifier = PinnedVerifier::pinned(server.certificate_der.clone());
-    let tls = open_tls(&ctx.connector, &server.url, &verifier).await.map_err(|mut ended| {
-        if ended.close_status == CloseStatus::TlsHandshakeFailure && verifier.seen().is_some_and(|seen| seen != server.certificate_der) {
+    let timeout = ctx.properties.connect_handshake_timeout;
+    let tls = open_tls(&ctx.connector, &server.url, &verifier, timeout).await.map_err(|mut ended| {
+        if let Some(seen) = verifier.seen().filter(|seen| *seen != server.certificate_der) {
+            ended.cause = CloseReason::CertificateChanged;
             ended.reason = format!(
-                "{} presented a certificate (SHA-256 {}) other than the one saved (SHA-256 {}); validate and save the server again to accept it",
+                "{} presented a certificate (SHA-256 {}) other than the pinned one (SHA-256 {}); review and accept it with `nbwss servers update {}`",
                 server.url,
-                crate::tls::sha256_fingerprint(&verifier.seen().unwrap_or_default()),
-                crate::tls::sha256_fingerprint(&server.certificate_der)
+                crate::tls::sha256_fingerprint(&seen),
+                crate::tls::sha256_fingerprint(&server.certificate_der),
+                server.host_name,
             );
+            ended.presented_certificate = Some(seen);
         }
         ended
     })?;
     let limit = ctx.properties.message_max_bytes.saturating_add(64 * 1024);
     let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+    let upgrade_failed = |reason: String| {
+        Ended::new(CloseReason::WebSocketUpgradeFailed, CloseStatus::ClosedAbnormally, reason)
+    };
     match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
+        timeout,
         tokio_tungstenite::client_async_with_config(server.url.as_str(), tls, Some(config)),
     )
     .await
     {
         Ok(Ok((ws, _response))) => Ok(ws),
-        Ok(Err(error)) => Err(Ended::new(
-            CloseStatus::ClosedAbnormally,
-            format!("WebSocket handshake with {} failed: {error}", server.url),
-        )),
-        Err(_) => Err(Ended::new(
-            CloseStatus::ClosedAbnormally,
-            format!("WebSocket handshake with {} timed out", server.url),
-        )),
+        Ok(Err(error)) => {
+            Err(upgrade_failed(format!("WebSocket handshake with {} failed: {error}", server.url)))
+        }
+        Err(_) => Err(upgrade_failed(format!(
+            "WebSocket handshake with {} timed out after {} s (connect.handshakeTimeout)",
+            server.url,
+            timeout.as_secs_f64()
+        ))),
     }
 }
 
@@ -269,19 +285,39 @@ fn truncate(text: &str, max: usize) -> String {
 fn peer_close(frame: Option<&CloseFrame>) -> Ended {
     match frame {
         Some(frame) => Ended::new(
+            CloseReason::ClosedByEndpoint,
             CloseStatus::from_code(u16::from(frame.code)),
             format!("the endpoint closed the connection ({} {})", u16::from(frame.code), frame.reason),
         ),
-        None => Ended::new(CloseStatus::NoStatusCode, "the endpoint closed the connection without a status"),
+        None => Ended::new(
+            CloseReason::ClosedByEndpoint,
+            CloseStatus::NoStatusCode,
+            "the endpoint closed the connection without a status",
+        ),
     }
 }
 
 fn read_error(error: &tungstenite::Error) -> Ended {
     match error {
-        tungstenite::Error::Capacity(_) => {
-            Ended::new(CloseStatus::TooBig, format!("message too big: {error}"))
-        }
-        _ => Ended::new(CloseStatus::ClosedAbnormally, format!("connection lost: {error}")),
+        tungstenite::Error::Capacity(_) => Ended::new(
+            CloseReason::MessageTooBig,
+            CloseStatus::TooBig,
+            format!("message too big (message.maxBytes): {error}"),
+        ),
+        _ => lost(format!("connection lost: {error}")),
+    }
+}
+
+fn lost(reason: impl Into<String>) -> Ended {
+    Ended::new(CloseReason::ConnectionLost, CloseStatus::ClosedAbnormally, reason)
+}
+
+/// The cause of a close for an undecodable message.
+fn undecodable(status: &CloseStatus) -> CloseReason {
+    if *status == CloseStatus::TooBig {
+        CloseReason::MessageTooBig
+    } else {
+        CloseReason::ProtocolError
     }
 }
 
@@ -293,6 +329,7 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
     if text.len() > codec.max_message_bytes() {
         // The endpoint would refuse it by closing (D4): say why instead of sending it.
         return Err(Ended::new(
+            CloseReason::MessageTooBig,
             CloseStatus::CannotAccept,
             format!(
                 "the saved token makes a {}-byte CONNECT, more than message.maxBytes ({} bytes)",
@@ -302,7 +339,7 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
         ));
     }
     if let Err(error) = ws.send(WsMessage::text(text)).await {
-        return Err(Ended::new(CloseStatus::ClosedAbnormally, format!("cannot send CONNECT: {error}")));
+        return Err(lost(format!("cannot send CONNECT: {error}")));
     }
     let deadline = tokio::time::Instant::now() + ctx.properties.connect_response_timeout;
     loop {
@@ -310,6 +347,7 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
             Ok(next) => next,
             Err(_) => {
                 return Err(Ended::new(
+                    CloseReason::ConnectTimedOut,
                     CloseStatus::ClosedAbnormally,
                     format!(
                         "no CONNECT RESPONSE within {} s (connect.responseTimeout)",
@@ -325,25 +363,24 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
                     tracing::warn!(host = %server.host_name, "binary message ignored (exception.ignoreDecoder=true)");
                     continue;
                 }
-                let ended =
-                    Ended::new(CloseStatus::ProtocolError, "binary message (NBWSS messages are text)");
+                let ended = Ended::new(
+                    CloseReason::ProtocolError,
+                    CloseStatus::ProtocolError,
+                    "binary message (NBWSS messages are text)",
+                );
                 send_close(ws, &ended.close_status, &ended.reason).await;
                 return Err(ended);
             }
             Some(Ok(WsMessage::Close(frame))) => return Err(peer_close(frame.as_ref())),
             Some(Ok(_)) => continue,
             Some(Err(error)) => return Err(read_error(&error)),
-            None => {
-                return Err(Ended::new(
-                    CloseStatus::ClosedAbnormally,
-                    "the endpoint closed the connection during CONNECT",
-                ))
-            }
+            None => return Err(lost("the endpoint closed the connection during CONNECT")),
         };
         match codec.decode(&text) {
             Ok(Message { id, body: Body::ConnectResponse(response), .. }) => {
                 if id != request.id {
                     return Err(Ended::new(
+                        CloseReason::ConnectResponseInvalid,
                         CloseStatus::ClosedAbnormally,
                         format!("CONNECT RESPONSE carries id {id}, not the request's {}", request.id),
                     ));
@@ -351,8 +388,11 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
                 if response.valid {
                     return Ok(());
                 }
-                let ended =
-                    Ended::new(CloseStatus::ViolatedPolicy, "the endpoint refused the token (valid: false)");
+                let ended = Ended::new(
+                    CloseReason::TokenRefused,
+                    CloseStatus::ViolatedPolicy,
+                    "the endpoint refused the token (valid: false): compare the token's fingerprint (`nbwss servers show`) with the endpoint's",
+                );
                 send_close(ws, &ended.close_status, &ended.reason).await;
                 return Err(ended);
             }
@@ -364,7 +404,15 @@ pub async fn handshake(ctx: &SessionContext, server: &Server, ws: &mut WsStream)
                     tracing::warn!(host = %server.host_name, %error, "undecodable message ignored (exception.ignoreDecoder=true)")
                 }
                 Some(status) => {
-                    let ended = Ended::new(status, format!("undecodable message: {error}"));
+                    let ended = if error.response_id() == Some(request.id.as_str()) {
+                        Ended::new(
+                            CloseReason::ConnectResponseInvalid,
+                            status,
+                            format!("the CONNECT RESPONSE cannot be read: {error}"),
+                        )
+                    } else {
+                        Ended::new(undecodable(&status), status, format!("undecodable message: {error}"))
+                    };
                     send_close(ws, &ended.close_status, &ended.reason).await;
                     return Err(ended);
                 }
@@ -409,7 +457,7 @@ pub async fn serve(
                 return None;
             }
             if let Err(error) = sink.send(message).await {
-                return Some(Ended::new(CloseStatus::ClosedAbnormally, format!("cannot write: {error}")));
+                return Some(lost(format!("cannot write: {error}")));
             }
         }
         None
@@ -425,7 +473,7 @@ pub async fn serve(
         let mut sequence = 0u64;
         let in_flight = Arc::new(Semaphore::new(ctx.properties.command_max_in_flight));
         let mut commands = JoinSet::new();
-        let close = |status: CloseStatus, reason: String| {
+        let close = |cause: CloseReason, status: CloseStatus, reason: String| {
             let out_tx = out_tx.clone();
             let sent_close = &sent_close;
             async move {
@@ -437,16 +485,16 @@ pub async fn serve(
                         CloseFrame { code: CloseCode::from(code), reason: truncate(&reason, 120).into() };
                     let _ = out_tx.send(WsMessage::Close(Some(frame))).await;
                 }
-                Ended::new(status, reason)
+                Ended::new(cause, status, reason)
             }
         };
         loop {
             tokio::select! {
                 () = cancel.cancelled() => {
                     return if shutdown.is_cancelled() {
-                        close(CloseStatus::GoingAway, "the service is stopping".into()).await
+                        close(CloseReason::ServiceStopping, CloseStatus::GoingAway, "the service is stopping".into()).await
                     } else {
-                        close(CloseStatus::NormalClosure, "the WebSocket server was deactivated, deleted or changed".into()).await
+                        close(CloseReason::ServerChanged, CloseStatus::NormalClosure, "the WebSocket server was deactivated, deleted or changed".into()).await
                     };
                 }
                 Some(_) = commands.join_next(), if !commands.is_empty() => {}
@@ -455,6 +503,7 @@ pub async fn serve(
                         missed += 1;
                         if missed >= ctx.properties.keep_alive_max_pong_miss_allowed {
                             return Ended::new(
+                                CloseReason::KeepaliveTimedOut,
                                 CloseStatus::ClosedAbnormally,
                                 format!("{missed} keepalive pings without a pong (keepAlive.maxPongMissAllowed)"),
                             );
@@ -463,7 +512,7 @@ pub async fn serve(
                     sequence += 1;
                     ping_sent = Some((Instant::now(), sequence));
                     if out_tx.send(WsMessage::Ping(sequence.to_be_bytes().to_vec().into())).await.is_err() {
-                        return Ended::new(CloseStatus::ClosedAbnormally, "writer stopped");
+                        return lost("writer stopped");
                     }
                 }
                 next = stream.next() => {
@@ -484,7 +533,7 @@ pub async fn serve(
                                 tracing::warn!(host = %server.host_name, "binary message ignored (exception.ignoreDecoder=true)");
                                 continue;
                             }
-                            return close(CloseStatus::ProtocolError, "binary message (NBWSS messages are text)".into()).await;
+                            return close(CloseReason::ProtocolError, CloseStatus::ProtocolError, "binary message (NBWSS messages are text)".into()).await;
                         }
                         Some(Ok(WsMessage::Close(frame))) => {
                             // Let the writer answer the close handshake.
@@ -496,15 +545,22 @@ pub async fn serve(
                         Some(Err(error)) => {
                             let ended = read_error(&error);
                             if ended.close_status == CloseStatus::TooBig {
-                                return close(ended.close_status, ended.reason).await;
+                                return close(ended.cause, ended.close_status, ended.reason).await;
                             }
                             return ended;
                         }
-                        None => return Ended::new(CloseStatus::ClosedAbnormally, "the connection was lost"),
+                        None => return lost("the connection was lost"),
                     };
                     match codec.decode(&text) {
                         Ok(message) => route(ctx, server, &handle, message, &out_tx, &in_flight, &mut commands),
                         Err(error) => {
+                            if let Some(id) = error.response_id() {
+                                tracing::warn!(host = %server.host_name, id, %error, "malformed response matched by its id (D11)");
+                                if let Some(waiter) = lock(&handle.pending).remove(id) {
+                                    let _ = waiter.send(Err(error));
+                                }
+                                continue;
+                            }
                             if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Command, SubType::Request))) =
                                 (&error.kind, &error.id, error.message_type)
                             {
@@ -516,22 +572,13 @@ pub async fn serve(
                                 let _ = out_tx.send(WsMessage::text(codec.encode(&reply))).await;
                                 continue;
                             }
-                            if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Notification, SubType::Response))) =
-                                (&error.kind, &error.id, error.message_type)
-                            {
-                                // D11: a RESPONSE is matched by id before its payload is judged; whatever the
-                                // payload (`{}`, null, none), it acknowledges.
-                                let ack = Message::with_id(id.clone(), Body::NotificationResponse(serde_json::Value::Null));
-                                route(ctx, server, &handle, ack, &out_tx, &in_flight, &mut commands);
-                                continue;
-                            }
                             if let DecodeErrorKind::Invalid = error.kind {
                                 tracing::warn!(host = %server.host_name, %error, "invalid message dropped");
                                 continue;
                             }
                             match decoder_close(ctx, &error) {
                                 None => tracing::warn!(host = %server.host_name, %error, "undecodable message ignored (exception.ignoreDecoder=true)"),
-                                Some(status) => return close(status, format!("undecodable message: {error}")).await,
+                                Some(status) => return close(undecodable(&status), status, format!("undecodable message: {error}")).await,
                             }
                         }
                     }
@@ -549,7 +596,7 @@ pub async fn serve(
             }
             ended
         }
-        failed = &mut writer => failed.unwrap_or_else(|| Ended::new(CloseStatus::ClosedAbnormally, "writer stopped")),
+        failed = &mut writer => failed.unwrap_or_else(|| lost("writer stopped")),
     };
     closed.cancel();
     // Waiters for responses that will never come learn it now (their receivers see the sender dropped).
@@ -616,7 +663,7 @@ fn route(
             let waiter = lock(&handle.pending).remove(&message.id);
             match waiter {
                 Some(waiter) => {
-                    let _ = waiter.send(message);
+                    let _ = waiter.send(Ok(message));
                 }
                 None => {
                     tracing::debug!(host = %server.host_name, message = %message.summary(), "response to no pending request")

@@ -32,13 +32,15 @@ pub struct Server {
     pub endpoint_type: EndpointType,
     /// Identifier of the stored credential.
     pub credential_id: String,
+    /// When the server was saved, or moved to its group (Unix seconds).
+    pub saved_at: i64,
 }
 
 /// Why a store change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A server with this host name exists.
-    #[error("a WebSocket server named '{0}' already exists; delete it first to replace it")]
+    #[error("a WebSocket server named '{0}' already exists; update it in place (a renewed certificate, new details) instead of saving it again")]
     Duplicate(String),
     /// No server with this host name.
     #[error("no WebSocket server named '{0}'")]
@@ -46,6 +48,22 @@ pub enum StoreError {
     /// The database or the key failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// Changes to a saved server; `None` keeps what is saved. The host name and credential id never change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerChanges {
+    /// A new state.
+    pub state: Option<HostState>,
+    /// A new URL, group and priority.
+    pub location: Option<(String, String, i64)>,
+    /// A new token.
+    pub token: Option<Secret>,
+    /// A new pinned certificate: PEM and DER.
+    pub certificate: Option<(String, Vec<u8>)>,
+    /// A new save time (Unix seconds): a server moved to another group counts as saved there now, so that
+    /// the group receives only what is detected from then on.
+    pub saved_at: Option<i64>,
 }
 
 /// The store; cheap operations run under a mutex (SQLite calls are short and local).
@@ -117,23 +135,60 @@ impl Store {
                 server.state.as_str(),
                 server.endpoint_type.as_str(),
                 server.credential_id,
-                nbwss_protocol::unix_now(),
+                server.saved_at,
             ],
         )
         .context("cannot save the WebSocket server")?;
         Ok(())
     }
 
-    /// Sets a server's state.
-    pub fn set_state(&self, host_name: &str, state: &HostState) -> Result<(), StoreError> {
+    /// Changes a saved server in one transaction.
+    pub fn update(&self, host_name: &str, changes: &ServerChanges) -> Result<(), StoreError> {
+        let token = match &changes.token {
+            Some(token) => Some(self.cipher.seal(token.expose(), host_name)?),
+            None => None,
+        };
+        let (url, group_id, priority) = match &changes.location {
+            Some((url, group_id, priority)) => (Some(url), Some(group_id), Some(priority)),
+            None => (None, None, None),
+        };
+        let (pem, der) = match &changes.certificate {
+            Some((pem, der)) => (Some(pem), Some(der)),
+            None => (None, None),
+        };
         let changed = self
             .db()
-            .execute("UPDATE servers SET state = ?1 WHERE host_name = ?2", params![state.as_str(), host_name])
+            .execute(
+                "UPDATE servers SET state = COALESCE(?2, state), url = COALESCE(?3, url),
+                    group_id = COALESCE(?4, group_id), priority = COALESCE(?5, priority),
+                    token = COALESCE(?6, token), certificate_pem = COALESCE(?7, certificate_pem),
+                    certificate_der = COALESCE(?8, certificate_der), created_at = COALESCE(?9, created_at)
+                 WHERE host_name = ?1",
+                params![
+                    host_name,
+                    changes.state.as_ref().map(HostState::as_str),
+                    url,
+                    group_id,
+                    priority,
+                    token,
+                    pem,
+                    der,
+                    changes.saved_at
+                ],
+            )
             .context("cannot update the WebSocket server")?;
         if changed == 0 {
             return Err(StoreError::NotFound(host_name.to_owned()));
         }
         Ok(())
+    }
+
+    /// One saved server.
+    pub fn get(&self, host_name: &str) -> Result<Server, StoreError> {
+        self.list()?
+            .into_iter()
+            .find(|server| server.host_name == host_name)
+            .ok_or_else(|| StoreError::NotFound(host_name.to_owned()))
     }
 
     /// Deletes a server.
@@ -154,7 +209,7 @@ impl Store {
         let mut statement = db
             .prepare(
                 "SELECT host_name, url, group_id, priority, token, certificate_pem, certificate_der, state,
-                    endpoint_type, credential_id FROM servers ORDER BY group_id, priority, host_name",
+                    endpoint_type, credential_id, created_at FROM servers ORDER BY group_id, priority, host_name",
             )
             .context("store query failed")?;
         let rows = statement
@@ -171,6 +226,7 @@ impl Store {
                     state: HostState::from(row.get::<_, String>(7)?.as_str()),
                     endpoint_type: EndpointType::from(row.get::<_, String>(8)?.as_str()),
                     credential_id: row.get(9)?,
+                    saved_at: row.get(10)?,
                 };
                 Ok((server, row.get::<_, Vec<u8>>(4)?))
             })
@@ -201,6 +257,7 @@ mod tests {
             state: HostState::Activated,
             endpoint_type: EndpointType::Others,
             credential_id: "c1".into(),
+            saved_at: 1_700_000_000,
         }
     }
 
@@ -212,8 +269,9 @@ mod tests {
         store.insert(&server("a")).unwrap();
         assert!(matches!(store.insert(&server("a")), Err(StoreError::Duplicate(_))));
         store.insert(&server("b")).unwrap();
-        store.set_state("b", &HostState::Deactivated).unwrap();
-        assert!(matches!(store.set_state("zz", &HostState::Activated), Err(StoreError::NotFound(_))));
+        let deactivate = ServerChanges { state: Some(HostState::Deactivated), ..ServerChanges::default() };
+        store.update("b", &deactivate).unwrap();
+        assert!(matches!(store.update("zz", &deactivate), Err(StoreError::NotFound(_))));
         let list = store.list().unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].token.expose(), "tok-secret-123");
@@ -225,5 +283,40 @@ mod tests {
         assert!(!raw.windows(10).any(|w| w == b"tok-secret"));
         let store = Store::open(&db, &dir.path().join("token.key")).unwrap();
         assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_update_changes_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("servers.db"), &dir.path().join("token.key")).unwrap();
+        store.insert(&server("a")).unwrap();
+        store
+            .update("a", &ServerChanges { state: Some(HostState::Deactivated), ..ServerChanges::default() })
+            .unwrap();
+        let renewal = ServerChanges {
+            certificate: Some(("NEW PEM".into(), vec![9, 9])),
+            token: Some(Secret::new("rotated")),
+            ..ServerChanges::default()
+        };
+        store.update("a", &renewal).unwrap();
+        let renewed = store.get("a").unwrap();
+        assert_eq!(
+            (renewed.certificate_pem.as_str(), renewed.certificate_der.as_slice()),
+            ("NEW PEM", &[9u8, 9][..])
+        );
+        assert_eq!(renewed.token.expose(), "rotated");
+        assert_eq!(renewed.state, HostState::Deactivated, "the state is kept");
+        assert_eq!((renewed.credential_id.as_str(), renewed.saved_at), ("c1", 1_700_000_000));
+        assert_eq!((renewed.url, renewed.group_id, renewed.priority), (server("a").url, "sg1".to_owned(), 1));
+        let moved = ServerChanges {
+            location: Some(("wss://b:1/x".into(), "sg2".into(), 5)),
+            saved_at: Some(1_800_000_000),
+            ..ServerChanges::default()
+        };
+        store.update("a", &moved).unwrap();
+        let moved = store.get("a").unwrap();
+        assert_eq!((moved.url.as_str(), moved.group_id.as_str(), moved.priority), ("wss://b:1/x", "sg2", 5));
+        assert_eq!(moved.saved_at, 1_800_000_000, "moved to another group: saved there now");
+        assert!(matches!(store.get("zz"), Err(StoreError::NotFound(_))));
     }
 }

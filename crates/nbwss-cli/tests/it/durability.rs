@@ -3,8 +3,7 @@
 //! stream ends, every job and image event the emulator journaled is at the endpoint exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,39 +14,9 @@ use nbwss_service::AdminClient;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::util::eventually;
+use crate::util::{eventually, free_port, Process};
 
 const PRIMARY: &str = "primary-durable";
-
-/// A child process killed when dropped, so that a failing test leaves nothing running.
-struct Process(Child);
-
-impl Process {
-    fn spawn(args: &[&str], log: &Path) -> Process {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_nbwss"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Process(child)
-    }
-
-    /// SIGKILL: no chance to flush, acknowledge or say goodbye.
-    fn kill(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Layout {
     dir: tempfile::TempDir,
@@ -108,11 +77,6 @@ impl Layout {
             .map(|notification| (notification.object, notification.record))
             .collect()
     }
-}
-
-fn free_port() -> u16 {
-    // The endpoint must come back on the same port after a restart, so the test picks one up front.
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn write_service_config(layout: &Layout, emulator: &EmulatorHandle) {

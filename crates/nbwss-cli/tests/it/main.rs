@@ -5,6 +5,7 @@ mod bench;
 mod conformance;
 mod durability;
 mod endpoint;
+mod interop;
 mod notify;
 mod protocol;
 mod servers;

@@ -114,12 +114,26 @@ async fn servers_cli_manages_the_service_and_survives_a_restart() {
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert!(run.stdout.contains("saved ep1"), "{}", run.stdout);
 
-    // Duplicate host.
+    // A saved host is renewed in place, not saved twice: the same certificate and details change nothing.
     let run =
         servers(&data, &["add", "--file", details, "--accept-certificate", &sha256.to_lowercase()], "").await;
-    assert_ne!(run.status, 0);
+    assert_eq!(run.status, 0, "{}", run.stderr);
     assert!(
-        run.stderr.contains("already exists") && run.stderr.contains("nbwss servers delete ep1"),
+        run.stdout.contains("renewing it in place") && run.stdout.contains("nothing to renew"),
+        "{}",
+        run.stdout
+    );
+    // The token view: its fingerprint, never the token.
+    let run = servers(&data, &["show", "ep1"], "").await;
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("sha256:424e49d15987c197") && !run.stdout.contains("qwerrtrtrtrt2234344==="),
+        "{}",
+        run.stdout
+    );
+    let run = servers(&data, &["update", "nobody"], "").await;
+    assert!(
+        run.status != 0 && run.stderr.contains("no WebSocket server named 'nobody' (saved: ep1)"),
         "{}",
         run.stderr
     );

@@ -1,8 +1,8 @@
 //! Running the `nbwss` binary from tests.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Output of one `nbwss` run.
 pub struct Run {
@@ -56,4 +56,40 @@ where
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// A child process killed when dropped, so that a failing test leaves nothing running.
+pub struct Process(Child);
+
+impl Process {
+    /// Runs `nbwss ARGS...` in the background, its output appended to `log`.
+    pub fn spawn(args: &[&str], log: &Path) -> Process {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nbwss"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Process(child)
+    }
+
+    /// SIGKILL: no chance to flush, acknowledge or say goodbye.
+    pub fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port, for a process that must come back on the same port after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -72,15 +72,7 @@ async fn notifications_are_stored_before_the_ack_and_once_per_id() {
     let page = harness.get_json("/api/v1/notifications").await;
     assert_eq!(feed_cursors(&page), vec![1, 2, 3]);
     assert_eq!(harness.primary("primary1").await["notifications"], 3);
-    let metrics = harness
-        .http
-        .get(format!("{}/metrics", harness.endpoint.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = harness.metrics().await;
     assert!(metrics.contains("nbwss_endpoint_notification_duplicates_total 1"), "{metrics}");
     assert!(metrics.contains("nbwss_endpoint_notification_records_total 3"), "{metrics}");
     harness.endpoint.shutdown().await;
@@ -225,5 +217,71 @@ async fn the_stream_follows_new_records_and_resumes_from_last_event_id() {
         .unwrap();
     let events = read_events(response, 2).await;
     assert_eq!(events.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![2, 4]);
+    harness.endpoint.shutdown().await;
+}
+
+/// Liberal reception: records that differ from the guide's layout (an extra key, a null field, a string
+/// where an integer is expected, a message without timeStamp) are stored as received, acknowledged once per
+/// message id, flagged `conforms: false` with the reasons in the feed, and counted; conforming records
+/// beside them are unaffected and the session carries on.
+#[tokio::test]
+async fn records_that_differ_from_the_guide_are_stored_acknowledged_and_flagged() {
+    let harness = Harness::start().await;
+    let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
+    let conforming = serde_json::to_value(job(150, JobState::Done)).unwrap();
+    let mut extra_key = serde_json::to_value(job(147, JobState::Active)).unwrap();
+    extra_key["kilobytes"] = json!(2048);
+    let mut null_field = serde_json::to_value(job(148, JobState::Active)).unwrap();
+    null_field["policyName"] = Value::Null;
+    let mut string_int = serde_json::to_value(job(149, JobState::Active)).unwrap();
+    string_int["jobId"] = json!("149");
+    let message = |id: &str, time_stamp: Option<i64>| {
+        let mut message = json!({"version": "1.0", "id": id, "type": "NOTIFICATION", "subType": "REQUEST",
+            "payload": [{"notificationType": "INFO", "object": "JOB",
+                         "data": [extra_key, null_field, string_int, conforming]}]});
+        if let Some(time_stamp) = time_stamp {
+            message["timeStamp"] = json!(time_stamp);
+        }
+        message.to_string()
+    };
+    for _ in 0..2 {
+        primary.send_text(message("ODD-1", Some(1_700_000_000))).await;
+        let ack = within(primary.recv()).await.expect("an acknowledgement");
+        assert_eq!((ack.id.as_str(), &ack.body), ("ODD-1", &Body::notification_ack()));
+    }
+    let page = harness.get_json("/api/v1/notifications").await;
+    let stored = page["notifications"].as_array().unwrap();
+    assert_eq!(stored.len(), 4, "stored once although sent twice: {page}");
+    assert_eq!(stored[0]["record"]["kilobytes"], 2048, "unknown keys are kept");
+    assert_eq!(stored[1]["record"]["policyName"], Value::Null, "stored as received");
+    assert_eq!(stored[2]["record"]["jobId"], "149", "stored as received");
+    let reasons: Vec<&Value> = stored.iter().map(|record| &record["reasons"]).collect();
+    assert_eq!(
+        reasons,
+        [
+            &json!(["kilobytes: is not a key of a JOB record (kept)"]),
+            &json!(["policyName: must be a string, not null"]),
+            &json!(["jobId: must be an integer, not a string"]),
+            &Value::Null,
+        ]
+    );
+    let conforms: Vec<&Value> = stored.iter().map(|record| &record["conforms"]).collect();
+    assert_eq!(conforms, [&json!(false), &json!(false), &json!(false), &json!(true)]);
+
+    // A message without timeStamp: acknowledged too, every record flagged with it.
+    primary.send_text(message("ODD-2", None)).await;
+    let ack = within(primary.recv()).await.expect("an acknowledgement");
+    assert_eq!(ack.id, "ODD-2");
+    let page = harness.get_json("/api/v1/notifications?after=4").await;
+    let last = &page["notifications"][3];
+    assert_eq!(last["conforms"], false);
+    assert_eq!(last["reasons"], json!(["timeStamp: missing"]));
+
+    // The session carries on.
+    let ack = primary.notify("FINE-1", vec![NotificationGroup::jobs(vec![job(151, JobState::Done)])]).await;
+    assert_eq!(ack.id, "FINE-1");
+    let metrics = harness.metrics().await;
+    assert!(metrics.contains("nbwss_endpoint_nonconforming_records_total 7"), "{metrics}");
+    assert!(metrics.contains("nbwss_endpoint_notification_records_total 9"), "{metrics}");
     harness.endpoint.shutdown().await;
 }

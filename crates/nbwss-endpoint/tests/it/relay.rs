@@ -222,13 +222,33 @@ async fn calls_over_the_in_flight_limit_are_429() {
 async fn an_invalid_command_response_is_502() {
     let harness = Harness::start().await;
     let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
-    let call = harness.spawn_relay_get("primary1", "admin/jobs");
-    let (id, _) = primary.next_command().await;
-    let bad = json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
-        "payload": {"statusCode": 999, "headers": {}, "body": ""}});
-    primary.send_text(bad.to_string()).await;
-    let response = within(call).await.unwrap().unwrap();
-    assert_eq!(response.status(), 502);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "invalid_response");
+    // Each answer is matched to its call by id (D11), whatever else is wrong with it: the call fails at once
+    // with 502 instead of waiting for its timeout, and the session stays up for the next one.
+    let answers: [fn(&str) -> Value; 4] = [
+        |id| {
+            json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
+            "payload": {"statusCode": 999, "headers": {}, "body": ""}})
+        },
+        |id| {
+            json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
+            "payload": null})
+        },
+        |id| {
+            json!({"version": "1.0", "id": id, "type": "COMMAND", "subType": "RESPONSE",
+            "payload": {"statusCode": 200, "headers": {}, "body": ""}})
+        },
+        |id| {
+            json!({"version": "9.0", "id": id, "type": "COMMAND", "subType": "RESPONSE", "timeStamp": 1,
+            "payload": {"statusCode": 200, "headers": {}, "body": ""}})
+        },
+    ];
+    for answer in answers {
+        let call = harness.spawn_relay_get("primary1", "admin/jobs");
+        let (id, _) = primary.next_command().await;
+        primary.send_text(answer(&id).to_string()).await;
+        let response = within(call).await.unwrap().unwrap();
+        assert_eq!(response.status(), 502);
+        assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "invalid_response");
+    }
     harness.endpoint.shutdown().await;
 }

@@ -64,6 +64,11 @@ impl Harness {
         response.json().await.unwrap()
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.endpoint.url())).send().await.unwrap().text().await.unwrap()
+    }
+
     /// The entry of `name` in `GET /api/v1/primaries`.
     pub async fn primary(&self, name: &str) -> Value {
         let list = self.get_json("/api/v1/primaries").await;

@@ -194,3 +194,58 @@ fn partial_command_response_headers_are_what_the_guide_shows() {
     assert_eq!(response.headers.get("cache-control"), Some("private"));
     assert_eq!(response.body, "");
 }
+
+/// D11: an acknowledgement is matched by its id whatever its payload. Each shape an endpoint written from
+/// the guide alone might send decodes to a NOTIFICATION RESPONSE carrying the payload as received.
+#[test]
+fn every_acknowledgement_payload_shape_is_an_acknowledgement() {
+    let id = "EDD85CD7-8555-47E4-8A19-01C35093F220";
+    let envelope = |payload: Option<&str>| {
+        let payload = payload.map(|payload| format!(r#","payload":{payload}"#)).unwrap_or_default();
+        format!(
+            r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1459811680{payload}}}"#
+        )
+    };
+    let shapes: [(Option<&str>, Value); 6] = [
+        (Some("[]"), serde_json::json!([])),
+        (Some("{}"), serde_json::json!({})),
+        (Some(r#"{"status":"RECEIVED"}"#), serde_json::json!({"status": "RECEIVED"})),
+        (Some(r#"[{"id":"x","status":"OK"}]"#), serde_json::json!([{"id": "x", "status": "OK"}])),
+        (Some("null"), Value::Null),
+        (None, Value::Null),
+    ];
+    let codec = Codec::default();
+    for (payload, expected) in shapes {
+        let text = envelope(payload);
+        let message = codec.decode(&text).unwrap_or_else(|error| panic!("{text}: {error}"));
+        assert_eq!(message.id, id, "{text}");
+        assert_eq!(message.body, Body::NotificationResponse(expected), "{text}");
+    }
+}
+
+/// A RESPONSE whose envelope is malformed past its id still names the request it answers (D11); a request
+/// or an unreadable envelope does not.
+#[test]
+fn a_malformed_response_still_names_its_request() {
+    let codec = Codec::default();
+    let answering = [
+        r#"{"version":"2.0","id":"A1","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}"#,
+        r#"{"version":"1.0","id":"A2","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":"1","payload":[]}"#,
+        r#"{"id":"A3","type":"NOTIFICATION","subType":"RESPONSE","payload":{}}"#,
+        r#"{"version":"1.0","id":"A4","type":"COMMAND","subType":"RESPONSE","timeStamp":1,"payload":{"statusCode":"x"}}"#,
+        r#"{"version":"1.0","id":"A5","type":"CONNECT","subType":"RESPONSE","timeStamp":1,"payload":{"valid":"yes"}}"#,
+    ];
+    for (index, text) in answering.iter().enumerate() {
+        let error = codec.decode(text).expect_err(text);
+        assert_eq!(error.response_id(), Some(format!("A{}", index + 1).as_str()), "{text}: {error}");
+    }
+    let not_answering = [
+        r#"{"version":"1.0","id":"R1","type":"COMMAND","subType":"REQUEST","timeStamp":1,"payload":{}}"#,
+        r#"{"version":"1.0","id":"R2","type":"NOTIFY","subType":"RESPONSE","timeStamp":1,"payload":[]}"#,
+        r#"{"version":"1.0","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}"#,
+    ];
+    for text in not_answering {
+        let error = codec.decode(text).expect_err(text);
+        assert_eq!(error.response_id(), None, "{text}: {error}");
+    }
+}

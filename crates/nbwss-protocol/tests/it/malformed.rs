@@ -82,11 +82,6 @@ fn each_malformed_message_gets_its_error() {
             "payload: must be an array for NOTIFICATION messages, not an object",
         ),
         (
-            envelope("NOTIFICATION", "RESPONSE", json!({})).to_string(),
-            Invalid,
-            "payload: must be an array for NOTIFICATION messages, not an object",
-        ),
-        (
             envelope("COMMAND", "REQUEST", json!([get])).to_string(),
             Invalid,
             "payload: must be an object for COMMAND messages, not an array",

@@ -7,25 +7,11 @@
 
 use nbwss_protocol::{
     Body, Codec, ImageOperation, ImageRecord, JobRecord, JobState, Message, NotificationGroup, ScheduleType,
+    IMAGE_KEYS, JOB_KEYS,
 };
 use serde_json::{json, Value};
 
 use super::Record;
-
-const JOB_KEYS: [&str; 10] = [
-    "scheduleType",
-    "clientName",
-    "status",
-    "startTime",
-    "state",
-    "policyName",
-    "parentJobId",
-    "jobId",
-    "policyType",
-    "jobType",
-];
-const IMAGE_KEYS: [&str; 6] =
-    ["clientType", "clientName", "backupTime", "createdTime", "operationId", "backupId"];
 
 /// Parses and validates records from JSON text.
 pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
@@ -52,7 +38,7 @@ pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
     }
     for (index, element) in payload.iter().enumerate() {
         let object = element["object"].as_str().unwrap_or_default();
-        let keys: &[&str] = match object {
+        let keys: &[(&str, bool)] = match object {
             "JOB" => &JOB_KEYS,
             "IMAGE" => &IMAGE_KEYS,
             other => return Err(format!("[{index}].object: must be JOB or IMAGE, not {other:?}")),
@@ -87,15 +73,16 @@ pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
     Ok(records)
 }
 
-fn check_keys(record: &Value, keys: &[&str]) -> Result<(), String> {
+fn check_keys(record: &Value, keys: &[(&str, bool)]) -> Result<(), String> {
     let object = record.as_object().ok_or("must be a JSON object")?;
-    if let Some(missing) = keys.iter().find(|key| !object.contains_key(**key)) {
-        return Err(format!("{missing} is missing (a record carries exactly: {})", keys.join(", ")));
+    let names: Vec<&str> = keys.iter().map(|(key, _)| *key).collect();
+    if let Some(missing) = names.iter().find(|key| !object.contains_key(**key)) {
+        return Err(format!("{missing} is missing (a record carries exactly: {})", names.join(", ")));
     }
-    if let Some(extra) = object.keys().find(|key| !keys.contains(&key.as_str())) {
+    if let Some(extra) = object.keys().find(|key| !names.contains(&key.as_str())) {
         return Err(format!(
             "{extra} is not a key of this record (a record carries exactly: {})",
-            keys.join(", ")
+            names.join(", ")
         ));
     }
     Ok(())

@@ -23,6 +23,28 @@ impl GroupLabel {
     }
 }
 
+/// The labels of records released unacknowledged: the server group, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReleaseLabel {
+    /// The server group.
+    pub group: String,
+    /// `retention`: the group had no WebSocket server for `notification.groupRetention`; `cap`: the outbox
+    /// reached `outbox.maxRecords` and other groups had acknowledged the records.
+    pub reason: String,
+}
+
+impl ReleaseLabel {
+    /// Released because the group was retired.
+    pub fn retention(group: &str) -> Self {
+        Self { group: group.to_owned(), reason: "retention".to_owned() }
+    }
+
+    /// Released to keep the outbox within its cap.
+    pub fn cap(group: &str) -> Self {
+        Self { group: group.to_owned(), reason: "cap".to_owned() }
+    }
+}
+
 /// Every notification metric; cheap to clone (the metrics share their values).
 #[derive(Debug, Clone)]
 pub struct NotifyMetrics {
@@ -38,6 +60,10 @@ pub struct NotifyMetrics {
     pub resent: Family<GroupLabel, Counter>,
     /// Records refused because the outbox was full (they are detected again later).
     pub refused_records: Counter,
+    /// Records a group will never receive: released at the cap or when the group was retired.
+    pub released_records: Family<ReleaseLabel, Counter>,
+    /// Server groups retired after `notification.groupRetention` without any WebSocket server.
+    pub groups_retired: Counter,
     /// 1 while the outbox is full.
     pub outbox_full: Gauge,
     /// Records skipped because one alone makes a message larger than `message.maxBytes`.
@@ -57,6 +83,8 @@ impl Default for NotifyMetrics {
             acknowledged: Family::default(),
             resent: Family::default(),
             refused_records: Counter::default(),
+            released_records: Family::default(),
+            groups_retired: Counter::default(),
             outbox_full: Gauge::default(),
             unsendable_records: Counter::default(),
             appended_records: Counter::default(),
@@ -89,6 +117,16 @@ impl NotifyMetrics {
             "refused_records",
             "Records refused because the outbox was full (detected again later)",
             self.refused_records.clone(),
+        );
+        registry.register(
+            "released_records",
+            "Records a server group will never receive: released at outbox.maxRecords (reason cap) or when the group was retired (reason retention)",
+            self.released_records.clone(),
+        );
+        registry.register(
+            "groups_retired",
+            "Server groups retired after notification.groupRetention without any WebSocket server",
+            self.groups_retired.clone(),
         );
         registry.register("outbox_full", "1 while the outbox is full", self.outbox_full.clone());
         registry.register(

@@ -5,10 +5,11 @@
 //! * a record is committed to the outbox, in the same transaction as the detector state that produced it,
 //!   before any message carrying it is built; a message is committed (id and exact text) before it is
 //!   first sent, so a resend, even after a restart, repeats the same `id` and payload (D12);
-//! * each server group has its own delivery position; records are deleted only when every known group has
-//!   acknowledged them (D13);
-//! * when the outbox is full, new records are refused and the detector keeps its old watermarks, so the
-//!   events are detected again later: nothing is dropped, the oldest unsent records are kept.
+//! * each server group has its own delivery position, which belongs to the group whatever happens to its
+//!   servers; records are deleted only when every known group has acknowledged them (D13), or released for
+//!   a group loudly, when it was retired or when the outbox reached its cap (see [`outbox`]);
+//! * when the outbox is full and no group has acknowledged its oldest records, new records are refused and
+//!   the detector keeps its old watermarks, so the events are detected again later.
 
 pub mod delivery;
 pub mod detector;
@@ -25,7 +26,7 @@ pub use delivery::{Delivery, DeliveryHandle, DeliveryTiming, NotificationSink, S
 pub use detector::{Detector, DetectorConfig};
 pub use metrics::NotifyMetrics;
 pub use notifications::Notifications;
-pub use outbox::{Outbox, OutboxConfig, OutboxError, PendingMessage};
+pub use outbox::{ConfiguredGroup, Outbox, OutboxConfig, OutboxError, PendingMessage};
 pub use primary_client::{PrimaryClient, PrimaryCredentials};
 
 /// The outbox database's file name inside the service's data directory.

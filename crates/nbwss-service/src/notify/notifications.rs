@@ -7,22 +7,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nbwss_protocol::{Codec, HostState, Properties};
+use nbwss_protocol::{Codec, Properties};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::delivery::{Delivery, DeliveryHandle, DeliveryTiming, NotificationSink, SinkError};
 use super::detector::{Detector, DetectorConfig};
 use super::metrics::NotifyMetrics;
-use super::outbox::{Outbox, OutboxConfig};
+use super::outbox::{ConfiguredGroup, Outbox, OutboxConfig};
 use super::primary_client::{PrimaryClient, PrimaryCredentials};
 use super::OUTBOX_FILE;
 use crate::config::ServiceConfig;
 use crate::session::{SessionHandle, Sessions};
-use crate::store::Store;
+use crate::store::{Server, Store};
 
 /// How often groups and sessions are looked at.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
+/// Groups detached past their retention are looked for every this many looks (5 s).
+const RETIRE_EVERY_TICKS: u64 = 20;
 /// API version the detector asks for: cursor pagination of jobs (NetBackup 10.2 and later).
 pub const DETECTOR_API_VERSION: &str = "9.0";
 
@@ -101,23 +103,22 @@ impl Notifications {
         let mut known_groups: Option<Vec<String>> = None;
         let mut ticker = tokio::time::interval(SUPERVISE_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
+            ticks += 1;
             match store.list() {
                 Ok(servers) => {
-                    let mut groups: Vec<String> = servers
-                        .into_iter()
-                        .filter(|server| server.state == HostState::Activated)
-                        .map(|server| server.group_id)
-                        .collect();
-                    groups.sort();
-                    groups.dedup();
-                    if known_groups.as_ref() != Some(&groups) {
+                    // Every group with a server, activated or not: a group's backlog outlives the state of
+                    // its servers (see the outbox).
+                    let groups = configured_groups(&servers);
+                    let names: Vec<String> = groups.iter().map(|group| group.group_id.clone()).collect();
+                    if known_groups.as_ref() != Some(&names) {
                         match self.outbox.sync_groups(&groups) {
-                            Ok(()) => known_groups = Some(groups),
+                            Ok(()) => known_groups = Some(names),
                             Err(error) => {
                                 tracing::error!(%error, "cannot register server groups for notifications")
                             }
@@ -125,6 +126,11 @@ impl Notifications {
                     }
                 }
                 Err(error) => tracing::error!(%error, "cannot read the WebSocket servers store"),
+            }
+            if ticks % RETIRE_EVERY_TICKS == 0 {
+                if let Err(error) = self.outbox.retire_detached(super::now_millis()) {
+                    tracing::error!(%error, "cannot retire server groups without servers");
+                }
             }
             deliveries.retain(|_, session| !session.is_closed());
             for session in sessions.connected() {
@@ -148,6 +154,20 @@ impl Notifications {
             }
         }
     }
+}
+
+/// The groups that have at least one WebSocket server, by name, each with when its first server was saved.
+fn configured_groups(servers: &[Server]) -> Vec<ConfiguredGroup> {
+    let mut groups: Vec<ConfiguredGroup> = Vec::new();
+    for server in servers {
+        let since_ms = server.saved_at.saturating_mul(1000);
+        match groups.iter_mut().find(|group| group.group_id == server.group_id) {
+            Some(group) => group.since_ms = group.since_ms.min(since_ms),
+            None => groups.push(ConfiguredGroup::new(server.group_id.clone(), since_ms)),
+        }
+    }
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    groups
 }
 
 /// Delivers to one session until it closes or the service stops.
@@ -193,9 +213,11 @@ impl NotificationSink for SessionSink {
         })?;
         let acks = self.acks.clone();
         let session = self.session.clone();
+        let id = message.id;
         self.tracker.spawn(async move {
             tokio::select! {
-                response = response => if let Ok(response) = response { acks.on_ack(&response.id) },
+                // Any RESPONSE with the id acknowledges, decodable or not (D11); only a closed session does not.
+                response = response => if response.is_ok() { acks.on_ack(&id) },
                 () = session.closed() => {}
             }
         });

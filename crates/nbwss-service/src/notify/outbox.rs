@@ -7,18 +7,38 @@
 //! would lose an event whose trace the primary server no longer shows (an image that is gone). Commits are
 //! one per poll, not one per record, so the extra fsync is cheap.
 //!
-//! Groups: a newly registered group starts at the oldest record still in the outbox, so it receives
-//! everything the outbox still holds (with no group at all, records are kept until the first group
-//! appears or the cap is reached). A group that is no longer registered is forgotten with its messages.
+//! Groups: a server group's backlog belongs to the group, not to its servers' state. The outbox knows every
+//! group that has a WebSocket server, activated or not; deactivating, deleting or re-adding servers never
+//! moves a group's position nor drops its unacknowledged messages, so delivery resumes where it stopped when
+//! a server of the group connects again. A group left without any server is *detached*: it keeps its backlog
+//! for `notification.groupRetention` (a server of the group saved again in that time takes it back), then it
+//! is *retired*: forgotten with its messages, with a log line and `nbwss_notification_groups_retired_total`.
+//!
+//! A new group receives the records detected since its first server was saved; the very first group (no
+//! group known) receives everything held, since records are kept while no group exists.
+//!
+//! Invariant (what lets a record go; ARCHITECTURE.md invariant 7): a record stays until every group the
+//! outbox knows has acknowledged it, or the groups that have not were retired after the retention period,
+//! or the outbox reached `outbox.maxRecords` and another group had already acknowledged it. Those two
+//! releases, and a record too large for any message (`message.maxBytes`; skipped, logged and counted in
+//! `nbwss_notification_unsendable_records_total`), are the only ways a record leaves unacknowledged by a
+//! group; the releases log the group and the count and add to
+//! `nbwss_notification_released_records_total{group, reason}`. The cap still bounds the records
+//! held: when no group has acknowledged the oldest records, new records are refused (loudly) instead, and
+//! detection finds them again later. Messages already built for a group keep their text, so a release never
+//! takes back what a group was sent.
+//!
+//! Locking: every write is an IMMEDIATE transaction, so another process writing the same file
+//! (`nbwss notify`) waits for the busy timeout instead of failing at once with "database is locked".
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use nbwss_protocol::{Body, Codec, Message};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::metrics::{GroupLabel, NotifyMetrics};
+use super::metrics::{GroupLabel, NotifyMetrics, ReleaseLabel};
 use super::{group_records, now_millis, Record};
 
 /// Outbox limits.
@@ -33,6 +53,8 @@ pub struct OutboxConfig {
     /// Largest encoded NOTIFICATION REQUEST (`message.maxBytes`): a batch that would be larger is split,
     /// so the endpoint never receives a message it must refuse by closing the connection (D4).
     pub max_message_bytes: usize,
+    /// How long a group without any server keeps its backlog (`notification.groupRetention`).
+    pub group_retention: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -50,6 +72,7 @@ impl OutboxConfig {
             batch_size: properties.notification_batch_size,
             max_unacked: properties.notification_max_unacked,
             max_message_bytes: properties.message_max_bytes,
+            group_retention: properties.notification_group_retention,
         }
     }
 }
@@ -65,7 +88,7 @@ pub enum OutboxError {
     Record(#[from] serde_json::Error),
     /// The outbox holds `held` records and may hold `cap`; the new records were refused (not dropped: the
     /// caller keeps them or detects them again).
-    #[error("notification outbox full: {held} records held, cap {cap} (outbox.maxRecords); {refused} new record(s) refused until endpoints acknowledge")]
+    #[error("notification outbox full: {held} records held, cap {cap} (outbox.maxRecords), none of the oldest acknowledged by any server group; {refused} new record(s) refused until endpoints acknowledge")]
     Full {
         /// Records in the outbox.
         held: usize,
@@ -92,6 +115,19 @@ pub enum OutboxError {
     Poisoned,
 }
 
+impl OutboxError {
+    /// Whether another process kept the database locked for longer than the busy timeout.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(error) if matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        )
+    }
+}
+
 /// A NOTIFICATION REQUEST committed for a group: its id and exact text, sent as is every time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMessage {
@@ -105,6 +141,23 @@ pub struct PendingMessage {
     pub sends: u32,
 }
 
+/// A server group as the WebSocket servers store has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredGroup {
+    /// The group id.
+    pub group_id: String,
+    /// When its first WebSocket server was saved (Unix ms): a new group receives the records detected
+    /// from then on.
+    pub since_ms: i64,
+}
+
+impl ConfiguredGroup {
+    /// A group whose first server was saved at `since_ms`.
+    pub fn new(group_id: impl Into<String>, since_ms: i64) -> Self {
+        Self { group_id: group_id.into(), since_ms }
+    }
+}
+
 /// The delivery state of one group, for metrics and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStats {
@@ -116,6 +169,8 @@ pub struct GroupStats {
     pub oldest_unacked_sent_ms: Option<i64>,
     /// Messages built and not acknowledged.
     pub unacked_messages: usize,
+    /// Since when the group has had no WebSocket server (Unix ms), if it has none.
+    pub detached_since_ms: Option<i64>,
 }
 
 /// What the detector remembers of an image, to tell CREATE, UPDATE, DELETE and NO_LOCAL_COPY_AVAILABLE.
@@ -144,7 +199,8 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE TABLE IF NOT EXISTS groups (
     group_id TEXT PRIMARY KEY,
-    position INTEGER NOT NULL
+    position INTEGER NOT NULL,
+    detached_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
@@ -188,16 +244,17 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Opens (creating if needed) the outbox database at `path`.
+    /// Opens (creating if needed) the outbox database at `path`, bringing a database of an earlier version
+    /// up to date (it keeps every record, message and position).
     pub fn open(path: &Path, config: OutboxConfig, metrics: NotifyMetrics) -> Result<Self, OutboxError> {
         // Job and client names of the backup estate: owner-only like the rest of the data directory.
         crate::files::prepare_private_database(path)
             .map_err(|error| OutboxError::Files(format!("{error:#}")))?;
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(Duration::from_secs(10))?;
+        let mut connection = Connection::open(path)?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.execute_batch(SCHEMA)?;
+        migrate(&mut connection)?;
         Ok(Self {
             connection: Mutex::new(connection),
             config,
@@ -223,6 +280,12 @@ impl Outbox {
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, OutboxError> {
         self.connection.lock().map_err(|_| OutboxError::Poisoned)
+    }
+
+    /// How long a write waits for another process's transaction (default 10 s); `nbwss notify` waits
+    /// longer rather than fail beside a busy service.
+    pub fn set_busy_timeout(&self, timeout: Duration) -> Result<(), OutboxError> {
+        Ok(self.lock()?.busy_timeout(timeout)?)
     }
 
     /// Appends records in one transaction, in the given order. Refused whole when the cap would be passed,
@@ -253,20 +316,27 @@ impl Outbox {
         work: impl FnOnce(&mut Detection<'_>) -> Result<T, OutboxError>,
     ) -> Result<T, OutboxError> {
         let mut connection = self.lock()?;
-        let transaction = connection.transaction()?;
+        let transaction = write_transaction(&mut connection)?;
         let mut detection = Detection { transaction: &transaction, records: Vec::new() };
         let value = work(&mut detection)?;
         let records = std::mem::take(&mut detection.records);
+        let mut released = Vec::new();
         if !records.is_empty() {
             let held = count_records(&transaction)?;
             // An empty outbox takes any batch, so a single poll larger than the cap cannot stall detection.
             if held > 0 && held + records.len() > self.config.max_records {
-                drop(transaction);
-                self.metrics.refused_records.inc_by(records.len() as u64);
-                self.metrics.outbox_full.set(1);
-                let error = OutboxError::Full { held, cap: self.config.max_records, refused: records.len() };
-                tracing::error!(%error, "notification outbox full: detection paused, nothing dropped");
-                return Err(error);
+                match release_for_cap(&transaction, held + records.len() - self.config.max_records)? {
+                    Some(groups) => released = groups,
+                    None => {
+                        drop(transaction);
+                        self.metrics.refused_records.inc_by(records.len() as u64);
+                        self.metrics.outbox_full.set(1);
+                        let error =
+                            OutboxError::Full { held, cap: self.config.max_records, refused: records.len() };
+                        tracing::error!(%error, "notification outbox full: detection paused, nothing dropped");
+                        return Err(error);
+                    }
+                }
             }
             let now = now_millis();
             let mut insert = transaction
@@ -277,6 +347,15 @@ impl Outbox {
             drop(insert);
         }
         transaction.commit()?;
+        for (group, count) in released {
+            tracing::error!(
+                group,
+                released = count,
+                cap = self.config.max_records,
+                "notification outbox at its cap (outbox.maxRecords): this server group's oldest unacknowledged records were released so that the other groups keep receiving; raise outbox.maxRecords or bring the group's endpoint back"
+            );
+            self.metrics.released_records.get_or_create(&ReleaseLabel::cap(&group)).inc_by(count as u64);
+        }
         self.metrics.outbox_full.set(0);
         if !records.is_empty() {
             self.metrics.appended_records.inc_by(records.len() as u64);
@@ -285,35 +364,110 @@ impl Outbox {
         Ok(value)
     }
 
-    /// Makes the known groups exactly `groups`: new ones start at the oldest record held, missing ones are
-    /// forgotten with their messages. Then deletes records every remaining group has acknowledged.
-    pub fn sync_groups(&self, groups: &[String]) -> Result<(), OutboxError> {
+    /// Follows the store: `groups` are the groups that have at least one WebSocket server, activated or
+    /// not. A group not known yet is registered (at the records detected since `since_ms`, or at the oldest
+    /// record held when it is the first group); a known group keeps its position and messages, and is
+    /// detached when it is missing from `groups` or attached again when it is back. Groups detached for
+    /// longer than the retention period are retired, and records no group needs any more are deleted.
+    pub fn sync_groups(&self, groups: &[ConfiguredGroup]) -> Result<(), OutboxError> {
+        let now = now_millis();
         let mut connection = self.lock()?;
-        let transaction = connection.transaction()?;
-        let known: Vec<String> = {
-            let mut select = transaction.prepare("SELECT group_id FROM groups")?;
-            let rows = select.query_map([], |row| row.get(0))?;
+        let transaction = write_transaction(&mut connection)?;
+        let known: Vec<(String, Option<i64>)> = {
+            let mut select = transaction.prepare("SELECT group_id, detached_ms FROM groups")?;
+            let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        for group in known.iter().filter(|group| !groups.contains(group)) {
-            transaction.execute("DELETE FROM messages WHERE group_id = ?1", [group])?;
-            transaction.execute("DELETE FROM groups WHERE group_id = ?1", [group])?;
-            tracing::info!(group, "server group no longer active: its notification backlog is dropped");
+        let configured = |group: &str| groups.iter().any(|configured| configured.group_id == group);
+        for (group, detached) in &known {
+            match (configured(group), detached) {
+                (false, None) => {
+                    transaction.execute(
+                        "UPDATE groups SET detached_ms = ?1 WHERE group_id = ?2",
+                        params![now, group],
+                    )?;
+                    let depth = group_depth(&transaction, group)?;
+                    tracing::warn!(
+                        group,
+                        unacknowledged = depth,
+                        retention_s = self.config.group_retention.as_secs(),
+                        "server group has no WebSocket server any more: its notification backlog is kept for notification.groupRetention, and delivered if a server of the group is saved again"
+                    );
+                }
+                (true, Some(_)) => {
+                    transaction
+                        .execute("UPDATE groups SET detached_ms = NULL WHERE group_id = ?1", [group])?;
+                    tracing::info!(group, "server group has a WebSocket server again: its notification delivery resumes where it stopped");
+                }
+                _ => {}
+            }
         }
-        let start: i64 = transaction.query_row(
-            "SELECT COALESCE((SELECT MIN(seq) - 1 FROM records), \
-             (SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0)",
+        let last_seq: i64 = transaction.query_row(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0)",
             [],
             |row| row.get(0),
         )?;
-        for group in groups.iter().filter(|group| !known.contains(group)) {
-            transaction
-                .execute("INSERT INTO groups (group_id, position) VALUES (?1, ?2)", params![group, start])?;
-            tracing::info!(group, after_record = start, "server group registered for notifications");
+        for group in groups.iter().filter(|group| !known.iter().any(|(name, _)| *name == group.group_id)) {
+            // The first group takes everything held; a later one what was detected since it exists.
+            let since = if known.is_empty() { i64::MIN } else { group.since_ms };
+            let start: i64 = transaction.query_row(
+                "SELECT COALESCE((SELECT MIN(seq) - 1 FROM records WHERE detected_ms >= ?1), ?2)",
+                params![since, last_seq],
+                |row| row.get(0),
+            )?;
+            transaction.execute(
+                "INSERT INTO groups (group_id, position) VALUES (?1, ?2)",
+                params![group.group_id, start],
+            )?;
+            tracing::info!(
+                group = group.group_id,
+                after_record = start,
+                "server group registered for notifications"
+            );
         }
+        let retired = retire(&transaction, now, self.config.group_retention)?;
         prune(&transaction)?;
         transaction.commit()?;
+        self.count_retired(&retired);
         Ok(())
+    }
+
+    /// Retires the groups detached for longer than the retention period (see [`Outbox::sync_groups`]);
+    /// returns how many. Cheap when none is due: one read.
+    pub fn retire_detached(&self, now_ms: i64) -> Result<usize, OutboxError> {
+        let mut connection = self.lock()?;
+        let due: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM groups WHERE detached_ms IS NOT NULL AND detached_ms <= ?1)",
+            [retired_before(now_ms, self.config.group_retention)],
+            |row| row.get(0),
+        )?;
+        if !due {
+            return Ok(0);
+        }
+        let transaction = write_transaction(&mut connection)?;
+        let retired = retire(&transaction, now_ms, self.config.group_retention)?;
+        transaction.commit()?;
+        self.count_retired(&retired);
+        Ok(retired.len())
+    }
+
+    fn count_retired(&self, retired: &[(String, usize)]) {
+        for (group, released) in retired {
+            tracing::warn!(
+                group,
+                released,
+                retention_s = self.config.group_retention.as_secs(),
+                "server group had no WebSocket server for notification.groupRetention: retired, its unacknowledged notifications released"
+            );
+            self.metrics.groups_retired.inc();
+            self.metrics
+                .released_records
+                .get_or_create(&ReleaseLabel::retention(group))
+                .inc_by(*released as u64);
+            // The group's gauges go with it; its counters stay, as counters do.
+            self.metrics.outbox_depth.remove(&GroupLabel::of(group));
+            self.metrics.oldest_unacked_age_seconds.remove(&GroupLabel::of(group));
+        }
     }
 
     /// The groups known, in name order.
@@ -331,7 +485,7 @@ impl Outbox {
     /// this group with an error log and a metric (it could never be delivered, and must not stall the rest).
     pub fn next_message(&self, group: &str) -> Result<Option<PendingMessage>, OutboxError> {
         let mut connection = self.lock()?;
-        let transaction = connection.transaction()?;
+        let transaction = write_transaction(&mut connection)?;
         let Some(mut position) = group_position(&transaction, group)? else { return Ok(None) };
         let out: usize =
             transaction.query_row("SELECT COUNT(*) FROM messages WHERE group_id = ?1", [group], |row| {
@@ -371,7 +525,7 @@ impl Outbox {
     /// again under new ids (delivery is at least once, D12).
     pub fn split_oversized(&self) -> Result<usize, OutboxError> {
         let mut connection = self.lock()?;
-        let transaction = connection.transaction()?;
+        let transaction = write_transaction(&mut connection)?;
         let oversized: Vec<(String, String, i64, i64)> = {
             let mut select = transaction.prepare(
                 "SELECT id, group_id, first_seq, last_seq FROM messages \
@@ -513,7 +667,7 @@ impl Outbox {
     /// now acknowledged. Returns whether the id named an unacknowledged message of the group.
     pub fn ack(&self, group: &str, id: &str) -> Result<bool, OutboxError> {
         let mut connection = self.lock()?;
-        let transaction = connection.transaction()?;
+        let transaction = write_transaction(&mut connection)?;
         let removed = transaction
             .execute("DELETE FROM messages WHERE group_id = ?1 AND id = ?2", params![group, id])?;
         if removed > 0 {
@@ -530,7 +684,7 @@ impl Outbox {
     /// many named an unacknowledged message of the group.
     pub fn ack_all(&self, group: &str, ids: &[String]) -> Result<usize, OutboxError> {
         let mut connection = self.lock()?;
-        let transaction = connection.transaction()?;
+        let transaction = write_transaction(&mut connection)?;
         let mut removed = 0;
         {
             let mut delete =
@@ -562,7 +716,8 @@ impl Outbox {
                (SELECT COUNT(*) FROM records r WHERE r.seq >= \
                   COALESCE((SELECT MIN(first_seq) FROM messages m WHERE m.group_id = g.group_id), g.position + 1)), \
                (SELECT MIN(first_sent_ms) FROM messages m WHERE m.group_id = g.group_id), \
-               (SELECT COUNT(*) FROM messages m WHERE m.group_id = g.group_id) \
+               (SELECT COUNT(*) FROM messages m WHERE m.group_id = g.group_id), \
+               g.detached_ms \
              FROM groups g ORDER BY g.group_id",
         )?;
         let rows = select.query_map([], |row| {
@@ -571,6 +726,7 @@ impl Outbox {
                 depth: row.get::<_, i64>(1)? as usize,
                 oldest_unacked_sent_ms: row.get(2)?,
                 unacked_messages: row.get::<_, i64>(3)? as usize,
+                detached_since_ms: row.get(4)?,
             })
         })?;
         let stats: Vec<GroupStats> = rows.collect::<Result<_, _>>()?;
@@ -747,20 +903,144 @@ fn group_position(connection: &Connection, group: &str) -> rusqlite::Result<Opti
         .optional()
 }
 
-/// Deletes the records every known group has acknowledged: those before each group's oldest unacknowledged
-/// message, or up to its position when it has none. With no group known, nothing is deleted.
+/// The first record a group has not acknowledged: its oldest unacknowledged message's, or the one after its
+/// position when it has none.
+const GROUP_LOW: &str =
+    "COALESCE((SELECT MIN(first_seq) FROM messages m WHERE m.group_id = g.group_id), g.position + 1)";
+
+/// Deletes the records every known group has acknowledged. With no group known, nothing is deleted.
 fn prune(connection: &Connection) -> rusqlite::Result<()> {
     connection.execute(
-        "DELETE FROM records WHERE seq < (SELECT MIN(low) FROM (SELECT \
-           COALESCE((SELECT MIN(first_seq) FROM messages m WHERE m.group_id = g.group_id), g.position + 1) AS low \
-         FROM groups g)) AND EXISTS (SELECT 1 FROM groups)",
+        &format!(
+            "DELETE FROM records WHERE seq < (SELECT MIN({GROUP_LOW}) FROM groups g) \
+             AND EXISTS (SELECT 1 FROM groups)"
+        ),
         [],
     )?;
     Ok(())
 }
 
+/// Records the group has not acknowledged.
+fn group_depth(connection: &Connection, group: &str) -> rusqlite::Result<usize> {
+    connection
+        .query_row(
+            &format!(
+                "SELECT COUNT(*) FROM records WHERE seq >= (SELECT {GROUP_LOW} FROM groups g WHERE g.group_id = ?1)"
+            ),
+            [group],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|count| count as usize)
+}
+
+/// The detach time at or before which a group is retired.
+fn retired_before(now_ms: i64, retention: Duration) -> i64 {
+    now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Retires the groups detached at or before `now_ms - retention`: each is forgotten with its messages, and
+/// the records no remaining group needs are deleted (all of them when no group remains: every record held
+/// was detected while a retired group existed). Returns each retired group with the records it released.
+fn retire(
+    connection: &Connection,
+    now_ms: i64,
+    retention: Duration,
+) -> rusqlite::Result<Vec<(String, usize)>> {
+    let due: Vec<String> = {
+        let mut select = connection.prepare(
+            "SELECT group_id FROM groups WHERE detached_ms IS NOT NULL AND detached_ms <= ?1 ORDER BY group_id",
+        )?;
+        let rows = select.query_map([retired_before(now_ms, retention)], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut retired = Vec::new();
+    for group in due {
+        let before = count_records(connection)?;
+        connection.execute("DELETE FROM messages WHERE group_id = ?1", [&group])?;
+        connection.execute("DELETE FROM groups WHERE group_id = ?1", [&group])?;
+        let remaining: i64 = connection.query_row("SELECT COUNT(*) FROM groups", [], |row| row.get(0))?;
+        if remaining == 0 {
+            connection.execute("DELETE FROM records", [])?;
+        } else {
+            prune(connection)?;
+        }
+        retired.push((group, before - count_records(connection)?));
+    }
+    Ok(retired)
+}
+
+/// Makes room for `needed` records at the cap by releasing the oldest records that the most advanced group
+/// has acknowledged, for the groups behind it: their positions move past the released records (messages
+/// already built keep their text). Returns the records released per group, or `None` when not enough of
+/// the oldest records were acknowledged by any group (then nothing changed).
+fn release_for_cap(connection: &Connection, needed: usize) -> rusqlite::Result<Option<Vec<(String, usize)>>> {
+    let leader_low: Option<i64> =
+        connection.query_row(&format!("SELECT MAX({GROUP_LOW}) FROM groups g"), [], |row| row.get(0))?;
+    let Some(leader_low) = leader_low else { return Ok(None) };
+    let releasable: i64 =
+        connection
+            .query_row("SELECT COUNT(*) FROM records WHERE seq < ?1", [leader_low], |row| row.get(0))?;
+    if (releasable as usize) < needed || needed == 0 {
+        return Ok(None);
+    }
+    let cutoff: i64 = connection.query_row(
+        "SELECT seq FROM records ORDER BY seq LIMIT 1 OFFSET ?1",
+        [needed as i64 - 1],
+        |row| row.get(0),
+    )?;
+    let released: Vec<(String, usize)> = {
+        let mut select = connection.prepare(
+            "SELECT g.group_id, (SELECT COUNT(*) FROM records r WHERE r.seq > g.position AND r.seq <= ?1) \
+             FROM groups g WHERE g.position < ?1 ORDER BY g.group_id",
+        )?;
+        let rows = select.query_map([cutoff], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as usize)))?;
+        rows.collect::<Result<Vec<_>, _>>()?.into_iter().filter(|(_, count)| *count > 0).collect()
+    };
+    connection.execute("DELETE FROM records WHERE seq <= ?1", [cutoff])?;
+    connection.execute("UPDATE groups SET position = ?1 WHERE position < ?1", [cutoff])?;
+    Ok(Some(released))
+}
+
+/// Waiting this long for another process's write before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema version this code writes (`PRAGMA user_version`). 0: the first version (no
+/// `groups.detached_ms`; a group without an activated server was forgotten); 2: groups outlive their servers.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Creates the tables, or brings an earlier version's up to date, in one transaction.
+fn migrate(connection: &mut Connection) -> Result<(), OutboxError> {
+    let transaction = write_transaction(connection)?;
+    let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version < SCHEMA_VERSION {
+        transaction.execute_batch(SCHEMA)?;
+        let has_detached: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('groups') WHERE name = 'detached_ms')",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_detached {
+            transaction.execute_batch("ALTER TABLE groups ADD COLUMN detached_ms INTEGER")?;
+            tracing::info!(
+                "notification outbox upgraded: server groups now keep their backlog without servers"
+            );
+        }
+        transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+/// A transaction that takes the write lock at once (waiting for the busy timeout), so that it can never
+/// fail half-way for a lock another process took after it started reading.
+fn write_transaction(connection: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    connection.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use nbwss_protocol::{ImageOperation, ImageRecord, JobRecord, JobState, JobType, ScheduleType};
 
@@ -791,7 +1071,44 @@ mod tests {
     }
 
     fn config(batch_size: usize, max_unacked: usize, max_records: usize) -> OutboxConfig {
-        OutboxConfig { max_records, batch_size, max_unacked, ..OutboxConfig::default() }
+        OutboxConfig {
+            max_records,
+            batch_size,
+            max_unacked,
+            group_retention: Duration::from_secs(3600),
+            ..OutboxConfig::default()
+        }
+    }
+
+    /// Groups whose first server was saved at the epoch: a new one takes everything held.
+    fn groups(names: &[&str]) -> Vec<ConfiguredGroup> {
+        names.iter().map(|name| ConfiguredGroup::new(*name, 0)).collect()
+    }
+
+    /// Delivers and acknowledges everything the group has not seen; the job ids it carried.
+    fn drain(outbox: &Outbox, group: &str) -> Vec<i64> {
+        let mut ids = Vec::new();
+        while let Some(message) = outbox.next_message(group).unwrap() {
+            ids.extend(job_ids(&message));
+            assert!(outbox.ack(group, &message.id).unwrap());
+        }
+        ids
+    }
+
+    fn job_ids(message: &PendingMessage) -> Vec<i64> {
+        payload_of(message)
+            .into_iter()
+            .flat_map(|group| match group {
+                nbwss_protocol::NotificationGroup::Jobs { records, .. } => {
+                    records.into_iter().map(|job| job.job_id).collect::<Vec<_>>()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn jobs(ids: std::ops::RangeInclusive<i64>) -> Vec<Record> {
+        ids.map(|id| job(id, JobState::Active)).collect()
     }
 
     fn open(dir: &Path, config: OutboxConfig) -> Outbox {
@@ -809,7 +1126,7 @@ mod tests {
     fn batches_in_detection_order_grouping_consecutive_objects() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path(), config(3, 10, 100));
-        outbox.sync_groups(&["g".into()]).unwrap();
+        outbox.sync_groups(&groups(&["g"])).unwrap();
         outbox
             .append(&[job(1, JobState::Active), job(2, JobState::Active), image(10), job(1, JobState::Done)])
             .unwrap();
@@ -829,18 +1146,6 @@ mod tests {
         );
     }
 
-    fn job_ids(message: &PendingMessage) -> Vec<i64> {
-        payload_of(message)
-            .into_iter()
-            .flat_map(|group| match group {
-                nbwss_protocol::NotificationGroup::Jobs { records, .. } => {
-                    records.into_iter().map(|job| job.job_id).collect::<Vec<_>>()
-                }
-                other => panic!("not jobs: {other:?}"),
-            })
-            .collect()
-    }
-
     fn with_client_name(job_id: i64, name_bytes: usize) -> Record {
         let Record::Job(mut record) = job(job_id, JobState::Done) else { unreachable!() };
         record.client_name = "c".repeat(name_bytes);
@@ -852,7 +1157,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let limit = 2048;
         let outbox = open(dir.path(), OutboxConfig { max_message_bytes: limit, ..config(100, 100, 1000) });
-        outbox.sync_groups(&["g".into()]).unwrap();
+        outbox.sync_groups(&groups(&["g"])).unwrap();
         outbox.append(&(1..=40).map(|id| with_client_name(id, 100)).collect::<Vec<_>>()).unwrap();
         let mut seen = Vec::new();
         let mut messages = 0;
@@ -871,7 +1176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let limit = 2048;
         let outbox = open(dir.path(), OutboxConfig { max_message_bytes: limit, ..config(100, 100, 1000) });
-        outbox.sync_groups(&["g".into()]).unwrap();
+        outbox.sync_groups(&groups(&["g"])).unwrap();
         // Local ingest is told at once.
         let error = outbox.append(&[job(1, JobState::Done), with_client_name(2, 4096)]).unwrap_err();
         assert!(matches!(error, OutboxError::RecordTooBig { limit: 2048, .. }), "{error}");
@@ -901,7 +1206,7 @@ mod tests {
         let records: Vec<Record> = (1..=30).map(|id| with_client_name(id, 100)).collect();
         let old_id = {
             let outbox = open(dir.path(), config(100, 100, 1000));
-            outbox.sync_groups(&["g".into()]).unwrap();
+            outbox.sync_groups(&groups(&["g"])).unwrap();
             outbox.append(&records).unwrap();
             let message = outbox.next_message("g").unwrap().unwrap();
             assert!(message.text.len() > 2048);
@@ -921,7 +1226,7 @@ mod tests {
     fn window_bounds_unacknowledged_messages() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path(), config(1, 2, 100));
-        outbox.sync_groups(&["g".into()]).unwrap();
+        outbox.sync_groups(&groups(&["g"])).unwrap();
         outbox
             .append(&[job(1, JobState::Active), job(2, JobState::Active), job(3, JobState::Active)])
             .unwrap();
@@ -937,7 +1242,7 @@ mod tests {
     fn resend_is_due_after_the_rate_with_the_same_text() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path(), config(10, 10, 100));
-        outbox.sync_groups(&["g".into()]).unwrap();
+        outbox.sync_groups(&groups(&["g"])).unwrap();
         outbox.append(&[job(1, JobState::Queued)]).unwrap();
         let message = outbox.next_message("g").unwrap().unwrap();
         let rate = Duration::from_secs(5);
@@ -963,7 +1268,7 @@ mod tests {
     fn records_leave_only_when_every_group_acknowledged_them() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path(), config(10, 10, 100));
-        outbox.sync_groups(&["a".into(), "b".into()]).unwrap();
+        outbox.sync_groups(&groups(&["a", "b"])).unwrap();
         outbox.append(&[job(1, JobState::Active), job(2, JobState::Done)]).unwrap();
         let to_a = outbox.next_message("a").unwrap().unwrap();
         let to_b = outbox.next_message("b").unwrap().unwrap();
@@ -979,7 +1284,7 @@ mod tests {
     fn out_of_order_acks_keep_records_of_the_oldest_unacknowledged_message() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path(), config(1, 10, 100));
-        outbox.sync_groups(&["g".into()]).unwrap();
+        outbox.sync_groups(&groups(&["g"])).unwrap();
         outbox.append(&[job(1, JobState::Active), job(2, JobState::Active)]).unwrap();
         let first = outbox.next_message("g").unwrap().unwrap();
         let second = outbox.next_message("g").unwrap().unwrap();
@@ -990,35 +1295,215 @@ mod tests {
     }
 
     #[test]
-    fn new_group_gets_what_is_held_and_a_removed_group_is_forgotten() {
+    fn the_first_group_gets_what_is_held_and_a_later_one_what_was_detected_since_it_exists() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path(), config(10, 10, 100));
         outbox.append(&[job(1, JobState::Active)]).unwrap();
-        outbox.sync_groups(&["a".into()]).unwrap();
+        outbox.sync_groups(&groups(&["a"])).unwrap();
         assert_eq!(outbox.record_count().unwrap(), 1, "kept for the first group");
-        let to_a = outbox.next_message("a").unwrap().unwrap();
-        assert_eq!(to_a.records, 1);
-        outbox.ack("a", &to_a.id).unwrap();
-        assert_eq!(outbox.record_count().unwrap(), 0);
         outbox.append(&[job(2, JobState::Active)]).unwrap();
-        outbox.sync_groups(&["a".into(), "b".into()]).unwrap();
-        assert_eq!(
-            outbox.next_message("b").unwrap().unwrap().records,
-            1,
-            "b starts at the oldest record held"
-        );
-        outbox.sync_groups(&["a".into()]).unwrap();
+        let later = now_millis() + 60_000;
+        outbox.sync_groups(&[ConfiguredGroup::new("a", 0), ConfiguredGroup::new("b", later)]).unwrap();
+        assert!(outbox.next_message("b").unwrap().is_none(), "b's server was saved after jobs 1 and 2");
+        assert_eq!(drain(&outbox, "a"), [1, 2]);
+        assert_eq!(outbox.record_count().unwrap(), 0, "b does not hold what was detected before it existed");
+        outbox.append(&[job(3, JobState::Active)]).unwrap();
+        // Records carry the time they were detected; b exists from `later` on, so job 3 is not b's either.
+        outbox.sync_groups(&[ConfiguredGroup::new("a", 0), ConfiguredGroup::new("c", 0)]).unwrap();
+        assert_eq!(outbox.groups().unwrap(), ["a", "b", "c"], "b is detached, not forgotten");
+        assert_eq!(drain(&outbox, "c"), [3], "c's server was saved before job 3");
+    }
+
+    #[test]
+    fn a_group_without_servers_keeps_its_backlog_and_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path(), config(4, 3, 1000));
+        outbox.sync_groups(&groups(&["a", "b"])).unwrap();
+        outbox.append(&jobs(1..=10)).unwrap();
+        assert_eq!(drain(&outbox, "a"), (1..=10).collect::<Vec<_>>());
+        // b got one message, not acknowledged, then lost its last server.
+        let sent = outbox.next_message("b").unwrap().unwrap();
+        outbox.sync_groups(&groups(&["a"])).unwrap();
+        let stats = outbox.stats(now_millis()).unwrap();
+        assert!(stats[1].detached_since_ms.is_some(), "{stats:?}");
+        outbox.append(&jobs(11..=25)).unwrap();
+        assert_eq!(drain(&outbox, "a"), (11..=25).collect::<Vec<_>>());
+        assert_eq!(outbox.record_count().unwrap(), 25, "everything b has not acknowledged is kept");
+        // A server of b is saved again: the same unacknowledged message first, then the rest, each once.
+        outbox.sync_groups(&groups(&["a", "b"])).unwrap();
+        assert_eq!(outbox.stats(now_millis()).unwrap()[1].detached_since_ms, None);
+        assert_eq!(outbox.unacked("b").unwrap(), std::slice::from_ref(&sent));
+        let mut delivered = job_ids(&sent);
+        outbox.ack("b", &sent.id).unwrap();
+        delivered.extend(drain(&outbox, "b"));
+        assert_eq!(delivered, (1..=25).collect::<Vec<_>>(), "every record once, in order");
+        assert_eq!(outbox.record_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_group_without_servers_past_its_retention_is_retired_and_releases_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut limits = config(10, 10, 100);
+        limits.group_retention = Duration::from_secs(60);
+        let outbox = open(dir.path(), limits);
+        outbox.sync_groups(&groups(&["a", "b"])).unwrap();
+        outbox.append(&jobs(1..=3)).unwrap();
+        drain(&outbox, "a");
+        outbox.sync_groups(&groups(&["a"])).unwrap();
+        let detached = outbox.stats(now_millis()).unwrap()[1].detached_since_ms.unwrap();
+        assert_eq!(outbox.retire_detached(detached + 59_999).unwrap(), 0, "within the retention period");
+        assert_eq!(outbox.record_count().unwrap(), 3);
+        assert_eq!(outbox.retire_detached(detached + 60_000).unwrap(), 1);
         assert_eq!(outbox.groups().unwrap(), ["a"]);
-        let to_a = outbox.next_message("a").unwrap().unwrap();
-        outbox.ack("a", &to_a.id).unwrap();
-        assert_eq!(outbox.record_count().unwrap(), 0, "b no longer holds records back");
+        assert_eq!(outbox.record_count().unwrap(), 0, "a had acknowledged them all");
+        let metrics = outbox.metrics();
+        assert_eq!(metrics.groups_retired.get(), 1);
+        assert_eq!(metrics.released_records.get_or_create(&ReleaseLabel::retention("b")).get(), 3);
+
+        // The last group retired: nothing is kept for a group that may never come.
+        outbox.append(&jobs(4..=5)).unwrap();
+        outbox.sync_groups(&[]).unwrap();
+        let detached = outbox.stats(now_millis()).unwrap()[0].detached_since_ms.unwrap();
+        assert_eq!(outbox.retire_detached(detached + 60_000).unwrap(), 1);
+        assert_eq!(outbox.record_count().unwrap(), 0);
+        assert_eq!(metrics.released_records.get_or_create(&ReleaseLabel::retention("a")).get(), 2);
+    }
+
+    #[test]
+    fn at_the_cap_a_group_behind_loses_only_what_another_group_acknowledged_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path(), config(2, 10, 10));
+        outbox.sync_groups(&groups(&["a", "b"])).unwrap();
+        outbox.append(&jobs(1..=10)).unwrap();
+        // Nobody acknowledged anything: at the cap new records are refused, nothing is released.
+        assert!(matches!(outbox.append(&jobs(11..=11)), Err(OutboxError::Full { .. })));
+        // b got (and never acknowledged) one message; a acknowledges everything.
+        let sent_to_b = outbox.next_message("b").unwrap().unwrap();
+        assert_eq!(drain(&outbox, "a"), (1..=10).collect::<Vec<_>>());
+        for batch in [11..=14, 15..=20, 21..=30] {
+            outbox.append(&jobs(batch.clone())).unwrap();
+            assert_eq!(drain(&outbox, "a"), batch.collect::<Vec<_>>(), "a is not held back by b");
+            assert!(outbox.record_count().unwrap() <= 10, "the cap bounds what is held");
+        }
+        let released = outbox.metrics().released_records.get_or_create(&ReleaseLabel::cap("b")).get();
+        // b keeps its built message (jobs 1-2) and the 10 newest records; the 18 between were released.
+        let mut delivered = job_ids(&sent_to_b);
+        outbox.ack("b", &sent_to_b.id).unwrap();
+        delivered.extend(drain(&outbox, "b"));
+        assert_eq!(delivered, [1, 2].into_iter().chain(21..=30).collect::<Vec<_>>());
+        assert_eq!(released, 18);
+        assert_eq!(outbox.metrics().released_records.get_or_create(&ReleaseLabel::cap("a")).get(), 0);
+        assert_eq!(outbox.record_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn an_outbox_of_the_previous_version_opens_with_its_records_messages_and_positions() {
+        // The schema as the first version wrote it: no groups.detached_ms, user_version 0.
+        const FIRST_VERSION: &str = "
+            CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, object TEXT NOT NULL,
+                record TEXT NOT NULL, detected_ms INTEGER NOT NULL);
+            CREATE TABLE groups (group_id TEXT PRIMARY KEY, position INTEGER NOT NULL);
+            CREATE TABLE messages (id TEXT PRIMARY KEY, group_id TEXT NOT NULL, text TEXT NOT NULL,
+                first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, records INTEGER NOT NULL,
+                created_ms INTEGER NOT NULL, first_sent_ms INTEGER, last_sent_ms INTEGER,
+                sends INTEGER NOT NULL DEFAULT 0);
+            CREATE INDEX messages_by_group ON messages (group_id, first_seq);
+            CREATE TABLE watermarks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE seen_jobs (job_id INTEGER PRIMARY KEY, done INTEGER NOT NULL,
+                last_update_ms INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE seen_images (backup_id TEXT PRIMARY KEY, client_name TEXT NOT NULL,
+                client_type TEXT NOT NULL, backup_time INTEGER NOT NULL, fingerprint TEXT NOT NULL,
+                has_local_copy INTEGER NOT NULL);
+        ";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite3");
+        let sent_text = {
+            let old = Connection::open(&path).unwrap();
+            old.pragma_update(None, "journal_mode", "WAL").unwrap();
+            old.execute_batch(FIRST_VERSION).unwrap();
+            for id in 1..=5 {
+                old.execute(
+                    "INSERT INTO records (object, record, detected_ms) VALUES ('JOB', ?1, 1)",
+                    [serde_json::to_string(&job(id, JobState::Active)).unwrap()],
+                )
+                .unwrap();
+            }
+            let text = Codec::default()
+                .encode(&Message::with_id("OLD-1", Body::NotificationRequest(group_records(jobs(1..=2)))));
+            old.execute("INSERT INTO groups (group_id, position) VALUES ('g', 2)", []).unwrap();
+            old.execute(
+                "INSERT INTO messages (id, group_id, text, first_seq, last_seq, records, created_ms, \
+                 first_sent_ms, last_sent_ms, sends) VALUES ('OLD-1', 'g', ?1, 1, 2, 2, 1, 1, 1, 1)",
+                [&text],
+            )
+            .unwrap();
+            old.execute("INSERT INTO watermarks (name, value) VALUES ('jobs', 'w1')", []).unwrap();
+            text
+        };
+        let outbox = Outbox::open(&path, config(10, 10, 100), NotifyMetrics::default()).unwrap();
+        assert_eq!(outbox.record_count().unwrap(), 5);
+        assert_eq!(outbox.groups().unwrap(), ["g"]);
+        let unacked = outbox.unacked("g").unwrap();
+        assert_eq!((unacked[0].id.as_str(), unacked[0].text.as_str()), ("OLD-1", sent_text.as_str()));
+        assert_eq!(outbox.detect(|detection| detection.watermark("jobs")).unwrap().as_deref(), Some("w1"));
+        let next = outbox.next_message("g").unwrap().unwrap();
+        assert_eq!(job_ids(&next), [3, 4, 5], "the position survived the upgrade");
+        // The upgraded database behaves as a new one: the group outlives its servers.
+        outbox.sync_groups(&[]).unwrap();
+        assert_eq!(outbox.groups().unwrap(), ["g"]);
+        assert_eq!(outbox.record_count().unwrap(), 5);
+        drop(outbox);
+        let outbox = Outbox::open(&path, config(10, 10, 100), NotifyMetrics::default()).unwrap();
+        assert_eq!(outbox.unacked("g").unwrap().len(), 2, "opening again changes nothing");
+    }
+
+    #[test]
+    fn concurrent_writers_wait_for_each_other_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite3");
+        let service =
+            Arc::new(Outbox::open(&path, config(5, 1000, 100_000), NotifyMetrics::default()).unwrap());
+        service.sync_groups(&groups(&["g"])).unwrap();
+        // Writers as `nbwss notify` processes are: each its own connection, reading then writing.
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let outbox =
+                        Outbox::open(&path, config(5, 1000, 100_000), NotifyMetrics::default()).unwrap();
+                    for index in 0..50 {
+                        outbox
+                            .detect(|detection| {
+                                detection.watermark("w")?;
+                                detection.push(job(writer * 1000 + index + 1, JobState::Active));
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut delivered = Vec::new();
+        loop {
+            let finished = writers.iter().all(|writer| writer.is_finished());
+            delivered.extend(drain(&service, "g"));
+            if finished {
+                break;
+            }
+        }
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        delivered.sort_unstable();
+        delivered.dedup();
+        assert_eq!(delivered.len(), 200, "every record once");
     }
 
     #[test]
     fn full_outbox_refuses_new_records_and_keeps_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path(), config(10, 10, 2));
-        outbox.sync_groups(&["g".into()]).unwrap();
+        outbox.sync_groups(&groups(&["g"])).unwrap();
         outbox.append(&[job(1, JobState::Active), job(2, JobState::Active)]).unwrap();
         let error = outbox.append(&[job(3, JobState::Active)]).unwrap_err();
         assert!(matches!(error, OutboxError::Full { held: 2, cap: 2, refused: 1 }), "{error}");
@@ -1071,7 +1556,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (sent_id, sent_text) = {
             let outbox = open(dir.path(), config(2, 10, 100));
-            outbox.sync_groups(&["g".into()]).unwrap();
+            outbox.sync_groups(&groups(&["g"])).unwrap();
             outbox
                 .detect(|detection| {
                     detection.set_watermark("jobs", "2026-01-01T00:00:00.000Z")?;

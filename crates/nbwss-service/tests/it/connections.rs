@@ -301,7 +301,7 @@ async fn requests_over_a_session_are_matched_by_id_and_released_when_it_ends() {
     // Acknowledged out of order, matched by id.
     let codec = nbwss_protocol::Codec::default();
     peer.send_text(&codec.encode(&Message::with_id(second.id.clone(), Body::notification_ack())));
-    assert_eq!(within("second ack", second_rx).await.unwrap().id, second.id);
+    assert_eq!(within("second ack", second_rx).await.unwrap().unwrap().id, second.id);
 
     // The session ends: the waiter for the unanswered request is released, the handle reports it.
     peer.close(1000);
@@ -309,5 +309,188 @@ async fn requests_over_a_session_are_matched_by_id_and_released_when_it_ends() {
     within("session closed", session.closed()).await;
     assert!(session.is_closed());
     assert!(session.request(&Message::new(Body::NotificationRequest(Vec::new()))).await.is_err());
+    service.shutdown().await;
+}
+
+/// Fail over first, retry later: the priority-1 endpoint freezes (a stopped process: TCP open, nothing
+/// answered). Missed pongs end the connection, and the next attempt goes straight to priority 2, not to
+/// the frozen endpoint again: priority 1 would cost a whole `connect.handshakeTimeout` (10 s by default)
+/// before priority 2 is tried. Priority 1 is then not taken back while priority 2 serves (no preemption).
+#[tokio::test]
+async fn a_frozen_endpoint_fails_over_to_the_next_priority_within_keepalive_detection() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let ep1 = TestEndpoint::start(Mode::Valid).await;
+    let ep2 = TestEndpoint::start(Mode::Valid).await;
+    let relay = FreezableRelay::start(&ep1.url).await;
+    let properties = nbwss_protocol::Properties {
+        keep_alive_scheduled_rate: Duration::from_millis(200),
+        keep_alive_max_pong_miss_allowed: 2,
+        ..fast_properties()
+    };
+    assert_eq!(properties.connect_handshake_timeout, Duration::from_secs(10), "the default");
+    let detection = properties.keep_alive_scheduled_rate * (properties.keep_alive_max_pong_miss_allowed + 1);
+    let (service, client) = start(config(dir.path(), &primary.base_url, &primary.cert_pem), properties).await;
+    add_at(&client, &relay.url, "ep1", "sg1", 1, "t1").await;
+    wait_connection(&client, "ep1", true).await;
+    add(&client, &ep2, "ep2", "sg1", 2, "t2").await;
+    let peer1 = ep1.next_accepted_peer().await;
+
+    relay.freeze();
+    let frozen_at = tokio::time::Instant::now();
+    let _peer2 = ep2.next_accepted_peer().await;
+    wait_connection(&client, "ep2", true).await;
+    let outage = frozen_at.elapsed();
+    assert!(
+        outage < detection + Duration::from_secs(5),
+        "on priority 2 after {outage:?}: the frozen priority 1 was tried again first"
+    );
+    let ep1_entry = wait_close_reason(&client, "ep1", "KEEPALIVE_TIMED_OUT").await;
+    assert_eq!(ep1_entry["connectionState"], "DISCONNECTED");
+    assert!(peer1.is_open(), "frozen: the endpoint never saw a close");
+
+    // No preemption: while priority 2 serves, the frozen priority 1 is not tried again.
+    let connects = ep1.connects();
+    wait_until("several keepalive periods on ep2", || async { _peer2.pings() >= 5 }).await;
+    assert_eq!(ep1.connects(), connects);
+    assert_eq!(state_of(&client, "ep1").await.unwrap().1, "DISCONNECTED");
+    service.shutdown().await;
+}
+
+/// An endpoint that accepts TCP and never answers the TLS handshake costs `connect.handshakeTimeout`, not
+/// the CONNECT response timeout, before the next server of the group is tried; the list says why.
+#[tokio::test]
+async fn a_silent_tls_handshake_costs_only_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let ep1 = TestEndpoint::start(Mode::Valid).await;
+    let ep2 = TestEndpoint::start(Mode::Valid).await;
+    // Validation and saving each open a connection; the service's own attempts are never answered.
+    let relay = FreezableRelay::start_frozen_after(&ep1.url, 2).await;
+    let properties = nbwss_protocol::Properties {
+        connect_handshake_timeout: Duration::from_secs(1),
+        connect_response_timeout: Duration::from_secs(30),
+        ..fast_properties()
+    };
+    let (service, client) = start(config(dir.path(), &primary.base_url, &primary.cert_pem), properties).await;
+    let added = tokio::time::Instant::now();
+    add_at(&client, &relay.url, "ep1", "sg1", 1, "t1").await;
+    add(&client, &ep2, "ep2", "sg1", 2, "t2").await;
+    wait_connection(&client, "ep2", true).await;
+    let waited = added.elapsed();
+    // Far below the 30 s CONNECT response timeout that bounded the handshake before.
+    assert!(waited < Duration::from_secs(1 + 10), "on priority 2 after {waited:?}");
+    let entry = wait_close_reason(&client, "ep1", "TLS_HANDSHAKE_TIMED_OUT").await;
+    assert!(
+        entry["lastClose"]["description"].as_str().unwrap().contains("connect.handshakeTimeout"),
+        "{entry}"
+    );
+    assert!(entry["attemptsSinceLastSuccess"].as_u64().unwrap() >= 1, "{entry}");
+    assert_eq!(ep1.connects(), 0, "no attempt got through to ep1");
+    service.shutdown().await;
+}
+
+/// Why a connection closed, for each failure an administrator meets: `servers list --json` (the list API)
+/// names it in words, with its time and the attempts since the last success; never the token, only its
+/// fingerprint.
+#[tokio::test]
+async fn each_close_reason_is_listed_after_its_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let properties = nbwss_protocol::Properties {
+        connect_response_timeout: Duration::from_millis(500),
+        keep_alive_scheduled_rate: Duration::from_millis(200),
+        keep_alive_max_pong_miss_allowed: 2,
+        message_max_bytes: 64 * 1024,
+        ..fast_properties()
+    };
+    let (service, client) = start(config(dir.path(), &primary.base_url, &primary.cert_pem), properties).await;
+    let finish = |host: &'static str| {
+        let client = client.clone();
+        async move { client.delete(host).await.unwrap() }
+    };
+
+    // Refused, timed out or garbled at CONNECT: counted as failed attempts.
+    for (mode, host, reason) in [
+        (Mode::Invalid, "refused", "TOKEN_REFUSED"),
+        (Mode::Silent, "silent", "CONNECT_TIMED_OUT"),
+        (Mode::WrongId, "wrong-id", "CONNECT_RESPONSE_INVALID"),
+    ] {
+        let endpoint = TestEndpoint::start(mode).await;
+        add(&client, &endpoint, host, host, 1, "secret-token").await;
+        let entry = wait_close_reason(&client, host, reason).await;
+        wait_until(&format!("{host}: a second attempt"), || async {
+            listed(&client, host).await["attemptsSinceLastSuccess"].as_u64().unwrap() >= 2
+        })
+        .await;
+        assert!(entry["lastClose"]["description"].as_str().is_some_and(|text| !text.is_empty()), "{entry}");
+        assert!(entry["lastClose"]["at"].as_str().unwrap().ends_with('Z'), "{entry}");
+        assert_eq!(entry["tokenFingerprint"], "sha256:930bbdc51b6aed5c", "{entry}");
+        assert!(!entry.to_string().contains("secret-token"), "{entry}");
+        finish(host).await;
+    }
+
+    // Established, then ended by the endpoint, the network or the administrator.
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    let relay = FreezableRelay::start(&endpoint.url).await;
+    add_at(&client, &relay.url, "ended", "ended", 1, "t").await;
+    let peer = endpoint.next_accepted_peer().await;
+    wait_connection(&client, "ended", true).await;
+    assert_eq!(listed(&client, "ended").await["attemptsSinceLastSuccess"], 0);
+    peer.close(4000);
+    let entry = wait_close_reason(&client, "ended", "CLOSED_BY_ENDPOINT").await;
+    assert!(entry["lastClose"]["description"].as_str().unwrap().contains("4000"), "{entry}");
+    let peer = endpoint.next_accepted_peer().await;
+    peer.send_binary(vec![1, 2, 3]);
+    wait_close_reason(&client, "ended", "PROTOCOL_ERROR").await;
+    let peer = endpoint.next_accepted_peer().await;
+    peer.send_text(&format!("{{\"pad\":\"{}\"}}", "x".repeat(200 * 1024)));
+    wait_close_reason(&client, "ended", "MESSAGE_TOO_BIG").await;
+    let _peer = endpoint.next_accepted_peer().await;
+    wait_connection(&client, "ended", true).await;
+    relay.cut();
+    wait_close_reason(&client, "ended", "CONNECTION_LOST").await;
+    let _peer = endpoint.next_accepted_peer().await;
+    wait_connection(&client, "ended", true).await;
+    endpoint.set_mode(Mode::Freeze);
+    relay.cut();
+    wait_close_reason(&client, "ended", "KEEPALIVE_TIMED_OUT").await;
+    endpoint.set_mode(Mode::Valid);
+    wait_connection(&client, "ended", true).await;
+    client.update("ended", nbwss_protocol::HostState::Deactivated).await.unwrap();
+    wait_close_reason(&client, "ended", "SERVER_CHANGED").await;
+    finish("ended").await;
+
+    // Unreachable: the endpoint is gone.
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    add(&client, &endpoint, "gone", "gone", 1, "t").await;
+    wait_connection(&client, "gone", true).await;
+    drop(endpoint);
+    let entry = wait_close_reason(&client, "gone", "ENDPOINT_UNREACHABLE").await;
+    assert_eq!(entry["connectionState"], "DISCONNECTED");
+    finish("gone").await;
+
+    // Not a WebSocket endpoint at that path: an HTTPS server that answers the upgrade with 200.
+    let not_websocket = format!("{}/echo", primary.base_url.replace("https://", "wss://"));
+    add_at(&client, &not_websocket, "plain-https", "plain-https", 1, "t").await;
+    let entry = wait_close_reason(&client, "plain-https", "WEBSOCKET_UPGRADE_FAILED").await;
+    assert!(entry["lastClose"]["description"].as_str().unwrap().contains("WebSocket handshake"), "{entry}");
+    finish("plain-https").await;
+
+    // A renewed certificate: the one presented is shown beside the pinned one, with the command to accept.
+    let endpoint = TestEndpoint::start(Mode::Valid).await;
+    add(&client, &endpoint, "renewed", "renewed", 1, "t").await;
+    let peer = endpoint.next_accepted_peer().await;
+    let pinned = listed(&client, "renewed").await["sha256Fingerprint"].clone();
+    endpoint.rotate_certificate();
+    peer.close(1001);
+    let entry = wait_close_reason(&client, "renewed", "CERTIFICATE_CHANGED").await;
+    let presented =
+        nbwss_service::tls::CertificateInfo::from_pem(&endpoint.certificate_pem()).unwrap().sha256;
+    assert_eq!(entry["presentedCertificate"]["sha256Fingerprint"], presented.as_str(), "{entry}");
+    assert_eq!(entry["presentedCertificate"]["acceptCommand"], "nbwss servers update renewed");
+    assert_eq!(entry["sha256Fingerprint"], pinned, "the pin is unchanged until accepted");
+    assert!(entry["lastClose"]["description"].as_str().unwrap().contains(&presented), "{entry}");
+    finish("renewed").await;
     service.shutdown().await;
 }

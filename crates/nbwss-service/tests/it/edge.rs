@@ -460,7 +460,7 @@ async fn odd_numbers_from_the_primary_server_never_panic_the_detector() {
         Outbox::open(&dir.path().join("outbox.sqlite3"), OutboxConfig::default(), NotifyMetrics::default())
             .unwrap(),
     );
-    outbox.sync_groups(&["g".to_owned()]).unwrap();
+    outbox.sync_groups(&[nbwss_service::notify::ConfiguredGroup::new("g", 0)]).unwrap();
     let credentials = PrimaryCredentials::Password {
         user: "u".into(),
         password: Secret::new("p"),

@@ -4,6 +4,7 @@
 mod admin;
 mod connections;
 mod edge;
+mod groups;
 mod notify;
 mod relay;
 mod util;

@@ -12,7 +12,7 @@ use nbwss_protocol::{
 };
 use nbwss_service::notify::detector::{DetectError, DetectorConfig};
 use nbwss_service::notify::{
-    Delivery, DeliveryTiming, Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient,
+    ConfiguredGroup, Delivery, DeliveryTiming, Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient,
     PrimaryCredentials, Record,
 };
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ fn outbox_at(dir: &Path) -> Arc<Outbox> {
     let config =
         OutboxConfig { max_records: 100_000, batch_size: 50, max_unacked: 1000, ..OutboxConfig::default() };
     let outbox = Outbox::open(&dir.join("notifications.sqlite3"), config, NotifyMetrics::default()).unwrap();
-    outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
+    outbox.sync_groups(&[ConfiguredGroup::new(GROUP, 0)]).unwrap();
     Arc::new(outbox)
 }
 
@@ -352,7 +352,7 @@ async fn a_full_outbox_holds_detection_and_catches_up_in_order() {
         OutboxConfig { max_records: 2, batch_size: 50, max_unacked: 1000, ..OutboxConfig::default() };
     let outbox =
         Arc::new(Outbox::open(&dir.path().join("n.sqlite3"), config, NotifyMetrics::default()).unwrap());
-    outbox.sync_groups(&[GROUP.to_owned()]).unwrap();
+    outbox.sync_groups(&[ConfiguredGroup::new(GROUP, 0)]).unwrap();
     let mut detector = detector(&emulator, &outbox, "9.0", false);
     detector.poll_once().await.unwrap();
     let from = emulator.events().len();
@@ -421,20 +421,7 @@ async fn delivery_resends_the_same_id_until_acknowledged_and_survives_a_restart(
     let dir = tempfile::tempdir().unwrap();
     let timing =
         DeliveryTiming { scheduled_rate: Duration::from_millis(300), send_timeout: Duration::from_secs(2) };
-    let job = |job_id: i64| {
-        Record::Job(JobRecord {
-            schedule_type: nbwss_protocol::ScheduleType::Full,
-            client_name: "c1".into(),
-            status: 0,
-            start_time: 1_700_000_000,
-            state: JobState::Active,
-            policy_name: "p".into(),
-            parent_job_id: job_id,
-            job_id,
-            policy_type: "STANDARD".into(),
-            job_type: nbwss_protocol::JobType::Backup,
-        })
-    };
+    let job = crate::util::job_record;
     let first_id = {
         let outbox = outbox_at(dir.path());
         outbox.append(&[job(1), job(2)]).unwrap();
@@ -585,17 +572,12 @@ async fn service_delivers_detected_notifications_over_wss_resending_until_acknow
 async fn ingested_records_are_validated_and_delivered_in_order() {
     use crate::util;
 
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, _) = util::certificate();
-    let config = util::config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
-    let properties = nbwss_protocol::Properties {
-        notification_scheduled_rate: Duration::from_secs(1),
-        ..util::fast_properties()
-    };
-    let (service, admin) = util::start(config, properties).await;
-    let endpoint = util::TestEndpoint::start(util::Mode::Valid).await;
-    util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
-    let peer = endpoint.next_peer().await;
+    let util::OneGroup { _dir, service, endpoint: _endpoint, peer, outbox: outside, .. } =
+        util::OneGroup::start(nbwss_protocol::Properties {
+            notification_scheduled_rate: Duration::from_secs(1),
+            ..util::fast_properties()
+        })
+        .await;
 
     let (http, url) = util::ingest_client(&service);
     let job = r#"{"scheduleType":"ST_FULL","clientName":"m1","status":0,"startTime":1459829674,"state":"ACTIVE",
@@ -618,9 +600,6 @@ async fn ingested_records_are_validated_and_delivered_in_order() {
     // What `nbwss notify` does: append to the outbox file from outside the service.
     let image = r#"{"clientType":"STANDARD","clientName":"localhost","backupTime":1458601200,
         "createdTime":1459832492,"operationId":"DELETE","backupId":"localhost_1458601200"}"#;
-    let outside =
-        nbwss_service::notify::notifications::open_outbox(dir.path(), &nbwss_protocol::Properties::default())
-            .unwrap();
     outside.append(&nbwss_service::notify::ingest::parse_records(image).unwrap()).unwrap();
 
     let codec = Codec::default();
@@ -646,37 +625,15 @@ async fn ingested_records_are_validated_and_delivered_in_order() {
 async fn after_an_endpoint_outage_the_feed_catches_up_in_order() {
     use crate::util;
 
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, _) = util::certificate();
-    let config = util::config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
-    let properties = nbwss_protocol::Properties {
-        notification_scheduled_rate: Duration::from_secs(30),
-        notification_batch_size: 3,
-        notification_max_unacked: 2,
-        ..util::fast_properties()
-    };
-    let (service, admin) = util::start(config, properties).await;
-    let endpoint = util::TestEndpoint::start(util::Mode::Valid).await;
-    util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
-    let first_peer = endpoint.next_peer().await;
-    let outbox =
-        nbwss_service::notify::notifications::open_outbox(dir.path(), &nbwss_protocol::Properties::default())
-            .unwrap();
-    util::wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
-    let job = |job_id: i64| {
-        Record::Job(JobRecord {
-            schedule_type: nbwss_protocol::ScheduleType::Full,
-            client_name: "c1".into(),
-            status: 0,
-            start_time: 1_700_000_000,
-            state: JobState::Active,
-            policy_name: "p".into(),
-            parent_job_id: job_id,
-            job_id,
-            policy_type: "STANDARD".into(),
-            job_type: nbwss_protocol::JobType::Backup,
+    let util::OneGroup { _dir, service, endpoint, peer: first_peer, outbox, .. } =
+        util::OneGroup::start(nbwss_protocol::Properties {
+            notification_scheduled_rate: Duration::from_secs(30),
+            notification_batch_size: 3,
+            notification_max_unacked: 2,
+            ..util::fast_properties()
         })
-    };
+        .await;
+    let job = crate::util::job_record;
     outbox.append(&(1..=10).map(job).collect::<Vec<_>>()).unwrap();
 
     // The window: two messages of three records, never acknowledged; then the endpoint goes away.
@@ -718,27 +675,13 @@ async fn after_an_endpoint_outage_the_feed_catches_up_in_order() {
 async fn a_restarted_service_resends_the_same_message() {
     use crate::util;
 
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, _) = util::certificate();
-    let config = util::config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
-    let properties = nbwss_protocol::Properties {
-        notification_scheduled_rate: Duration::from_secs(30),
-        ..util::fast_properties()
-    };
-    let (service, admin) = util::start(config.clone(), properties.clone()).await;
-    let endpoint = util::TestEndpoint::start(util::Mode::Valid).await;
-    util::add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
-    let peer = endpoint.next_peer().await;
-    let image = |backup_time: i64| {
-        format!(
-            r#"{{"clientType":"STANDARD","clientName":"c1","backupTime":{backup_time},"createdTime":{backup_time},
-            "operationId":"CREATE","backupId":"c1_{backup_time}"}}"#
-        )
-    };
-    let outbox =
-        nbwss_service::notify::notifications::open_outbox(dir.path(), &nbwss_protocol::Properties::default())
-            .unwrap();
-    util::wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
+    let util::OneGroup { _dir, config, properties, service, endpoint, peer, outbox, .. } =
+        util::OneGroup::start(nbwss_protocol::Properties {
+            notification_scheduled_rate: Duration::from_secs(30),
+            ..util::fast_properties()
+        })
+        .await;
+    let image = util::image_record_json;
     outbox.append(&nbwss_service::notify::ingest::parse_records(&image(1_700_000_000)).unwrap()).unwrap();
     let sent = peer.recv().await;
     service.shutdown().await;
@@ -764,5 +707,82 @@ async fn a_restarted_service_resends_the_same_message() {
     );
     peer.send_text(&codec.encode(&nbwss_protocol::Message::with_id(newer.id, Body::notification_ack())));
     util::wait_until("an empty outbox", || async { outbox.record_count().unwrap() == 0 }).await;
+    service.shutdown().await;
+}
+
+/// D11 against an endpoint written from the guide alone: whatever the acknowledgement's payload (`[]`,
+/// `{}`, an object, `null`, none) and even with a malformed envelope past its id, a NOTIFICATION RESPONSE
+/// with the request's id acknowledges it: the message leaves the outbox and is not sent again.
+#[tokio::test]
+async fn every_acknowledgement_shape_stops_the_resends() {
+    use crate::util;
+
+    let util::OneGroup { _dir, service, endpoint: _endpoint, peer, outbox, .. } =
+        util::OneGroup::start(nbwss_protocol::Properties {
+            notification_scheduled_rate: Duration::from_secs(1),
+            ..util::fast_properties()
+        })
+        .await;
+    let acknowledgements: [fn(&str) -> String; 7] = [
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":{{}}}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":{{"status":"RECEIVED"}}}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":null}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"1.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":"now","payload":{{}}}}"#
+            )
+        },
+        |id| {
+            format!(
+                r#"{{"version":"2.0","id":"{id}","type":"NOTIFICATION","subType":"RESPONSE","timeStamp":1,"payload":[]}}"#
+            )
+        },
+    ];
+    let image = util::image_record_json;
+    let mut acknowledged: Vec<String> = Vec::new();
+    for (index, acknowledgement) in acknowledgements.iter().enumerate() {
+        let backup_time = 1_700_000_000 + index as i64;
+        outbox.append(&nbwss_service::notify::ingest::parse_records(&image(backup_time)).unwrap()).unwrap();
+        let message = loop {
+            let message = peer.recv().await;
+            if let Body::NotificationRequest(_) = &message.body {
+                break message;
+            }
+        };
+        assert!(!acknowledged.contains(&message.id), "acknowledged message {} was sent again", message.id);
+        let records = records_of(&Codec::default().encode(&message));
+        assert!(matches!(&records[..], [Record::Image(image)] if image.backup_time == backup_time));
+        peer.send_text(&acknowledgement(&message.id));
+        acknowledged.push(message.id);
+        util::wait_until(&format!("acknowledgement {index} taken"), || async {
+            outbox.record_count().unwrap() == 0
+        })
+        .await;
+    }
+    let metrics = service.metrics().encode();
+    assert!(metrics.contains("nbwss_notification_acknowledged_total{group=\"group1\"} 7"), "{metrics}");
+    assert!(peer.is_open(), "no acknowledgement shape closes the connection");
     service.shutdown().await;
 }

@@ -120,6 +120,17 @@ impl Peer {
         }
     }
 
+    /// The next text message from the service, or `None` once the connection has ended (no deadline).
+    pub async fn next_message(&self) -> Option<Message> {
+        let mut incoming = self.incoming.lock().await;
+        loop {
+            match incoming.recv().await? {
+                WsMessage::Text(text) => return Codec::new(usize::MAX).decode(&text).ok(),
+                _ => continue,
+            }
+        }
+    }
+
     /// The next COMMAND RESPONSE (id, payload).
     pub async fn recv_response(&self) -> (String, CommandResponse) {
         let message = self.recv().await;
@@ -245,6 +256,11 @@ impl TestEndpoint {
     /// The next connection that got past the WebSocket handshake and sent CONNECT.
     pub async fn next_peer(&self) -> Arc<Peer> {
         within("a connection from the service", self.peers.lock().await.recv()).await.unwrap()
+    }
+
+    /// The next connection that sent CONNECT, or `None` when the endpoint stopped (no deadline).
+    pub async fn wait_peer(&self) -> Option<Arc<Peer>> {
+        self.peers.lock().await.recv().await
     }
 
     /// The next connection whose CONNECT was accepted.
@@ -535,9 +551,21 @@ pub async fn add(
     priority: i64,
     token: &str,
 ) {
+    add_at(client, &endpoint.url, host_name, group, priority, token).await;
+}
+
+/// Validates then saves the endpoint at `url` as a WebSocket server.
+pub async fn add_at(
+    client: &AdminClient,
+    url: &str,
+    host_name: &str,
+    group: &str,
+    priority: i64,
+    token: &str,
+) {
     let host = HostObject {
         host_name: host_name.into(),
-        url: endpoint.url.clone(),
+        url: url.to_owned(),
         group_id: group.into(),
         priority,
         ..HostObject::default()
@@ -593,4 +621,180 @@ pub fn ingest_client(service: &ServiceHandle) -> (reqwest::Client, String) {
         .build()
         .unwrap();
     (http, format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH))
+}
+
+/// A TCP relay in front of an endpoint that can freeze, as a stopped (SIGSTOP) endpoint process looks from
+/// the network: connections are still accepted, but from the freeze on no byte is forwarded either way, on
+/// the connections open then and on new ones, and none is closed.
+pub struct FreezableRelay {
+    /// `wss://127.0.0.1:PORT/nbwss`, the relay's own address.
+    pub url: String,
+    frozen: watch::Sender<bool>,
+    cuts: watch::Sender<u64>,
+    stop: CancellationToken,
+}
+
+impl Drop for FreezableRelay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl FreezableRelay {
+    /// Relays to the endpoint at `target` (a `wss://HOST:PORT/...` URL).
+    pub async fn start(target: &str) -> Self {
+        Self::start_frozen_after(target, usize::MAX).await
+    }
+
+    /// Relays the first `connections` connections; those after are frozen from the start.
+    pub async fn start_frozen_after(target: &str, connections: usize) -> Self {
+        let upstream = target.trim_start_matches("wss://").split('/').next().unwrap().to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("wss://{}/nbwss", listener.local_addr().unwrap());
+        let (frozen, _) = watch::channel(false);
+        let (cuts, _) = watch::channel(0u64);
+        let stop = CancellationToken::new();
+        let (frozen_accept, cuts_accept, stop_accept) = (frozen.clone(), cuts.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut accepted_count = 0;
+            loop {
+                let (client, _) = tokio::select! {
+                    () = stop_accept.cancelled() => return,
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => return },
+                };
+                accepted_count += 1;
+                let held = accepted_count > connections;
+                let (frozen, stop, upstream) =
+                    (frozen_accept.subscribe(), stop_accept.clone(), upstream.clone());
+                let mut cut = cuts_accept.subscribe();
+                tokio::spawn(async move {
+                    // Held open, never answered, while frozen; closed only when the test ends.
+                    if held || *frozen.borrow() {
+                        stop.cancelled().await;
+                        return;
+                    }
+                    let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        _ = cut.changed() => {}
+                        () = pump(client_read, server_write, frozen.clone()) => {}
+                        () = pump(server_read, client_write, frozen) => {}
+                    }
+                });
+            }
+        });
+        Self { url, frozen, cuts, stop }
+    }
+
+    /// Stops forwarding from now on.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Drops every open connection at the TCP level (no WebSocket close), as a network failure does; new
+    /// connections are relayed again.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|cuts| *cuts += 1);
+    }
+}
+
+/// Copies until either side closes; once frozen, holds what it read and forwards nothing more.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            () = async { let _ = frozen.wait_for(|frozen| *frozen).await; } => {
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        let Ok(read) = read else { return };
+        if read == 0 || *frozen.borrow() {
+            if read != 0 {
+                std::future::pending::<()>().await;
+            }
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A WebSocket server's entry in the list API, as JSON (what `nbwss servers list --json` prints).
+pub async fn listed(client: &AdminClient, host_name: &str) -> serde_json::Value {
+    let list = client.list().await.unwrap();
+    let host = list.into_iter().find(|host| host.host_name == host_name).unwrap();
+    serde_json::to_value(host).unwrap()
+}
+
+/// Waits until a WebSocket server's last close reason is `reason`; its entry then.
+pub async fn wait_close_reason(client: &AdminClient, host_name: &str, reason: &str) -> serde_json::Value {
+    wait_until(&format!("{host_name} lastClose.reason {reason}"), || async {
+        listed(client, host_name).await["lastClose"]["reason"] == reason
+    })
+    .await;
+    listed(client, host_name).await
+}
+
+/// An ACTIVE JOB record of a top-level backup with this id.
+pub fn job_record(job_id: i64) -> nbwss_service::notify::Record {
+    nbwss_service::notify::Record::Job(nbwss_protocol::JobRecord {
+        schedule_type: nbwss_protocol::ScheduleType::Full,
+        client_name: "c1".into(),
+        status: 0,
+        start_time: 1_700_000_000,
+        state: nbwss_protocol::JobState::Active,
+        policy_name: "p".into(),
+        parent_job_id: job_id,
+        job_id,
+        policy_type: "STANDARD".into(),
+        job_type: nbwss_protocol::JobType::Backup,
+    })
+}
+
+/// A service without a primary server of its own (notifications come from ingest), one endpoint as the
+/// WebSocket server `endpoint1` of `group1`, connected, and the outbox opened from outside as
+/// `nbwss notify` opens it. Keep `_dir` and `endpoint` bound while the test runs: dropping them removes
+/// the data directory and stops the endpoint.
+pub struct OneGroup {
+    pub _dir: tempfile::TempDir,
+    pub config: ServiceConfig,
+    pub properties: Properties,
+    pub service: ServiceHandle,
+    pub endpoint: TestEndpoint,
+    pub peer: Arc<Peer>,
+    pub outbox: nbwss_service::notify::Outbox,
+}
+
+impl OneGroup {
+    pub async fn start(properties: Properties) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = certificate();
+        let config = config(dir.path(), "https://127.0.0.1:9/netbackup", &cert);
+        let (service, admin) = start(config.clone(), properties.clone()).await;
+        let endpoint = TestEndpoint::start(Mode::Valid).await;
+        add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
+        let peer = endpoint.next_accepted_peer().await;
+        let outbox =
+            nbwss_service::notify::notifications::open_outbox(dir.path(), &Properties::default()).unwrap();
+        wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
+        Self { _dir: dir, config, properties, service, endpoint, peer, outbox }
+    }
+}
+
+/// An IMAGE CREATE record as `nbwss notify --json` takes it.
+pub fn image_record_json(backup_time: i64) -> String {
+    format!(
+        r#"{{"clientType":"STANDARD","clientName":"c1","backupTime":{backup_time},"createdTime":{backup_time},
+        "operationId":"CREATE","backupId":"c1_{backup_time}"}}"#
+    )
 }
