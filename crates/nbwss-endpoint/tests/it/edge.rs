@@ -115,6 +115,20 @@ async fn a_fragmented_connect_is_accepted_and_then_the_full_limit_applies() {
     assert!(matches!(answer.body, Body::ConnectResponse(response) if response.valid));
     let ack = next_message(&mut client).await;
     assert_eq!(ack.id, "N1", "the message sent right behind CONNECT arrived whole");
+
+    // The upgrade request, CONNECT and a message all in one write, before the 101: nothing is lost
+    // between the HTTP layer, the pre-CONNECT stream and the session.
+    let mut eager = RawClient::tls(&harness.endpoint, source(3)).await.unwrap();
+    let mut wire = b"GET /nbwss HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        .to_vec();
+    wire.extend(client_frame(1, true, connect_text(&harness.token("primary2")).as_bytes()));
+    let second = Message::with_id("N2", Body::NotificationRequest(vec![]));
+    wire.extend(client_frame(1, true, Codec::default().encode(&second).as_bytes()));
+    eager.send_raw(&wire).await;
+    assert!(eager.read_head().await.starts_with("HTTP/1.1 101"));
+    assert!(matches!(next_message(&mut eager).await.body, Body::ConnectResponse(response) if response.valid));
+    assert_eq!(next_message(&mut eager).await.id, "N2");
     assert_eq!(
         harness.get_json("/api/v1/notifications?limit=100").await["notifications"].as_array().unwrap().len(),
         60
@@ -293,6 +307,20 @@ async fn slow_and_silent_sockets_are_closed_by_the_timeouts() {
         }
     }
     assert!(closed, "slowloris headers are cut off");
+
+    // HTTP/2 with prior knowledge is not spoken (it would escape the HTTP/1.1 timeouts): closed.
+    let mut h2 = RawClient::tls(&harness.endpoint, source(7)).await.unwrap();
+    h2.send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert!(ended(&mut h2.stream).await, "an HTTP/2 preface is refused");
+
+    // Headers larger than the 64 KiB read buffer: refused (431) rather than buffered.
+    let mut huge = RawClient::tls(&harness.endpoint, source(8)).await.unwrap();
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    let _ = huge.try_send_raw(&request).await;
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(crate::util::DEADLINE, huge.stream.read_to_string(&mut answer)).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
 
     // A keep-alive connection that goes idle after a request is closed too.
     let mut keep_alive = RawClient::tls(&harness.endpoint, source(6)).await.unwrap();
