@@ -199,7 +199,15 @@ async fn relay_call(
             "invalid_response",
             format!("invalid COMMAND RESPONSE from '{name}': {why}"),
         )),
-        Ok(Ok(response)) => Ok(http_response(response)),
+        Ok(Ok(response)) => http_response(response).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "invalid_response",
+                format!(
+                    "invalid COMMAND RESPONSE from '{name}': its status is not a final HTTP status (200-599)"
+                ),
+            )
+        }),
     }
 }
 
@@ -288,8 +296,11 @@ fn relayed_headers(headers: &HeaderMap) -> Headers {
     relayed
 }
 
-fn http_response(response: CommandResponse) -> Response {
-    let status = StatusCode::from_u16(response.status_code).unwrap_or(StatusCode::BAD_GATEWAY);
+/// The HTTP response for a COMMAND RESPONSE; `None` for an informational status (1xx), which is no
+/// answer to a call (hyper would turn 101 into a connection upgrade and other 1xx into 500).
+fn http_response(response: CommandResponse) -> Option<Response> {
+    let status =
+        StatusCode::from_u16(response.status_code).ok().filter(|status| !status.is_informational())?;
     let mut http = Response::new(HttpBody::from(response.body));
     *http.status_mut() = status;
     for (name, value) in response.headers.iter() {
@@ -301,7 +312,7 @@ fn http_response(response: CommandResponse) -> Response {
             http.headers_mut().append(name, value);
         }
     }
-    http
+    Some(http)
 }
 
 #[cfg(test)]

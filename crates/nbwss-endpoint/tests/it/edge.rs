@@ -593,3 +593,31 @@ async fn request_bodies_held_in_memory_are_bounded() {
     answering.abort();
     harness.endpoint.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_informational_status_is_no_answer_to_a_call() {
+    let harness = Harness::start().await;
+    let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
+    for status in [100, 101, 199] {
+        let call = harness.spawn_relay_get("primary1", "admin/jobs");
+        let (id, _) = primary.next_command().await;
+        primary
+            .respond(
+                &id,
+                CommandResponse { status_code: status, headers: Default::default(), body: "x".into() },
+            )
+            .await;
+        let response = within(call).await.unwrap().unwrap();
+        assert_eq!(response.status(), 502, "status {status}");
+        assert_eq!(response.headers()["x-nbwss-origin"], "endpoint");
+        assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "invalid_response");
+    }
+    // The app's connection is still good for the next call.
+    let call = harness.spawn_relay_get("primary1", "admin/jobs");
+    let (id, _) = primary.next_command().await;
+    primary
+        .respond(&id, CommandResponse { status_code: 200, headers: Default::default(), body: "{}".into() })
+        .await;
+    assert_eq!(within(call).await.unwrap().unwrap().status(), 200);
+    harness.endpoint.shutdown().await;
+}
