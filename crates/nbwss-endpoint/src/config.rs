@@ -44,8 +44,9 @@ pub const DEFAULT_MAX_BUFFERED_REQUEST_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_REVOCATION_CHECK_INTERVAL_MS: u64 = 1_000;
 /// Default age after which a stored notification is pruned: 30 days.
 pub const DEFAULT_RETENTION_MAX_AGE_HOURS: u64 = 30 * 24;
-/// Default number of newest notification records kept.
-pub const DEFAULT_RETENTION_MAX_RECORDS: u64 = 1_000_000;
+/// Default number of newest notification records kept: about 210 MB of store (a JOB record with its
+/// indexes takes about 420 bytes; pruned space is reused, so the file stops growing there).
+pub const DEFAULT_RETENTION_MAX_RECORDS: u64 = 500_000;
 /// Default interval between two prunings of the notification store.
 pub const DEFAULT_RETENTION_PRUNE_INTERVAL_MS: u64 = 60_000;
 
@@ -366,5 +367,34 @@ mod tests {
         assert_eq!(config.limits.relay_timeout_ms, 5);
         assert_eq!(config.limits.max_in_flight_per_primary, DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(config.websocket_url_for(config.bind), "wss://127.0.0.1:9000/nbwss");
+    }
+
+    #[test]
+    fn edge_limits_have_defaults_and_are_validated() {
+        let config = EndpointConfig::from_toml("data_dir = \"/x\"").unwrap();
+        assert_eq!(config.limits.pre_connect_max_message_bytes, 64 * 1024);
+        assert_eq!(config.limits.max_connections, 20_000);
+        assert_eq!(config.limits.max_pending_connections, 1024);
+        assert_eq!(config.limits.max_pending_per_address, 32);
+        assert_eq!(config.retention, Retention::default());
+        let config = EndpointConfig::from_toml(
+            "data_dir = \"/x\"\n[limits]\nmax_message_bytes = 2048\n[retention]\nmax_age_hours = 0\nmax_records = 10",
+        )
+        .unwrap();
+        assert_eq!(config.pre_connect_max_message_bytes(), 2048, "never more than the message limit");
+        assert_eq!((config.retention.max_age_hours, config.retention.max_records), (0, 10));
+        for (toml, named) in [
+            ("[limits]\nhttp_header_timeout_ms = 0", "limits.http_header_timeout_ms"),
+            ("[limits]\nmax_pending_per_address = 0", "limits.max_pending_per_address"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[limits]\npre_connect_max_message_bytes = 10", "limits.pre_connect_max_message_bytes"),
+            ("[limits]\nmax_buffered_request_bytes = 1024", "limits.max_buffered_request_bytes"),
+            ("[retention]\nprune_interval_ms = 0", "retention.prune_interval_ms"),
+            ("[retention]\nmax_age_hours = 99999999", "retention.max_age_hours"),
+            ("[retention]\nkeep = 1", "unknown field"),
+        ] {
+            let error = EndpointConfig::from_toml(&format!("data_dir = \"/x\"\n{toml}")).unwrap_err();
+            assert!(format!("{error:#}").contains(named), "{toml}: {error:#}");
+        }
     }
 }
