@@ -192,6 +192,8 @@ impl Default for Keepalive {
     }
 }
 
+/// Longest timeout or interval accepted: a day, beyond any use and far from overflowing a deadline.
+const MAX_INTERVAL_MS: u64 = 24 * 3600 * 1000;
 /// Longest retention accepted: 100 years, far beyond any use, short enough that the cutoff never overflows.
 const MAX_RETENTION_HOURS: u64 = 100 * 365 * 24;
 
@@ -261,15 +263,17 @@ impl EndpointConfig {
             anyhow::bail!("limits.pre_connect_max_message_bytes: must be at least 1024");
         }
         for (key, value) in [
-            ("relay_timeout_ms", limits.relay_timeout_ms),
-            ("request_body_timeout_ms", limits.request_body_timeout_ms),
-            ("connect_timeout_ms", limits.connect_timeout_ms),
-            ("tls_handshake_timeout_ms", limits.tls_handshake_timeout_ms),
-            ("http_header_timeout_ms", limits.http_header_timeout_ms),
-            ("revocation_check_interval_ms", limits.revocation_check_interval_ms),
+            ("limits.relay_timeout_ms", limits.relay_timeout_ms),
+            ("limits.request_body_timeout_ms", limits.request_body_timeout_ms),
+            ("limits.connect_timeout_ms", limits.connect_timeout_ms),
+            ("limits.tls_handshake_timeout_ms", limits.tls_handshake_timeout_ms),
+            ("limits.http_header_timeout_ms", limits.http_header_timeout_ms),
+            ("limits.revocation_check_interval_ms", limits.revocation_check_interval_ms),
+            ("keepalive.ping_interval_ms", self.keepalive.ping_interval_ms),
+            ("retention.prune_interval_ms", self.retention.prune_interval_ms),
         ] {
-            if value == 0 {
-                anyhow::bail!("limits.{key}: must be positive (milliseconds)");
+            if !(1..=MAX_INTERVAL_MS).contains(&value) {
+                anyhow::bail!("{key}: must be from 1 to {MAX_INTERVAL_MS} milliseconds (a day)");
             }
         }
         for (key, value) in [
@@ -277,21 +281,19 @@ impl EndpointConfig {
             ("max_pending_connections", limits.max_pending_connections),
             ("max_pending_per_address", limits.max_pending_per_address),
             ("max_connections", limits.max_connections),
+            ("max_buffered_request_bytes", limits.max_buffered_request_bytes),
         ] {
-            if value == 0 {
-                anyhow::bail!("limits.{key}: must be at least 1");
+            if !(1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&value) {
+                anyhow::bail!("limits.{key}: must be from 1 to {}", tokio::sync::Semaphore::MAX_PERMITS);
             }
-        }
-        if self.retention.prune_interval_ms == 0 {
-            anyhow::bail!("retention.prune_interval_ms: must be positive (milliseconds)");
         }
         if self.retention.max_age_hours > MAX_RETENTION_HOURS {
             anyhow::bail!(
                 "retention.max_age_hours: at most {MAX_RETENTION_HOURS} (0 keeps records of any age)"
             );
         }
-        if self.keepalive.ping_interval_ms == 0 || self.keepalive.max_missed_pongs == 0 {
-            anyhow::bail!("keepalive: ping_interval_ms and max_missed_pongs must be positive");
+        if self.keepalive.max_missed_pongs == 0 {
+            anyhow::bail!("keepalive.max_missed_pongs: must be at least 1");
         }
         Ok(())
     }
@@ -385,6 +387,9 @@ mod tests {
         assert_eq!((config.retention.max_age_hours, config.retention.max_records), (0, 10));
         for (toml, named) in [
             ("[limits]\nhttp_header_timeout_ms = 0", "limits.http_header_timeout_ms"),
+            ("[limits]\nconnect_timeout_ms = 9223372036854775807", "limits.connect_timeout_ms"),
+            ("[keepalive]\nping_interval_ms = 0", "keepalive.ping_interval_ms"),
+            ("[limits]\nmax_connections = 9223372036854775807", "limits.max_connections"),
             ("[limits]\nmax_pending_per_address = 0", "limits.max_pending_per_address"),
             ("[limits]\nmax_connections = 0", "limits.max_connections"),
             ("[limits]\npre_connect_max_message_bytes = 10", "limits.pre_connect_max_message_bytes"),

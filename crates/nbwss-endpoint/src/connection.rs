@@ -21,7 +21,6 @@ use tokio_tungstenite::tungstenite::{self, Error as WsError, Message as Frame};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::ApiError;
-use crate::listener::Reporter;
 use crate::pending::{PendingRefusal, PendingSlot};
 use crate::session::{CallFailure, Session};
 use crate::state::AppState;
@@ -76,8 +75,7 @@ pub(crate) async fn upgrade(
 
 /// The 503 for a connection over a pending-connection cap, with a log line at most every few seconds.
 fn refuse_pending(state: &AppState, remote: SocketAddr, refusal: PendingRefusal) -> Response {
-    static REPORTER: std::sync::OnceLock<Reporter> = std::sync::OnceLock::new();
-    let reporter = REPORTER.get_or_init(Reporter::default);
+    let reporter = &state.pending.refusals;
     let (reason, message) = match refusal {
         PendingRefusal::Total(limit) => (
             "pending_total",

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::listener::Reporter;
+
 /// Why a pending connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PendingRefusal {
@@ -32,6 +34,8 @@ pub(crate) struct PendingConnections {
     max_per_address: usize,
     counts: Arc<Mutex<Counts>>,
     gauge: Gauge,
+    /// Refusals, for a log line at most every few seconds.
+    pub refusals: Reporter,
 }
 
 /// One pending connection's place under the caps; dropping it gives the place back.
@@ -47,7 +51,7 @@ fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
 
 impl PendingConnections {
     pub fn new(max_total: usize, max_per_address: usize, gauge: Gauge) -> Self {
-        Self { max_total, max_per_address, counts: Arc::default(), gauge }
+        Self { max_total, max_per_address, counts: Arc::default(), gauge, refusals: Reporter::default() }
     }
 
     /// Takes a place for a connection from `address`, or says which cap is reached.
