@@ -14,10 +14,8 @@
 //! Then a careless app's call just over the message limit gets 413 and the session still stays.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure with its location
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +30,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+#[path = "support/running_endpoint.rs"]
+mod running_endpoint;
+use running_endpoint::RunningEndpoint;
 
 /// The bound on the endpoint's peak resident memory (VmHWM) over the whole test, start-up included.
 /// Measured on a debug build (the test prints it): about 19 MiB at rest and 40 MiB at the attack's peak,
@@ -54,65 +56,24 @@ const PRE_CONNECT_LIMIT: usize = nbwss_endpoint::DEFAULT_PRE_CONNECT_MAX_MESSAGE
 const DEADLINE: Duration = Duration::from_secs(120);
 const PRIMARY: &str = "primary1";
 
-/// `nbwss endpoint run`, killed when dropped.
-struct EndpointProcess {
-    child: Child,
-    url: String,
-    websocket_url: String,
+/// Starts `nbwss endpoint run` with short timeouts so that nothing waits long; every other limit at its
+/// default.
+fn start_endpoint(dir: &Path) -> RunningEndpoint {
+    let config = dir.join("endpoint.toml");
+    let text = format!(
+        "bind = \"127.0.0.1:0\"\ndata_dir = {:?}\n[limits]\ntls_handshake_timeout_ms = 5000\nhttp_header_timeout_ms = 5000\nconnect_timeout_ms = 10000\n",
+        dir.join("data")
+    );
+    std::fs::write(&config, text).unwrap();
+    RunningEndpoint::start(&config, Some(&dir.join("endpoint.log")))
 }
 
-impl Drop for EndpointProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl EndpointProcess {
-    fn start(dir: &Path) -> Self {
-        let config = dir.join("endpoint.toml");
-        // Short timeouts so that nothing waits long; every other limit at its default.
-        let text = format!(
-            "bind = \"127.0.0.1:0\"\ndata_dir = {:?}\n[limits]\ntls_handshake_timeout_ms = 5000\nhttp_header_timeout_ms = 5000\nconnect_timeout_ms = 10000\n",
-            dir.join("data")
-        );
-        std::fs::write(&config, text).unwrap();
-        let log = std::fs::File::create(dir.join("endpoint.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nbwss"))
-            .args(["endpoint", "run", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut url, mut websocket_url) = (None, None);
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.strip_prefix("NBWSS endpoint listening on ") {
-                url = Some(rest.to_owned());
-            }
-            if let Some(rest) = line.strip_prefix("WebSocket URL for NetBackup: ") {
-                websocket_url = Some(rest.to_owned());
-            }
-            if line.starts_with("press Ctrl-C") {
-                break;
-            }
-        }
-        Self { child, url: url.unwrap(), websocket_url: websocket_url.unwrap() }
-    }
-
-    fn address(&self) -> SocketAddr {
-        self.url.trim_start_matches("https://").parse().unwrap()
-    }
-
-    /// A line of /proc/PID/status, in KiB (VmRSS: resident now, VmHWM: the peak).
-    fn memory_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/PID/status: this test needs Linux");
-        let line = status.lines().find(|line| line.starts_with(field)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
+/// A line of /proc/PID/status of the endpoint, in KiB (VmRSS: resident now, VmHWM: the peak).
+fn memory_kib(endpoint: &RunningEndpoint, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", endpoint.pid()))
+        .expect("/proc/PID/status: this test needs Linux");
+    let line = status.lines().find(|line| line.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// What the attackers need to reach the endpoint.
@@ -235,7 +196,8 @@ async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 async fn hostile_clients_cost_bounded_memory_while_relayed_calls_keep_working() {
     let dir = tempfile::tempdir().unwrap();
     let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
-    let endpoint = EndpointProcess::start(dir.path());
+    let endpoint = start_endpoint(dir.path());
+    assert_eq!(endpoint.fingerprint.len(), 95);
     // What `nbwss endpoint token create` and `apikey create` do, beside the running endpoint.
     let store = Store::open(&dir.path().join("data")).unwrap();
     let details = store.create_token(PRIMARY, "g1", 1, &endpoint.websocket_url).unwrap();
@@ -266,22 +228,18 @@ async fn hostile_clients_cost_bounded_memory_while_relayed_calls_keep_working() 
         .build()
         .unwrap();
     let primaries = format!("{}/api/v1/primaries", endpoint.url);
+    let our_primary = || async {
+        let list = app.get(&primaries).header("X-NBWSS-API-Key", &api_key).send().await.unwrap();
+        list.json::<Value>().await.unwrap()["primaries"][0].clone()
+    };
     let connected_since = {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let list: Value = app
-                .get(&primaries)
-                .header("X-NBWSS-API-Key", &api_key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if list["primaries"][0]["connected"] == true {
-                break list["primaries"][0]["connectedSince"].clone();
+            let primary = our_primary().await;
+            if primary["connected"] == true {
+                break primary["connectedSince"].clone();
             }
-            assert!(Instant::now() < deadline, "the service did not connect: {list}");
+            assert!(Instant::now() < deadline, "the service did not connect: {primary}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -298,7 +256,7 @@ async fn hostile_clients_cost_bounded_memory_while_relayed_calls_keep_working() 
         .await
         .unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
-    let rest_kib = endpoint.memory_kib("VmRSS:");
+    let rest_kib = memory_kib(&endpoint, "VmRSS:");
 
     // The app keeps calling through the relay during the whole attack.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -327,27 +285,23 @@ async fn hostile_clients_cost_bounded_memory_while_relayed_calls_keep_working() 
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let target = Target { address: endpoint.address(), tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) };
+    let address = endpoint.url.trim_start_matches("https://").parse().unwrap();
+    let target = Target { address, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) };
     let started = Instant::now();
 
-    // Idle and silent sockets first, so that they are open while the junk arrives.
+    // Idle and silent sockets first, so that they are open while the junk arrives. Each waits for the
+    // endpoint to close it.
     let idle_closed = Arc::new(AtomicUsize::new(0));
     let mut idle = tokio::task::JoinSet::new();
-    for n in 0..IDLE_TLS {
+    for (n, tls) in (0..IDLE_TLS).map(|n| (n, true)).chain((0..SILENT_TCP).map(|n| (n, false))) {
         let (target, closed) = (target.clone(), idle_closed.clone());
         idle.spawn(async move {
-            let mut stream = target.tls(Ipv4Addr::new(127, 0, 1, n + 1)).await;
             let mut byte = [0u8; 1];
-            let _ = stream.read(&mut byte).await;
-            closed.fetch_add(1, Ordering::SeqCst);
-        });
-    }
-    for n in 0..SILENT_TCP {
-        let (target, closed) = (target.clone(), idle_closed.clone());
-        idle.spawn(async move {
-            let mut stream = target.tcp(Ipv4Addr::new(127, 0, 2, n + 1)).await;
-            let mut byte = [0u8; 1];
-            let _ = stream.read(&mut byte).await;
+            if tls {
+                let _ = target.tls(Ipv4Addr::new(127, 0, 1, n + 1)).await.read(&mut byte).await;
+            } else {
+                let _ = target.tcp(Ipv4Addr::new(127, 0, 2, n + 1)).await.read(&mut byte).await;
+            }
             closed.fetch_add(1, Ordering::SeqCst);
         });
     }
@@ -369,7 +323,7 @@ async fn hostile_clients_cost_bounded_memory_while_relayed_calls_keep_working() 
         .trim()
         .parse::<u64>()
         .unwrap();
-    let at_peak_kib = endpoint.memory_kib("VmRSS:");
+    let at_peak_kib = memory_kib(&endpoint, "VmRSS:");
 
     let mut codes = Vec::new();
     while let Some(code) = junk.join_next().await {
@@ -383,7 +337,7 @@ async fn hostile_clients_cost_bounded_memory_while_relayed_calls_keep_working() 
     let attack_took = started.elapsed();
     stop.cancel();
     let statuses = calls.await.unwrap();
-    let peak_kib = endpoint.memory_kib("VmHWM:");
+    let peak_kib = memory_kib(&endpoint, "VmHWM:");
 
     println!(
         "endpoint memory: {} MiB at rest, {} MiB with {pending} connections waiting for CONNECT, peak {} MiB \
@@ -430,9 +384,7 @@ async fn hostile_clients_cost_bounded_memory_while_relayed_calls_keep_working() 
         .await
         .unwrap();
     assert_eq!(jobs.status(), 200);
-    let list: Value =
-        app.get(&primaries).header("X-NBWSS-API-Key", &api_key).send().await.unwrap().json().await.unwrap();
-    assert_eq!(list["primaries"][0]["connectedSince"], connected_since, "the session was never replaced");
+    assert_eq!(our_primary().await["connectedSince"], connected_since, "the session was never replaced");
     service.shutdown().await;
     emulator.shutdown().await;
 }

@@ -1,9 +1,7 @@
 //! `nbwss endpoint`: tokens and API keys on a data directory, `run` serving over TLS, and revocation from
 //! the command line reaching the running endpoint.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,56 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use nbwss_protocol::{Body, Codec, ConnectRequest, Message, Secret};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
+use crate::running_endpoint::RunningEndpoint;
 use crate::util::nbwss;
-
-/// `nbwss endpoint run` in the background, killed when dropped.
-struct RunningEndpoint {
-    child: Child,
-    url: String,
-    websocket_url: String,
-    fingerprint: String,
-}
-
-impl RunningEndpoint {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nbwss"))
-            .args(["endpoint", "run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut url, mut websocket_url, mut fingerprint) = (None, None, None);
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.strip_prefix("NBWSS endpoint listening on ") {
-                url = Some(rest.to_owned());
-            }
-            if let Some(rest) = line.strip_prefix("WebSocket URL for NetBackup: ") {
-                websocket_url = Some(rest.to_owned());
-            }
-            if let Some(rest) = line.strip_prefix("certificate SHA-256: ") {
-                fingerprint = Some(rest.to_owned());
-            }
-            if line.starts_with("press Ctrl-C") {
-                break;
-            }
-        }
-        Self {
-            child,
-            url: url.expect("the URL is printed"),
-            websocket_url: websocket_url.expect("the WebSocket URL is printed"),
-            fingerprint: fingerprint.expect("the fingerprint is printed"),
-        }
-    }
-}
-
-impl Drop for RunningEndpoint {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A configuration file for an endpoint on a free port, with `extra` TOML appended.
 fn config_file(dir: &Path, extra: &str) -> PathBuf {
@@ -149,9 +99,15 @@ fn run_serves_the_endpoint_over_tls() {
     let config = config_file(dir.path(), "[limits]\nrelay_timeout_ms = 5000\n");
     let key =
         nbwss(&["endpoint", "apikey", "create", "app1", "--config", config.to_str().unwrap()], "").stdout;
-    let endpoint = RunningEndpoint::start(&config);
+    let endpoint = RunningEndpoint::start_with_open_files(&config, 256);
     let url = endpoint.url.clone();
     assert_eq!(endpoint.fingerprint.len(), 95);
+    // Every connection is a file descriptor: started with a soft limit of 256, the endpoint raised it to
+    // the hard limit.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", endpoint.pid())).unwrap();
+    let open_files: Vec<&str> =
+        limits.lines().find(|line| line.starts_with("Max open files")).unwrap().split_whitespace().collect();
+    assert_eq!(open_files[3], open_files[4], "soft and hard limits of open files: {open_files:?}");
     let certificate = std::fs::read(dir.path().join(nbwss_endpoint::GENERATED_CERT_FILE)).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let status = runtime.block_on(async {
@@ -237,7 +193,7 @@ async fn revoking_from_the_command_line_reaches_the_running_endpoint_at_once() {
     let (first, second) = (token("primary1"), token("primary2"));
     let key =
         nbwss(&["endpoint", "apikey", "create", "app1", "--config", config], "").stdout.trim().to_owned();
-    let endpoint = RunningEndpoint::start(Path::new(config));
+    let endpoint = RunningEndpoint::start(Path::new(config), None);
     let certificate = std::fs::read(dir.path().join(nbwss_endpoint::GENERATED_CERT_FILE)).unwrap();
     let mut revoked = connect(&endpoint.websocket_url, &certificate, &first).await;
     let mut rotated = connect(&endpoint.websocket_url, &certificate, &second).await;

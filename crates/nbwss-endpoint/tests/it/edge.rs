@@ -415,6 +415,18 @@ async fn a_call_over_the_message_limit_is_413_and_the_session_stays() {
     harness.endpoint.shutdown().await;
 }
 
+type Chunks = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// A request body that sends `first` and then waits for more until the returned sender is dropped.
+async fn stalled_body(first: Vec<u8>) -> (Chunks, reqwest::Body) {
+    let (chunks, receiver) = tokio::sync::mpsc::channel(1);
+    chunks.send(Ok(first)).await.unwrap();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(receiver, |mut receiver| async {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    }));
+    (chunks, body)
+}
+
 #[tokio::test]
 async fn a_slow_body_gets_408_and_holds_no_relay_slot() {
     let harness = Harness::start_with(|config| {
@@ -424,11 +436,7 @@ async fn a_slow_body_gets_408_and_holds_no_relay_slot() {
     .await;
     let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
     // A body that sends a little and then nothing more.
-    let (chunks, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    chunks.send(Ok(b"{\"user".to_vec())).await.unwrap();
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(receiver, |mut receiver| async {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
-    }));
+    let (chunks, body) = stalled_body(b"{\"user".to_vec()).await;
     let slow = harness
         .http
         .post(harness.relay_url("primary1", "login"))
@@ -567,11 +575,7 @@ async fn request_bodies_held_in_memory_are_bounded() {
     // Answers every call at once, so that a call made before the budget fills returns quickly.
     let answering = harness.echo_primary("primary1").await;
     // A body that stops after 60 KiB holds 60 KiB of the budget until it times out.
-    let (chunks, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    chunks.send(Ok(vec![b'x'; 60 * 1024])).await.unwrap();
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(receiver, |mut receiver| async {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
-    }));
+    let (chunks, body) = stalled_body(vec![b'x'; 60 * 1024]).await;
     let url = harness.relay_url("primary1", "login");
     let own_connection = crate::util::http_client(harness.endpoint.certificate_pem());
     let stalled = own_connection.post(&url).header("X-NBWSS-API-Key", &harness.api_key).body(body).send();
