@@ -59,14 +59,34 @@ CREATE INDEX IF NOT EXISTS notifications_by_primary_object ON notifications (pri
 CREATE INDEX IF NOT EXISTS notification_messages_by_time ON notification_messages (received_at);
 ";
 
+/// Records per primary server, kept by triggers so that listing primary servers reads a row per server
+/// instead of counting every record. Created (and filled from the records already stored) once.
+const COUNTS_SCHEMA: &str = "
+CREATE TABLE notification_counts (
+    primary_name TEXT PRIMARY KEY,
+    records INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO notification_counts (primary_name, records)
+    SELECT primary_name, COUNT(*) FROM notifications GROUP BY primary_name;
+CREATE TRIGGER notification_counted AFTER INSERT ON notifications BEGIN
+    INSERT INTO notification_counts (primary_name, records) VALUES (NEW.primary_name, 1)
+        ON CONFLICT (primary_name) DO UPDATE SET records = records + 1;
+END;
+CREATE TRIGGER notification_uncounted AFTER DELETE ON notifications BEGIN
+    UPDATE notification_counts SET records = records - 1 WHERE primary_name = OLD.primary_name;
+END;
+";
+
 /// Rows deleted per transaction when pruning, so that notifications arriving meanwhile wait briefly.
 const PRUNE_BATCH: i64 = 5_000;
 
-/// The SQLite store. Cheap to clone; writes are serialised on one connection, reads on another.
+/// The SQLite store. Cheap to clone; writes are serialised on one connection, reads on another, and the
+/// checks of tokens and API keys on a third, so that a long read (a page of the feed) never delays them.
 #[derive(Clone)]
 pub struct Store {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    credentials: Arc<Mutex<Connection>>,
     /// Changes to tokens and API keys made through this store (the other processes' show in
     /// `PRAGMA data_version`).
     credential_changes: Arc<AtomicU64>,
@@ -196,11 +216,27 @@ impl Store {
             writer.execute_batch("ALTER TABLE notifications ADD COLUMN problems TEXT")?;
         }
         writer.execute_batch(SCHEMA)?;
-        let reader = open()?;
-        reader.pragma_update(None, "query_only", true)?;
+        // IMMEDIATE: two processes opening an older store at once must not both create the counts.
+        let transaction =
+            rusqlite::Transaction::new_unchecked(&writer, rusqlite::TransactionBehavior::Immediate)?;
+        let counted: bool = transaction.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'notification_counts'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !counted {
+            transaction.execute_batch(COUNTS_SCHEMA)?;
+        }
+        transaction.commit()?;
+        let read_only = || -> anyhow::Result<Arc<Mutex<Connection>>> {
+            let connection = open()?;
+            connection.pragma_update(None, "query_only", true)?;
+            Ok(Arc::new(Mutex::new(connection)))
+        };
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            reader: read_only()?,
+            credentials: read_only()?,
             credential_changes: Arc::default(),
         })
     }
@@ -225,6 +261,11 @@ impl Store {
 
     fn read(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection for token and API-key lookups: only short indexed reads use it.
+    fn read_credentials(&self) -> MutexGuard<'_, Connection> {
+        self.credentials.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn credentials_changed(&self) {
@@ -344,7 +385,7 @@ impl Store {
     }
 
     fn token_where(&self, condition: &str, value: &str) -> anyhow::Result<Option<TokenInfo>> {
-        let connection = self.read();
+        let connection = self.read_credentials();
         let sql = format!(
             "SELECT name, group_id, priority, created_at, token_sha256 FROM tokens WHERE {condition}"
         );
@@ -387,7 +428,7 @@ impl Store {
 
     /// The name of the API key whose SHA-256 is `key_sha256`, if it is still valid.
     pub fn check_api_key_hash(&self, key_sha256: &str) -> anyhow::Result<Option<String>> {
-        let connection = self.read();
+        let connection = self.read_credentials();
         Ok(connection
             .query_row("SELECT name FROM api_keys WHERE key_sha256 = ?1", params![key_sha256], |row| {
                 row.get(0)
@@ -485,7 +526,7 @@ impl Store {
     pub fn notification_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let connection = self.read();
         let mut statement =
-            connection.prepare("SELECT primary_name, COUNT(*) FROM notifications GROUP BY primary_name")?;
+            connection.prepare("SELECT primary_name, records FROM notification_counts WHERE records > 0")?;
         let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -826,6 +867,7 @@ mod tests {
         let pruned = store.prune(now, Some(day), Some(3)).unwrap();
         assert_eq!(pruned, Pruned { records: 1, messages: 0 });
         assert_eq!(cursors(&store), vec![6, 7, 8]);
+        assert_eq!(store.notification_counts().unwrap(), vec![("p1".to_owned(), 3)], "counts follow pruning");
         // A pruned message id no longer de-duplicates; a kept one still does.
         assert_eq!(store.store_notification("p1", "M4", &[]).unwrap(), StoreOutcome::Duplicate);
         // Everything older than a day from a week ahead: all of it.
@@ -838,6 +880,30 @@ mod tests {
             store.store_notification("p1", "M5", &[image(99)]).unwrap(),
             StoreOutcome::Stored { records: 1, nonconforming: 0, last_cursor: 9 }
         );
+    }
+
+    #[test]
+    fn counts_are_kept_per_primary_and_filled_for_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.store_notification("p1", "M1", &[image(1), image(2)]).unwrap();
+        store.store_notification("p2", "M1", &[image(3)]).unwrap();
+        let mut counts = store.notification_counts().unwrap();
+        counts.sort();
+        assert_eq!(counts, vec![("p1".to_owned(), 2), ("p2".to_owned(), 1)]);
+        // A store made before the counts were kept: they are filled from the records at the next open.
+        store
+            .lock()
+            .execute_batch(
+                "DROP TRIGGER notification_counted; DROP TRIGGER notification_uncounted; DROP TABLE notification_counts;",
+            )
+            .unwrap();
+        store.store_notification("p2", "M2", &[image(4)]).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let mut counts = store.notification_counts().unwrap();
+        counts.sort();
+        assert_eq!(counts, vec![("p1".to_owned(), 2), ("p2".to_owned(), 2)]);
     }
 
     #[test]
