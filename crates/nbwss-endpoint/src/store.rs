@@ -3,8 +3,8 @@
 //! not conform to the guide's layout (liberal reception: stored and acknowledged all the same), pruned by
 //! age and count.
 //!
-//! Two connections: writes go through one, reads through the other, so that a read (an API-key check on
-//! every call) never waits behind a write's `fsync`. In the running endpoint every call goes through
+//! Three connections: writes go through one, reads through another, and token and API-key checks (one on
+//! every call) through a third, so that they never wait behind a write's `fsync` or a page of the feed. In the running endpoint every call goes through
 //! [`Store::run`], on tokio's blocking threads, never on the async workers. The command line uses the same
 //! store directly while the endpoint runs in another process; [`Store::credentials_version`] lets the
 //! endpoint notice its changes.
