@@ -29,6 +29,10 @@ use crate::websocket;
 
 /// Messages queued for one session's writer.
 const OUTGOING_QUEUE: usize = 256;
+/// Longest an upgrade waits for a place among the connections waiting for CONNECT (never longer than half
+/// of `limits.connect_timeout_ms`, within which the oldest of them must have sent CONNECT or gone): a
+/// reconnecting fleet gets in as places free up.
+const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Seconds a client refused for the pending-connection caps is asked to wait.
 const RETRY_AFTER_SECONDS: u32 = 5;
 
@@ -54,7 +58,12 @@ pub(crate) async fn upgrade(
         return ApiError::too_many_requests("too many failed CONNECT attempts from this address; try later")
             .into_response();
     }
-    let slot = match state.pending.admit(remote.ip()) {
+    let wait = (state.config.connect_timeout() / 2).min(PENDING_WAIT);
+    let admitted = tokio::select! {
+        _ = state.cancel.cancelled() => Err(PendingRefusal::Total(state.config.limits.max_pending_connections)),
+        admitted = state.pending.admit(remote.ip(), wait) => admitted,
+    };
+    let slot = match admitted {
         Ok(slot) => slot,
         Err(refusal) => return refuse_pending(&state, remote, refusal),
     };

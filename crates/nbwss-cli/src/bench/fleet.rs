@@ -102,8 +102,9 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     config.keepalive.ping_interval_ms = args.keepalive * 1000;
     // Every simulated service connects from 127.0.0.1: in production each primary server has its own
-    // address, so the per-address cap of connections waiting for CONNECT must not throttle them here.
-    config.limits.max_pending_per_address = config.limits.max_pending_connections;
+    // address, so the per-address cap of connections waiting for CONNECT must not throttle them here (the
+    // cap in all keeps its default, as in production).
+    config.limits.max_pending_per_address = config.limits.max_pending_per_address.max(services);
     config.limits.max_connections = config.limits.max_connections.max(services + 1024);
     let config_file = scratch.path().join("endpoint.toml");
     std::fs::write(&config_file, toml::to_string(&config)?)?;

@@ -161,12 +161,8 @@ async fn a_flood_before_connect_is_bounded() {
 async fn compression_is_never_agreed_and_reserved_bits_are_refused() {
     let harness = Harness::start().await;
     let mut client = RawClient::tls(&harness.endpoint, source(2)).await.unwrap();
-    let head = client
-        .upgrade(
-            &harness.endpoint,
-            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
-        )
-        .await;
+    let head =
+        client.upgrade("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n").await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(!head.to_ascii_lowercase().contains("sec-websocket-extensions"), "{head}");
     // A "compressed" text frame (RSV1 set) is a protocol error.
@@ -192,9 +188,11 @@ async fn compression_is_never_agreed_and_reserved_bits_are_refused() {
 
 #[tokio::test]
 async fn connections_waiting_for_connect_are_capped_in_all_and_per_address() {
+    // A full house waits for a place up to half the CONNECT timeout (at most 5 s): 2 s here.
     let harness = Harness::start_with(|config| {
         config.limits.max_pending_connections = 3;
         config.limits.max_pending_per_address = 2;
+        config.limits.connect_timeout_ms = 4_000;
     })
     .await;
     let (_first, _) = RawClient::upgraded(&harness.endpoint, source(2)).await;
@@ -205,13 +203,22 @@ async fn connections_waiting_for_connect_are_capped_in_all_and_per_address() {
     let (mut third, head) = RawClient::upgraded(&harness.endpoint, source(3)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let (_, head) = RawClient::upgraded(&harness.endpoint, source(4)).await;
-    assert!(head.starts_with("HTTP/1.1 503"), "the total cap: {head}");
+    assert!(head.starts_with("HTTP/1.1 503"), "the total cap, after waiting in vain: {head}");
     assert_eq!(metric(&harness, "nbwss_endpoint_pending_connections").await, 3.0);
 
-    // A connection that leaves gives its place back.
+    // An upgrade waiting for a place gets in as soon as a connection leaves.
+    let mut waiting = RawClient::tls(&harness.endpoint, source(4)).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let head = waiting.upgrade("").await;
+        (waiting, head)
+    });
+    eventually(|| async {
+        metric(&harness, "nbwss_endpoint_connect_failures_total{reason=\"pending_total\"}").await >= 1.0
+    })
+    .await;
     drop(second);
-    let (_again, head) = eventually_upgraded(&harness, source(4)).await;
-    assert!(head.starts_with("HTTP/1.1 101"));
+    let (_admitted, head) = within(waiting).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
 
     // CONNECT accepted: the connection no longer counts, so sessions are not capped by these limits.
     third.send_frame(1, true, connect_text(&harness.token("primary1")).as_bytes()).await;
@@ -227,19 +234,7 @@ async fn connections_waiting_for_connect_are_capped_in_all_and_per_address() {
         metric(&harness, "nbwss_endpoint_connect_failures_total{reason=\"pending_per_address\"}").await
             >= 1.0
     );
-    assert!(metric(&harness, "nbwss_endpoint_connect_failures_total{reason=\"pending_total\"}").await >= 1.0);
     harness.endpoint.shutdown().await;
-}
-
-async fn eventually_upgraded(harness: &Harness, from: Ipv4Addr) -> (RawClient, String) {
-    let deadline = Instant::now() + crate::util::DEADLINE;
-    loop {
-        let (client, head) = RawClient::upgraded(&harness.endpoint, from).await;
-        if head.starts_with("HTTP/1.1 101") || Instant::now() > deadline {
-            return (client, head);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

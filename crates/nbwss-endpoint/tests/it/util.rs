@@ -329,14 +329,14 @@ impl RawClient {
     /// A TLS connection that has sent the WebSocket upgrade; returns the response head.
     pub async fn upgraded(endpoint: &EndpointHandle, source: std::net::Ipv4Addr) -> (Self, String) {
         let mut client = Self::tls(endpoint, source).await.unwrap();
-        let head = client.upgrade(endpoint, "").await;
+        let head = client.upgrade("").await;
         (client, head)
     }
 
-    /// Sends the WebSocket upgrade request (with `extra` header lines) and reads the response head.
-    pub async fn upgrade(&mut self, endpoint: &EndpointHandle, extra: &str) -> String {
-        let url = endpoint.websocket_url();
-        let path = &url[url.find("/nbwss").unwrap()..];
+    /// Sends the WebSocket upgrade request for the default path (with `extra` header lines) and reads the
+    /// response head.
+    pub async fn upgrade(&mut self, extra: &str) -> String {
+        let path = nbwss_endpoint::DEFAULT_WEBSOCKET_PATH;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
