@@ -131,7 +131,7 @@ struct Follower {
 }
 
 enum Next {
-    Record(StoredNotification),
+    Record(Box<StoredNotification>),
     /// The stream's API key was revoked.
     Revoked,
     /// Shutdown or a store failure.
@@ -144,7 +144,7 @@ impl Follower {
         loop {
             if let Some(next) = self.buffer.pop_front() {
                 self.query.after = next.cursor;
-                return Next::Record(next);
+                return Next::Record(Box::new(next));
             }
             // Mark the current cursor seen before reading, so a commit after the read wakes us.
             self.changes.borrow_and_update();
