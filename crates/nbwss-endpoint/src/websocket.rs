@@ -1,4 +1,4 @@
-//! The WebSocket handshake (RFC 6455 §4.2) and the two limits of a connection's life: until its CONNECT
+//! The WebSocket handshake (RFC 6455, section 4.2) and the two limits of a connection's life: until its CONNECT
 //! is accepted it is read through a [`FrameGate`] with small limits (D4: before CONNECT an endpoint may
 //! apply a much smaller limit), after that with the full message limit.
 //!
