@@ -457,9 +457,10 @@ pub fn client_tls(certificate_pem: &str) -> Arc<rustls::ClientConfig> {
 
 /// The value of one metric sample in `/metrics` text (0 when absent).
 pub async fn metric(harness: &Harness, sample: &str) -> f64 {
-    let text = harness.http.get(format!("{}/metrics", harness.endpoint.url())).send().await.unwrap();
-    let text = text.text().await.unwrap();
-    text.lines()
+    harness
+        .metrics()
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |value| value.trim().parse().unwrap())
 }
