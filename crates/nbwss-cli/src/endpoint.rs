@@ -1,5 +1,6 @@
-//! `nbwss endpoint ...`: run the cloud endpoint, and manage its tokens and API keys (offline, on its data
-//! directory; the running endpoint sees changes at once, they share the SQLite store).
+//! `nbwss endpoint ...`: run the cloud endpoint, and manage its tokens and API keys (on its data directory,
+//! while it runs or not: they share the SQLite store, and a running endpoint closes a revoked or rotated
+//! token's session, and ends a revoked API key's streams, within `limits.revocation_check_interval_ms`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,13 +113,24 @@ enum TokenCommand {
         #[command(flatten)]
         location: Location,
     },
+    /// Replace a primary server's token with a new one, keeping its group and priority, and print the new
+    /// endpoint details file. A running endpoint closes the session opened with the old token.
+    Rotate {
+        /// The primary server's name.
+        name: String,
+        /// The wss:// URL to write into the details [default: as for `token create`].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        #[command(flatten)]
+        location: Location,
+    },
     /// List the primary servers that have a token: never the tokens, only their fingerprints (`sha256:` and
     /// 16 hexadecimal digits), which `nbwss servers show` on the NetBackup side shows for comparison.
     List {
         #[command(flatten)]
         location: Location,
     },
-    /// Revoke a primary server's token.
+    /// Revoke a primary server's token. A running endpoint closes its session within seconds.
     Revoke {
         /// The primary server's name.
         name: String,
@@ -141,7 +153,7 @@ enum ApiKeyCommand {
         #[command(flatten)]
         location: Location,
     },
-    /// Revoke an API key.
+    /// Revoke an API key. A running endpoint refuses its next call and ends its notification streams.
     Revoke {
         /// The key's name.
         name: String,
@@ -178,6 +190,17 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.tls = Some(TlsFiles { cert, key });
     }
     let data_dir = config.data_dir.clone();
+    // Every connection is a file descriptor: make room for limits.max_connections of them.
+    crate::raise_open_files_limit();
+    let needed = u64::try_from(config.limits.max_connections).unwrap_or(u64::MAX).saturating_add(64);
+    if crate::open_files_limit() < needed {
+        eprintln!(
+            "warning: the open-files limit ({}) is below limits.max_connections ({}) plus room for files: \
+             connections beyond it will fail to be accepted. Raise it (ulimit -n) or lower limits.max_connections.",
+            crate::open_files_limit(),
+            config.limits.max_connections
+        );
+    }
     let handle = Endpoint::start(config).await?;
     println!("NBWSS endpoint listening on {}", handle.url());
     println!("dashboard and app API: {}/", handle.url());
@@ -201,16 +224,26 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Create { name, group, priority, url, location } => {
             let config = location.config()?;
-            let url = match url {
-                Some(url) => url,
-                None if config.bind.port() == 0 && config.public_url.is_none() => {
-                    anyhow::bail!("the endpoint's port is chosen when it starts (bind port 0): pass --url")
-                }
-                None => config.websocket_url_for(config.bind),
-            };
+            let url = details_url(&config, url)?;
             let details = Store::open(&config.data_dir)?.create_token(&name, &group, priority, &url)?;
             println!("{}", serde_json::to_string_pretty(&details.to_value())?);
             eprintln!("token of '{name}' created; it is shown only here: hand this file to the NetBackup administrator");
+        }
+        TokenCommand::Rotate { name, url, location } => {
+            let config = location.config()?;
+            let url = details_url(&config, url)?;
+            let store = Store::open(&config.data_dir)?;
+            let Some(old) = store.token(&name)? else {
+                anyhow::bail!(
+                    "no token named '{name}': create one with `nbwss endpoint token create --name {name}`"
+                );
+            };
+            let details = store.create_token(&name, &old.group_id, old.priority, &url)?;
+            println!("{}", serde_json::to_string_pretty(&details.to_value())?);
+            eprintln!(
+                "token of '{name}' rotated; the old one no longer connects. The new one is shown only here: \
+                 hand this file to the NetBackup administrator"
+            );
         }
         TokenCommand::List { location } => {
             let tokens = location.store()?.list_tokens()?;
@@ -232,6 +265,17 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The wss:// URL for a details file: `--url`, or the configuration's.
+fn details_url(config: &EndpointConfig, url: Option<String>) -> anyhow::Result<String> {
+    match url {
+        Some(url) => Ok(url),
+        None if config.bind.port() == 0 && config.public_url.is_none() => {
+            anyhow::bail!("the endpoint's port is chosen when it starts (bind port 0): pass --url")
+        }
+        None => Ok(config.websocket_url_for(config.bind)),
+    }
 }
 
 fn api_key(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {

@@ -67,8 +67,8 @@ struct System {
 
 async fn up(args: Args) -> anyhow::Result<ExitCode> {
     let dir = absolute(&args.dir)?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    // Private: the state holds the endpoint's key and store, the service's sealed tokens, and up.json.
+    nbwss_endpoint::private_dir(&dir).context("the state directory")?;
     println!("nbwss up: state in {}", dir.display());
 
     let system = tokio::time::timeout(STARTUP_DEADLINE, start(&args, &dir))
@@ -76,8 +76,8 @@ async fn up(args: Args) -> anyhow::Result<ExitCode> {
         .context("the system did not come up within 60 s")??;
     let up_json = describe(&system, &dir);
     let up_file = dir.join("up.json");
-    std::fs::write(&up_file, serde_json::to_string_pretty(&up_json)?)
-        .with_context(|| format!("cannot write {}", up_file.display()))?;
+    // It holds the API key and the emulator's password: readable by its owner only, replaced atomically.
+    nbwss_endpoint::write_private_file(&up_file, serde_json::to_string_pretty(&up_json)?.as_bytes())?;
     print_welcome(&system, &up_file);
 
     let demo = async {
@@ -223,12 +223,12 @@ async fn demo_backups(emulator: &EmulatorHandle, interval: Duration) {
 
 /// Prints every notification the endpoint stores, as it arrives.
 async fn watch_feed(endpoint: &EndpointHandle) {
-    let mut after = endpoint.store().last_cursor().unwrap_or(0);
+    let mut after = endpoint.store().run(|store| store.last_cursor()).await.unwrap_or(0);
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
         ticker.tick().await;
         let query = FeedQuery { after, limit: 100, primary: None, object: None };
-        match endpoint.store().notifications(&query) {
+        match endpoint.store().run(move |store| store.notifications(&query)).await {
             Ok(batch) => {
                 for notification in batch {
                     after = notification.cursor;

@@ -48,7 +48,14 @@ pub(crate) fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The API key a request was authenticated with, as the store keeps it (its SHA-256): a stream checks it
+/// again when keys change, and ends once it is revoked.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthenticatedKey {
+    pub key_sha256: String,
+}
+
+async fn require_api_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let from_header = request.headers().get(API_KEY_HEADER).and_then(|value| value.to_str().ok());
     let from_query = if request.uri().path() == "/api/v1/notifications/stream" {
         query_value(request.uri(), API_KEY_QUERY)
@@ -58,10 +65,23 @@ async fn require_api_key(State(state): State<AppState>, request: Request, next: 
     let Some(key) = from_header.map(str::to_owned).or(from_query) else {
         return ApiError::unauthorized().into_response();
     };
-    match state.store.check_api_key(&key) {
-        Ok(Some(_)) => next.run(request).await,
-        Ok(None) => ApiError::unauthorized().into_response(),
-        Err(error) => ApiError::internal(&error).into_response(),
+    match check_api_key(&state, key).await {
+        Ok(authenticated) => {
+            request.extensions_mut().insert(authenticated);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Checks an API key against the store (never cached: a revoked key is refused on its next call).
+pub(crate) async fn check_api_key(state: &AppState, key: String) -> Result<AuthenticatedKey, ApiError> {
+    let key_sha256 = crate::store::sha256_hex(&key);
+    let lookup = key_sha256.clone();
+    match state.store.run(move |store| store.check_api_key_hash(&lookup)).await {
+        Ok(Some(_)) => Ok(AuthenticatedKey { key_sha256 }),
+        Ok(None) => Err(ApiError::unauthorized()),
+        Err(error) => Err(ApiError::internal(&error)),
     }
 }
 
@@ -136,9 +156,9 @@ async fn log_request(request: Request, next: Next) -> Response {
 
 /// `GET /api/v1/primaries`: every primary server known (by token) or connected.
 async fn primaries(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let tokens = state.store.list_tokens()?;
-    let counts: std::collections::HashMap<String, i64> =
-        state.store.notification_counts()?.into_iter().collect();
+    let (tokens, counts) =
+        state.store.run(|store| Ok((store.list_tokens()?, store.notification_counts()?))).await?;
+    let counts: std::collections::HashMap<String, i64> = counts.into_iter().collect();
     let sessions = state.registry.all();
     let mut names: Vec<String> = tokens.iter().map(|token| token.name.clone()).collect();
     names.extend(sessions.iter().map(|session| session.name.clone()));
@@ -198,6 +218,9 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    let budget = state.config.limits.max_buffered_request_bytes;
+    let held = budget.saturating_sub(state.body_budget.available_permits());
+    state.metrics.buffered_request_bytes.set(i64::try_from(held).unwrap_or(i64::MAX));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],

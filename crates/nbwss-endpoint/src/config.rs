@@ -22,6 +22,33 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 30_000;
 /// Default number of consecutive pings without a pong after which a session is closed (D18).
 pub const DEFAULT_MAX_MISSED_PONGS: u32 = 3;
+/// Default largest message a connection may send before its CONNECT is accepted (D4): a CONNECT REQUEST
+/// is a few hundred bytes.
+pub const DEFAULT_PRE_CONNECT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Default number of WebSocket connections waiting for their CONNECT to be accepted, in all.
+pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 1024;
+/// Default number of WebSocket connections waiting for their CONNECT to be accepted, per source address.
+pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 32;
+/// Default number of open connections of the listener (every kind: app calls, SSE streams, sessions).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default time a new TCP connection has to complete its TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Default time to receive a request's headers, counted from when the connection is ready for the next
+/// request: also how long an idle keep-alive connection stays open.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 20_000;
+/// Default time to receive a relayed call's whole request body.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 30_000;
+/// Default bytes of relayed request bodies the endpoint holds in memory at once, all calls together.
+pub const DEFAULT_MAX_BUFFERED_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+/// Default interval at which the endpoint looks for tokens and API keys changed by another process.
+pub const DEFAULT_REVOCATION_CHECK_INTERVAL_MS: u64 = 1_000;
+/// Default age after which a stored notification is pruned: 30 days.
+pub const DEFAULT_RETENTION_MAX_AGE_HOURS: u64 = 30 * 24;
+/// Default number of newest notification records kept: about 210 MB of store (a JOB record with its
+/// indexes takes about 420 bytes; pruned space is reused, so the file stops growing there).
+pub const DEFAULT_RETENTION_MAX_RECORDS: u64 = 500_000;
+/// Default interval between two prunings of the notification store.
+pub const DEFAULT_RETENTION_PRUNE_INTERVAL_MS: u64 = 60_000;
 
 /// The endpoint's configuration (TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +76,9 @@ pub struct EndpointConfig {
     /// WebSocket keepalive.
     #[serde(default)]
     pub keepalive: Keepalive,
+    /// How long notifications are kept.
+    #[serde(default)]
+    pub retention: Retention,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -61,20 +91,58 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Limits of the endpoint.
+/// Limits of the endpoint. Every one is documented, with its default, in the endpoint's README and in
+/// SECURITY.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest WebSocket message accepted (D4), and largest relayed request body.
+    /// Largest WebSocket message accepted once CONNECT is accepted (D4), and largest encoded COMMAND
+    /// sent: a relayed call whose COMMAND would be larger is answered 413.
     pub max_message_bytes: usize,
+    /// Largest message accepted before CONNECT is accepted (never more than `max_message_bytes`); a
+    /// connection may send at most twice this many bytes in all (frames, fragments, pings) before its
+    /// CONNECT.
+    pub pre_connect_max_message_bytes: usize,
     /// How long a relayed call waits for the COMMAND RESPONSE before answering 504.
     pub relay_timeout_ms: u64,
+    /// How long a relayed call's request body may take to arrive before the call is answered 408.
+    pub request_body_timeout_ms: u64,
+    /// Bytes of relayed request bodies held in memory at once, all calls together (each body is held until
+    /// its call ends); a call that would go over is answered 503.
+    pub max_buffered_request_bytes: usize,
     /// Relayed calls in flight per primary server; more are answered 429.
     pub max_in_flight_per_primary: usize,
     /// Failed CONNECTs (bad token, no CONNECT) allowed per source address per minute.
     pub max_failed_connects_per_minute: u32,
-    /// How long a new connection has to send CONNECT.
+    /// How long a new WebSocket connection has to send its CONNECT REQUEST.
     pub connect_timeout_ms: u64,
+    /// WebSocket connections whose CONNECT is not accepted yet, in all; more are answered 503.
+    pub max_pending_connections: usize,
+    /// WebSocket connections whose CONNECT is not accepted yet, per source address; more are answered 503.
+    pub max_pending_per_address: usize,
+    /// Open connections of the listener, of every kind; more are closed at once, with a log line.
+    pub max_connections: usize,
+    /// How long a new TCP connection has to complete its TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
+    /// How long a request's headers may take to arrive, counted from when the connection is ready for
+    /// the next request: an idle keep-alive connection is closed after it too.
+    pub http_header_timeout_ms: u64,
+    /// How often the endpoint looks for tokens and API keys changed by another process (`nbwss endpoint
+    /// token revoke`): a revoked token's session and a revoked key's streams end within this interval.
+    pub revocation_check_interval_ms: u64,
+}
+
+/// How long notifications are kept: records older than `max_age_hours` or beyond the newest
+/// `max_records` are pruned every `prune_interval_ms`. 0 turns a bound off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Age in hours after which a record is pruned (0: no age limit).
+    pub max_age_hours: u64,
+    /// Number of newest records kept (0: no count limit).
+    pub max_records: u64,
+    /// Interval between two prunings.
+    pub prune_interval_ms: u64,
 }
 
 /// WebSocket keepalive: the endpoint pings every session and closes those that stop answering.
@@ -91,10 +159,29 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_bytes: nbwss_protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            pre_connect_max_message_bytes: DEFAULT_PRE_CONNECT_MAX_MESSAGE_BYTES,
             relay_timeout_ms: DEFAULT_RELAY_TIMEOUT_MS,
+            request_body_timeout_ms: DEFAULT_REQUEST_BODY_TIMEOUT_MS,
+            max_buffered_request_bytes: DEFAULT_MAX_BUFFERED_REQUEST_BYTES,
             max_in_flight_per_primary: DEFAULT_MAX_IN_FLIGHT,
             max_failed_connects_per_minute: DEFAULT_MAX_FAILED_CONNECTS_PER_MINUTE,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            max_pending_connections: DEFAULT_MAX_PENDING_CONNECTIONS,
+            max_pending_per_address: DEFAULT_MAX_PENDING_PER_ADDRESS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls_handshake_timeout_ms: DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+            http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
+            revocation_check_interval_ms: DEFAULT_REVOCATION_CHECK_INTERVAL_MS,
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age_hours: DEFAULT_RETENTION_MAX_AGE_HOURS,
+            max_records: DEFAULT_RETENTION_MAX_RECORDS,
+            prune_interval_ms: DEFAULT_RETENTION_PRUNE_INTERVAL_MS,
         }
     }
 }
@@ -104,6 +191,11 @@ impl Default for Keepalive {
         Self { ping_interval_ms: DEFAULT_PING_INTERVAL_MS, max_missed_pongs: DEFAULT_MAX_MISSED_PONGS }
     }
 }
+
+/// Longest timeout or interval accepted: a day, beyond any use and far from overflowing a deadline.
+const MAX_INTERVAL_MS: u64 = 24 * 3600 * 1000;
+/// Longest retention accepted: 100 years, far beyond any use, short enough that the cutoff never overflows.
+const MAX_RETENTION_HOURS: u64 = 100 * 365 * 24;
 
 fn default_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))
@@ -125,6 +217,7 @@ impl EndpointConfig {
             tls: None,
             limits: Limits::default(),
             keepalive: Keepalive::default(),
+            retention: Retention::default(),
         }
     }
 
@@ -155,17 +248,52 @@ impl EndpointConfig {
                 anyhow::bail!("public_url: must start with wss:// (ws:// is not supported)");
             }
         }
-        if self.limits.max_message_bytes < 1024 {
+        let limits = &self.limits;
+        if limits.max_message_bytes < 1024 {
             anyhow::bail!("limits.max_message_bytes: must be at least 1024");
         }
-        if self.limits.relay_timeout_ms == 0 || self.limits.connect_timeout_ms == 0 {
-            anyhow::bail!("limits: timeouts must be positive");
+        if limits.max_buffered_request_bytes < limits.max_message_bytes {
+            anyhow::bail!(
+                "limits.max_buffered_request_bytes: must be at least limits.max_message_bytes ({}), or no call \
+                 with the largest body could be relayed",
+                limits.max_message_bytes
+            );
         }
-        if self.limits.max_in_flight_per_primary == 0 {
-            anyhow::bail!("limits.max_in_flight_per_primary: must be at least 1");
+        if limits.pre_connect_max_message_bytes < 1024 {
+            anyhow::bail!("limits.pre_connect_max_message_bytes: must be at least 1024");
         }
-        if self.keepalive.ping_interval_ms == 0 || self.keepalive.max_missed_pongs == 0 {
-            anyhow::bail!("keepalive: ping_interval_ms and max_missed_pongs must be positive");
+        for (key, value) in [
+            ("limits.relay_timeout_ms", limits.relay_timeout_ms),
+            ("limits.request_body_timeout_ms", limits.request_body_timeout_ms),
+            ("limits.connect_timeout_ms", limits.connect_timeout_ms),
+            ("limits.tls_handshake_timeout_ms", limits.tls_handshake_timeout_ms),
+            ("limits.http_header_timeout_ms", limits.http_header_timeout_ms),
+            ("limits.revocation_check_interval_ms", limits.revocation_check_interval_ms),
+            ("keepalive.ping_interval_ms", self.keepalive.ping_interval_ms),
+            ("retention.prune_interval_ms", self.retention.prune_interval_ms),
+        ] {
+            if !(1..=MAX_INTERVAL_MS).contains(&value) {
+                anyhow::bail!("{key}: must be from 1 to {MAX_INTERVAL_MS} milliseconds (a day)");
+            }
+        }
+        for (key, value) in [
+            ("max_in_flight_per_primary", limits.max_in_flight_per_primary),
+            ("max_pending_connections", limits.max_pending_connections),
+            ("max_pending_per_address", limits.max_pending_per_address),
+            ("max_connections", limits.max_connections),
+            ("max_buffered_request_bytes", limits.max_buffered_request_bytes),
+        ] {
+            if !(1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&value) {
+                anyhow::bail!("limits.{key}: must be from 1 to {}", tokio::sync::Semaphore::MAX_PERMITS);
+            }
+        }
+        if self.retention.max_age_hours > MAX_RETENTION_HOURS {
+            anyhow::bail!(
+                "retention.max_age_hours: at most {MAX_RETENTION_HOURS} (0 keeps records of any age)"
+            );
+        }
+        if self.keepalive.max_missed_pongs == 0 {
+            anyhow::bail!("keepalive.max_missed_pongs: must be at least 1");
         }
         Ok(())
     }
@@ -184,6 +312,27 @@ impl EndpointConfig {
 
     pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.connect_timeout_ms)
+    }
+
+    /// The message limit before CONNECT is accepted.
+    pub(crate) fn pre_connect_max_message_bytes(&self) -> usize {
+        self.limits.pre_connect_max_message_bytes.min(self.limits.max_message_bytes)
+    }
+
+    pub(crate) fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.request_body_timeout_ms)
+    }
+
+    pub(crate) fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.tls_handshake_timeout_ms)
+    }
+
+    pub(crate) fn http_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.http_header_timeout_ms)
+    }
+
+    pub(crate) fn revocation_check_interval(&self) -> Duration {
+        Duration::from_millis(self.limits.revocation_check_interval_ms)
     }
 
     pub(crate) fn ping_interval(&self) -> Duration {
@@ -220,5 +369,37 @@ mod tests {
         assert_eq!(config.limits.relay_timeout_ms, 5);
         assert_eq!(config.limits.max_in_flight_per_primary, DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(config.websocket_url_for(config.bind), "wss://127.0.0.1:9000/nbwss");
+    }
+
+    #[test]
+    fn edge_limits_have_defaults_and_are_validated() {
+        let config = EndpointConfig::from_toml("data_dir = \"/x\"").unwrap();
+        assert_eq!(config.limits.pre_connect_max_message_bytes, 64 * 1024);
+        assert_eq!(config.limits.max_connections, 20_000);
+        assert_eq!(config.limits.max_pending_connections, 1024);
+        assert_eq!(config.limits.max_pending_per_address, 32);
+        assert_eq!(config.retention, Retention::default());
+        let config = EndpointConfig::from_toml(
+            "data_dir = \"/x\"\n[limits]\nmax_message_bytes = 2048\n[retention]\nmax_age_hours = 0\nmax_records = 10",
+        )
+        .unwrap();
+        assert_eq!(config.pre_connect_max_message_bytes(), 2048, "never more than the message limit");
+        assert_eq!((config.retention.max_age_hours, config.retention.max_records), (0, 10));
+        for (toml, named) in [
+            ("[limits]\nhttp_header_timeout_ms = 0", "limits.http_header_timeout_ms"),
+            ("[limits]\nconnect_timeout_ms = 9223372036854775807", "limits.connect_timeout_ms"),
+            ("[keepalive]\nping_interval_ms = 0", "keepalive.ping_interval_ms"),
+            ("[limits]\nmax_connections = 9223372036854775807", "limits.max_connections"),
+            ("[limits]\nmax_pending_per_address = 0", "limits.max_pending_per_address"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[limits]\npre_connect_max_message_bytes = 10", "limits.pre_connect_max_message_bytes"),
+            ("[limits]\nmax_buffered_request_bytes = 1024", "limits.max_buffered_request_bytes"),
+            ("[retention]\nprune_interval_ms = 0", "retention.prune_interval_ms"),
+            ("[retention]\nmax_age_hours = 99999999", "retention.max_age_hours"),
+            ("[retention]\nkeep = 1", "unknown field"),
+        ] {
+            let error = EndpointConfig::from_toml(&format!("data_dir = \"/x\"\n{toml}")).unwrap_err();
+            assert!(format!("{error:#}").contains(named), "{toml}: {error:#}");
+        }
     }
 }

@@ -1,85 +1,157 @@
-//! One WebSocket connection from an NBWSS service: the CONNECT handshake, then a reader that routes
-//! COMMAND RESPONSEs to waiting calls and stores-then-acknowledges NOTIFICATIONs, and a writer that drains
-//! the session's queue and pings. Whichever ends first closes the session, which stops the other.
+//! One WebSocket connection from an NBWSS service: the upgrade (under the pending-connection caps), the
+//! CONNECT handshake under the small pre-CONNECT limits, then a reader that routes COMMAND RESPONSEs to
+//! waiting calls and stores-then-acknowledges NOTIFICATIONs, and a writer that drains the session's queue
+//! and pings. Whichever ends first closes the session, which stops the other.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::{self, CloseFrame, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper_util::rt::TokioIo;
 use nbwss_protocol::{Body, CloseStatus, ConnectResponse, DecodeErrorKind, Message, MessageType, SubType};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Error as WsError, Message as Frame};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::error::ApiError;
+use crate::pending::{PendingRefusal, PendingSlot};
 use crate::session::{CallFailure, Session};
 use crate::state::AppState;
-use crate::store::StoreOutcome;
+use crate::store::{token_hash, StoreOutcome};
+use crate::websocket;
 
 /// Messages queued for one session's writer.
 const OUTGOING_QUEUE: usize = 256;
-/// Bytes read from the socket at a time. tungstenite's default (128 KiB) is zero-filled on every read, so
-/// an idle connection kept 128 KiB resident; a larger message still grows the buffer as it needs.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// Longest an upgrade waits for a place among the connections waiting for CONNECT (never longer than half
+/// of `limits.connect_timeout_ms`, within which the oldest of them must have sent CONNECT or gone): a
+/// reconnecting fleet gets in as places free up.
+const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Seconds a client refused for the pending-connection caps is asked to wait.
+const RETRY_AFTER_SECONDS: u32 = 5;
 
-type Sink = SplitSink<WebSocket, ws::Message>;
-type Stream = SplitStream<WebSocket>;
+/// The upgraded socket of a WebSocket connection.
+type Io = TokioIo<hyper::upgrade::Upgraded>;
+type SessionSink = SplitSink<WebSocketStream<Io>, Frame>;
+type SessionStream = SplitStream<WebSocketStream<Io>>;
 
-/// `GET {websocket_path}`: the WebSocket upgrade, refused early for addresses over the failed-CONNECT limit.
+/// `GET {websocket_path}`: the WebSocket upgrade, refused early for addresses over the failed-CONNECT
+/// limit and when the pending-connection caps are reached.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    upgrade: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
+    let accept = match websocket::accept_key(request.headers()) {
+        Ok(accept) => accept,
+        Err(error) => return error.into_response(),
+    };
     if !state.limiter.allows(remote.ip()) {
         state.metrics.connect_failure("rate_limited");
         tracing::warn!(%remote, "WebSocket connection refused: too many failed CONNECTs from this address");
         return ApiError::too_many_requests("too many failed CONNECT attempts from this address; try later")
             .into_response();
     }
-    let limit = state.config.limits.max_message_bytes;
-    let upgrade = upgrade.read_buffer_size(READ_BUFFER_BYTES);
-    upgrade.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| {
-        let tracker = state.tracker.clone();
-        tracker.track_future(serve(socket, remote, state))
-    })
+    let wait = (state.config.connect_timeout() / 2).min(PENDING_WAIT);
+    let admitted = tokio::select! {
+        _ = state.cancel.cancelled() => Err(PendingRefusal::Total(state.config.limits.max_pending_connections)),
+        admitted = state.pending.admit(remote.ip(), wait) => admitted,
+    };
+    let slot = match admitted {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse_pending(&state, remote, refusal),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let task_state = state.clone();
+    state.tracker.spawn(async move {
+        let upgraded = tokio::select! {
+            _ = task_state.cancel.cancelled() => return,
+            upgraded = on_upgrade => upgraded,
+        };
+        match upgraded {
+            Ok(upgraded) => serve(TokioIo::new(upgraded), remote, task_state, slot).await,
+            Err(error) => tracing::debug!(%remote, "WebSocket upgrade failed: {error}"),
+        }
+    });
+    websocket::switching_protocols(accept)
+}
+
+/// The 503 for a connection over a pending-connection cap, with a log line at most every few seconds.
+fn refuse_pending(state: &AppState, remote: SocketAddr, refusal: PendingRefusal) -> Response {
+    let reporter = &state.pending.refusals;
+    let (reason, message) = match refusal {
+        PendingRefusal::Total(limit) => (
+            "pending_total",
+            format!("{limit} connections are waiting for CONNECT (limits.max_pending_connections); try again later"),
+        ),
+        PendingRefusal::PerAddress(limit) => (
+            "pending_per_address",
+            format!(
+                "{limit} connections from this address are waiting for CONNECT (limits.max_pending_per_address); try again later"
+            ),
+        ),
+    };
+    state.metrics.connect_failure(reason);
+    let count = reporter.count();
+    if reporter.due() {
+        tracing::warn!(%remote, refused_since_last_report = count, "WebSocket connection refused: {message}");
+    }
+    let mut busy = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message);
+    busy.retry_after(RETRY_AFTER_SECONDS);
+    busy.into_response()
 }
 
 enum Incoming {
-    Text(ws::Utf8Bytes),
+    Text(tungstenite::Utf8Bytes),
     Binary,
     Pong,
     Ping,
     Closed,
-    Error(String),
+    Error(WsError),
 }
 
-async fn next(stream: &mut Stream) -> Incoming {
-    match stream.next().await {
-        None | Some(Ok(ws::Message::Close(_))) => Incoming::Closed,
-        Some(Ok(ws::Message::Text(text))) => Incoming::Text(text),
-        Some(Ok(ws::Message::Binary(_))) => Incoming::Binary,
-        Some(Ok(ws::Message::Ping(_))) => Incoming::Ping,
-        Some(Ok(ws::Message::Pong(_))) => Incoming::Pong,
-        Some(Err(error)) => Incoming::Error(error.to_string()),
+async fn next<S>(stream: &mut S) -> Incoming
+where
+    S: Stream<Item = Result<Frame, WsError>> + Unpin,
+{
+    loop {
+        return match stream.next().await {
+            None | Some(Ok(Frame::Close(_))) => Incoming::Closed,
+            Some(Ok(Frame::Text(text))) => Incoming::Text(text),
+            Some(Ok(Frame::Binary(_))) => Incoming::Binary,
+            Some(Ok(Frame::Ping(_))) => Incoming::Ping,
+            Some(Ok(Frame::Pong(_))) => Incoming::Pong,
+            // Raw frames are only ever written, never read.
+            Some(Ok(Frame::Frame(_))) => continue,
+            Some(Err(error)) => Incoming::Error(error),
+        };
     }
 }
 
-/// The close status for a read error: 1009 for a message over the size limit, 1002 otherwise.
-fn read_error_status(error: &str) -> CloseStatus {
-    if error.contains("Message too long") || error.contains("Space limit") {
-        CloseStatus::TooBig
-    } else {
-        CloseStatus::ProtocolError
+/// The close status for a read error: 1009 for a message over a size limit, 1007 for text that is not
+/// UTF-8, 1002 otherwise.
+fn read_error_status(error: &WsError) -> CloseStatus {
+    match error {
+        WsError::Capacity(_) => CloseStatus::TooBig,
+        WsError::Io(io) if websocket::is_budget_spent(io) => CloseStatus::TooBig,
+        WsError::Utf8(_) => CloseStatus::NotConsistent,
+        _ => CloseStatus::ProtocolError,
     }
 }
 
-async fn send_close(sink: &mut Sink, status: CloseStatus, reason: &str) {
-    let frame = CloseFrame { code: status.code().unwrap_or(1000), reason: truncate(reason).into() };
-    let _ = sink.send(ws::Message::Close(Some(frame))).await;
+async fn send_close<S>(sink: &mut S, status: CloseStatus, reason: &str)
+where
+    S: Sink<Frame> + Unpin,
+{
+    let frame =
+        CloseFrame { code: CloseCode::from(status.code().unwrap_or(1000)), reason: truncate(reason).into() };
+    let _ = sink.send(Frame::Close(Some(frame))).await;
     let _ = sink.close().await;
 }
 
@@ -92,38 +164,52 @@ fn truncate(reason: &str) -> String {
     reason[..end].to_owned()
 }
 
-fn text(message: &Message, codec: &nbwss_protocol::Codec) -> ws::Message {
-    ws::Message::Text(codec.encode(message).into())
+fn text(message: &Message, codec: &nbwss_protocol::Codec) -> Frame {
+    Frame::Text(codec.encode(message).into())
 }
 
-async fn serve(socket: WebSocket, remote: SocketAddr, state: AppState) {
-    let (mut sink, mut stream) = socket.split();
+async fn serve(io: Io, remote: SocketAddr, state: AppState, pending: PendingSlot) {
+    let limits = &state.config.limits;
+    let pre_connect_limit = state.config.pre_connect_max_message_bytes();
+    let mut socket = websocket::before_connect(io, pre_connect_limit).await;
     let connect_timeout = state.config.connect_timeout();
     let deadline = tokio::time::Instant::now() + connect_timeout;
-    // Phase 1: the first message must be CONNECT REQUEST.
+    // Phase 1: the first message must be CONNECT REQUEST, within the small pre-CONNECT limits.
     let first = loop {
         let incoming = tokio::select! {
             _ = state.cancel.cancelled() => {
-                send_close(&mut sink, CloseStatus::GoingAway, "endpoint shutting down").await;
+                send_close(&mut socket, CloseStatus::GoingAway, "endpoint shutting down").await;
                 return;
             }
-            incoming = tokio::time::timeout_at(deadline, next(&mut stream)) => incoming,
+            incoming = tokio::time::timeout_at(deadline, next(&mut socket)) => incoming,
         };
         match incoming {
             Err(_) => {
                 refuse(&state, remote, "no_connect");
-                send_close(&mut sink, CloseStatus::ViolatedPolicy, "no CONNECT REQUEST in time").await;
+                send_close(&mut socket, CloseStatus::ViolatedPolicy, "no CONNECT REQUEST in time").await;
                 return;
             }
             Ok(Incoming::Ping | Incoming::Pong) => continue,
             Ok(Incoming::Closed) => return,
             Ok(Incoming::Error(error)) => {
-                send_close(&mut sink, read_error_status(&error), &error).await;
+                let status = read_error_status(&error);
+                let reason = if status == CloseStatus::TooBig {
+                    refuse(&state, remote, "too_big");
+                    format!(
+                        "before CONNECT a message may be at most {pre_connect_limit} bytes (and {} bytes in all)",
+                        pre_connect_limit.saturating_mul(2)
+                    )
+                } else {
+                    refuse(&state, remote, "no_connect");
+                    error.to_string()
+                };
+                tracing::debug!(%remote, "WebSocket read failed before CONNECT: {error}");
+                send_close(&mut socket, status, &reason).await;
                 return;
             }
             Ok(Incoming::Binary) => {
                 refuse(&state, remote, "no_connect");
-                send_close(&mut sink, CloseStatus::CannotAccept, "binary messages are not NBWSS messages")
+                send_close(&mut socket, CloseStatus::CannotAccept, "binary messages are not NBWSS messages")
                     .await;
                 return;
             }
@@ -139,21 +225,23 @@ async fn serve(socket: WebSocket, remote: SocketAddr, state: AppState) {
                 other.message_type(),
                 other.sub_type()
             );
-            send_close(&mut sink, CloseStatus::ViolatedPolicy, &reason).await;
+            send_close(&mut socket, CloseStatus::ViolatedPolicy, &reason).await;
             return;
         }
         Err(error) => {
             refuse(&state, remote, "no_connect");
-            send_close(&mut sink, decode_error_status(&error.kind), &error.to_string()).await;
+            send_close(&mut socket, decode_error_status(&error.kind), &error.to_string()).await;
             return;
         }
     };
+    drop(first);
     let (id, request) = request;
-    let token = match state.store.check_token(&request.token) {
+    let presented = request.token.clone();
+    let token = match state.store.run(move |store| store.check_token(&presented)).await {
         Ok(token) => token,
         Err(error) => {
             tracing::error!(%remote, "cannot check a CONNECT token: {error:#}");
-            send_close(&mut sink, CloseStatus::TryAgainLater, "endpoint store unavailable").await;
+            send_close(&mut socket, CloseStatus::TryAgainLater, "endpoint store unavailable").await;
             return;
         }
     };
@@ -161,17 +249,30 @@ async fn serve(socket: WebSocket, remote: SocketAddr, state: AppState) {
         refuse(&state, remote, "bad_token");
         tracing::warn!(%remote, "CONNECT refused: unknown token");
         let answer = Message::with_id(id, Body::ConnectResponse(ConnectResponse { valid: false }));
-        if sink.send(text(&answer, &state.codec)).await.is_ok() {
+        if socket.send(text(&answer, &state.codec)).await.is_ok() {
             // The service closes after `valid: false`; give it a moment, then close ourselves.
             let _ = tokio::time::timeout(connect_timeout.min(std::time::Duration::from_secs(5)), async {
-                while !matches!(next(&mut stream).await, Incoming::Closed | Incoming::Error(_)) {}
+                while !matches!(next(&mut socket).await, Incoming::Closed | Incoming::Error(_)) {}
             })
             .await;
         }
-        send_close(&mut sink, CloseStatus::ViolatedPolicy, "token refused").await;
+        send_close(&mut socket, CloseStatus::ViolatedPolicy, "token refused").await;
         return;
     };
 
+    // Accepted: from here on the full message limit applies and the connection no longer counts as pending.
+    drop(pending);
+    if socket.flush().await.is_err() {
+        return;
+    }
+    let socket = match websocket::after_connect(socket, limits.max_message_bytes).await {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::error!(%remote, "cannot continue after CONNECT: {error}");
+            return;
+        }
+    };
+    let (mut sink, mut stream) = socket.split();
     let answer = Message::with_id(id, Body::ConnectResponse(ConnectResponse { valid: true }));
     if sink.send(text(&answer, &state.codec)).await.is_err() {
         return;
@@ -180,9 +281,10 @@ async fn serve(socket: WebSocket, remote: SocketAddr, state: AppState) {
     let session = Arc::new(Session::new(
         token.name,
         token.group_id,
+        token_hash(&request.token),
         remote,
         outgoing,
-        state.config.limits.max_in_flight_per_primary,
+        limits.max_in_flight_per_primary,
         state.cancel.child_token(),
     ));
     tracing::info!(primary = %session.name, group = %session.group_id, %remote, "primary server connected");
@@ -217,8 +319,8 @@ fn decode_error_status(kind: &DecodeErrorKind) -> CloseStatus {
 
 /// The writer: drains the session's queue, pings every interval, and sends the close frame at the end.
 async fn write(
-    mut sink: Sink,
-    mut queue: mpsc::Receiver<ws::Message>,
+    mut sink: SessionSink,
+    mut queue: mpsc::Receiver<Frame>,
     session: Arc<Session>,
     state: AppState,
     missed_pongs: Arc<AtomicU32>,
@@ -242,7 +344,7 @@ async fn write(
                     session.close(CloseStatus::GoingAway, "keepalive: no pong");
                     break;
                 }
-                if sink.send(ws::Message::Ping(b"nbwss".as_slice().into())).await.is_err() {
+                if sink.send(Frame::Ping(tungstenite::Bytes::from_static(b"nbwss"))).await.is_err() {
                     session.close(CloseStatus::ClosedAbnormally, "write failed");
                     return;
                 }
@@ -261,7 +363,12 @@ async fn write(
 }
 
 /// The reader: returns when the connection ends or the session is closed.
-async fn read(stream: &mut Stream, session: &Arc<Session>, state: &AppState, missed_pongs: &AtomicU32) {
+async fn read(
+    stream: &mut SessionStream,
+    session: &Arc<Session>,
+    state: &AppState,
+    missed_pongs: &AtomicU32,
+) {
     loop {
         let incoming = tokio::select! {
             _ = session.closing.cancelled() => return,
@@ -271,7 +378,7 @@ async fn read(stream: &mut Stream, session: &Arc<Session>, state: &AppState, mis
             Incoming::Closed => return,
             Incoming::Error(error) => {
                 tracing::warn!(primary = %session.name, "WebSocket read failed: {error}");
-                session.close(read_error_status(&error), &error);
+                session.close(read_error_status(&error), &error.to_string());
                 return;
             }
             Incoming::Binary => {
@@ -351,30 +458,25 @@ async fn store_and_acknowledge(
     for problem in &received.problems {
         tracing::warn!(primary = %session.name, id = %received.id, "notification does not conform: {problem}");
     }
-    let store = state.store.clone();
     let (primary, id) = (session.name.clone(), received.id.clone());
     let records = received.records;
-    let stored = tokio::task::spawn_blocking(move || store.store_notification(&primary, &id, &records)).await;
+    let stored = state.store.run(move |store| store.store_notification(&primary, &id, &records)).await;
     match stored {
-        Ok(Ok(StoreOutcome::Stored { records, nonconforming, last_cursor })) => {
-            state.metrics.notification_records.inc_by(records as u64);
-            state.metrics.nonconforming_records.inc_by(nonconforming as u64);
+        Ok(StoreOutcome::Stored { records, nonconforming, last_cursor }) => {
+            state.metrics.notification_records.inc_by(u64::try_from(records).unwrap_or(u64::MAX));
+            state.metrics.nonconforming_records.inc_by(u64::try_from(nonconforming).unwrap_or(u64::MAX));
             state.feed.send_modify(|cursor| *cursor = (*cursor).max(last_cursor));
             if nonconforming > 0 {
                 tracing::warn!(primary = %session.name, id = %received.id, records, nonconforming, "notification stored with records that do not conform (flagged in the feed)");
             }
             tracing::debug!(primary = %session.name, id = %received.id, records, "notification stored");
         }
-        Ok(Ok(StoreOutcome::Duplicate)) => {
+        Ok(StoreOutcome::Duplicate) => {
             state.metrics.notification_duplicates.inc();
             tracing::debug!(primary = %session.name, id = %received.id, "notification received again");
         }
-        Ok(Err(error)) => {
-            tracing::error!(primary = %session.name, id = %received.id, "cannot store a notification (not acknowledged): {error:#}");
-            return Ok(());
-        }
         Err(error) => {
-            tracing::error!(primary = %session.name, "notification store task failed: {error}");
+            tracing::error!(primary = %session.name, id = %received.id, "cannot store a notification (not acknowledged): {error:#}");
             return Ok(());
         }
     }
@@ -386,6 +488,6 @@ async fn store_and_acknowledge(
     Ok(())
 }
 
-fn text_of(message: &Message, state: &AppState) -> ws::Message {
+fn text_of(message: &Message, state: &AppState) -> Frame {
     text(message, &state.codec)
 }

@@ -1,21 +1,18 @@
 //! Starting and stopping a running endpoint: one TLS listener for the WebSocket endpoint, the app API and
-//! the dashboard; every task owned and awaited at shutdown.
+//! the dashboard, the revocation watcher and the notification pruner; every task owned and awaited at
+//! shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
 use nbwss_protocol::{CloseStatus, EndpointDetails};
 use tokio::task::JoinHandle;
 
 use crate::config::{loopback_if_wildcard, EndpointConfig};
 use crate::state::{AppState, Shared};
 use crate::store::Store;
-use crate::{api, tls};
-
-/// How long shutdown lets open HTTP connections finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+use crate::{api, listener, retention, revocation, tls};
 
 /// The cloud WebSocket endpoint.
 pub struct Endpoint;
@@ -26,8 +23,7 @@ pub struct EndpointHandle {
     local_addr: SocketAddr,
     certificate_pem: String,
     certificate_sha256: String,
-    server: axum_server::Handle<SocketAddr>,
-    serve_task: JoinHandle<std::io::Result<()>>,
+    listener_task: JoinHandle<()>,
 }
 
 impl Endpoint {
@@ -39,21 +35,20 @@ impl Endpoint {
         let listener = std::net::TcpListener::bind(config.bind)
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.bind))?;
         listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let local_addr = listener.local_addr()?;
         let state: AppState = Arc::new(Shared::new(config, store)?);
-        let server = axum_server::Handle::new();
-        let app = api::app(state.clone());
-        let serving =
-            axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(identity.server_config))?
-                .handle(server.clone());
-        let serve_task = tokio::spawn(serving.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
+        let tls = tokio_rustls::TlsAcceptor::from(identity.server_config);
+        let listener_task =
+            tokio::spawn(listener::serve(listener, tls, api::app(state.clone()), state.clone()));
+        state.tracker.spawn(revocation::watch(state.clone()));
+        state.tracker.spawn(retention::prune(state.clone()));
         let handle = EndpointHandle {
             state,
             local_addr,
             certificate_pem: identity.certificate_pem,
             certificate_sha256: identity.certificate_sha256,
-            server,
-            serve_task,
+            listener_task,
         };
         tracing::info!(url = %handle.url(), websocket = %handle.websocket_url(),
             certificate_sha256 = %handle.certificate_sha256, "endpoint listening");
@@ -93,9 +88,13 @@ impl EndpointHandle {
     }
 
     /// Creates (or rotates) the token of primary server `name` and returns its endpoint details file (D15);
-    /// the token is shown only here.
+    /// the token is shown only here. A session opened with the previous token is closed.
     pub fn create_token(&self, name: &str, group: &str, priority: i64) -> anyhow::Result<EndpointDetails> {
-        self.state.store.create_token(name, group, priority, &self.websocket_url())
+        let details = self.state.store.create_token(name, group, priority, &self.websocket_url())?;
+        if let Some(session) = self.state.registry.get(name) {
+            session.close(CloseStatus::ViolatedPolicy, "token rotated");
+        }
+        Ok(details)
     }
 
     /// Creates (or rotates) the token of primary server `name` and returns a one-time provider URL
@@ -127,7 +126,8 @@ impl EndpointHandle {
         Ok(revoked)
     }
 
-    /// Creates (or replaces) API key `name`; the key is shown only here.
+    /// Creates (or replaces) API key `name`; the key is shown only here. Streams opened with a key it
+    /// replaces end within `limits.revocation_check_interval_ms`.
     pub fn create_api_key(&self, name: &str) -> anyhow::Result<String> {
         self.state.store.create_api_key(name)
     }
@@ -140,16 +140,13 @@ impl EndpointHandle {
         names
     }
 
-    /// Stops accepting, closes every session (failing their in-flight calls), ends SSE streams, and waits
-    /// for every task.
+    /// Stops accepting, closes every session (failing their in-flight calls), ends SSE streams, lets open
+    /// HTTP connections finish for a few seconds, and waits for every task.
     pub async fn shutdown(self) {
         self.state.registry.close_all("endpoint shutting down");
         self.state.cancel.cancel();
-        self.server.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        match self.serve_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!("listener ended with an error: {error}"),
-            Err(error) => tracing::warn!("listener task failed: {error}"),
+        if let Err(error) = self.listener_task.await {
+            tracing::warn!("listener task failed: {error}");
         }
         self.state.tracker.close();
         self.state.tracker.wait().await;

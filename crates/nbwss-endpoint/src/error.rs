@@ -12,11 +12,17 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// Asks the client to wait `seconds` before trying again (`Retry-After`).
+    pub fn retry_after(&mut self, seconds: u32) {
+        self.retry_after = Some(seconds);
     }
 
     pub fn unauthorized() -> Self {
@@ -44,8 +50,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } })))
-            .into_response()
+        let mut response =
+            (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } })))
+                .into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -1,10 +1,11 @@
 //! The notification feed: a page of stored records after a cursor, and a server-sent-events stream that
-//! resumes from `Last-Event-ID` (event id = cursor) and then follows new records as they are committed.
+//! resumes from `Last-Event-ID` (event id = cursor) and then follows new records as they are committed,
+//! until the endpoint stops or the stream's API key is revoked (then a last `error` event says why).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::AuthenticatedKey;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{FeedQuery, StoredNotification};
@@ -60,12 +62,13 @@ pub(crate) async fn list(
         return Err(ApiError::bad_request(format!("limit: at most {MAX_LIMIT}")));
     }
     let query = params.query(after, limit)?;
-    let notifications = state.store.notifications(&query)?;
+    let (notifications, last_cursor) =
+        state.store.run(move |store| Ok((store.notifications(&query)?, store.last_cursor()?))).await?;
     let next_cursor = notifications.last().map_or(after, |last| last.cursor);
     Ok(Json(json!({
         "notifications": notifications,
         "nextCursor": next_cursor,
-        "lastCursor": state.store.last_cursor()?,
+        "lastCursor": last_cursor,
     })))
 }
 
@@ -73,6 +76,7 @@ pub(crate) async fn list(
 /// when the client sends one.
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    Extension(key): Extension<AuthenticatedKey>,
     Query(params): Query<FeedParams>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -93,11 +97,24 @@ pub(crate) async fn stream(
         query,
         buffer: VecDeque::new(),
         changes: state.feed.subscribe(),
+        credentials: state.credentials.subscribe(),
+        key,
         cancel: state.cancel.clone(),
+        ended: false,
     };
     let events = futures_util::stream::unfold(follower, |mut follower| async move {
-        let next = follower.next().await?;
-        Some((Ok(event(&next)), follower))
+        if follower.ended {
+            return None;
+        }
+        let event = match follower.next().await {
+            Next::Record(record) => event(&record),
+            Next::Revoked => {
+                follower.ended = true;
+                revoked_event()
+            }
+            Next::End => return None,
+        };
+        Some((Ok(event), follower))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
@@ -107,20 +124,32 @@ struct Follower {
     query: FeedQuery,
     buffer: VecDeque<StoredNotification>,
     changes: watch::Receiver<i64>,
+    credentials: watch::Receiver<u64>,
+    key: AuthenticatedKey,
     cancel: CancellationToken,
+    ended: bool,
+}
+
+enum Next {
+    Record(Box<StoredNotification>),
+    /// The stream's API key was revoked.
+    Revoked,
+    /// Shutdown or a store failure.
+    End,
 }
 
 impl Follower {
-    /// The next record, waiting for one when none is stored yet; `None` at shutdown.
-    async fn next(&mut self) -> Option<StoredNotification> {
+    /// The next record, waiting for one when none is stored yet.
+    async fn next(&mut self) -> Next {
         loop {
             if let Some(next) = self.buffer.pop_front() {
                 self.query.after = next.cursor;
-                return Some(next);
+                return Next::Record(Box::new(next));
             }
             // Mark the current cursor seen before reading, so a commit after the read wakes us.
             self.changes.borrow_and_update();
-            match self.state.store.notifications(&self.query) {
+            let query = self.query.clone();
+            match self.state.store.run(move |store| store.notifications(&query)).await {
                 Ok(rows) if !rows.is_empty() => {
                     self.buffer.extend(rows);
                     continue;
@@ -128,15 +157,41 @@ impl Follower {
                 Ok(_) => {}
                 Err(error) => {
                     tracing::error!("notification stream ends: {error:#}");
-                    return None;
+                    return Next::End;
                 }
             }
             tokio::select! {
-                _ = self.cancel.cancelled() => return None,
-                changed = self.changes.changed() => changed.ok()?,
+                _ = self.cancel.cancelled() => return Next::End,
+                changed = self.changes.changed() => if changed.is_err() { return Next::End },
+                changed = self.credentials.changed() => {
+                    if changed.is_err() {
+                        return Next::End;
+                    }
+                    if !self.key_is_valid().await {
+                        return Next::Revoked;
+                    }
+                }
             }
         }
     }
+
+    async fn key_is_valid(&self) -> bool {
+        let key_sha256 = self.key.key_sha256.clone();
+        match self.state.store.run(move |store| store.check_api_key_hash(&key_sha256)).await {
+            Ok(name) => name.is_some(),
+            Err(error) => {
+                tracing::error!("cannot check a stream's API key: {error:#}");
+                true
+            }
+        }
+    }
+}
+
+/// The last event of a stream whose API key was revoked: the app API's error body.
+fn revoked_event() -> Event {
+    let body =
+        json!({ "error": { "code": "unauthorized", "message": "the API key of this stream was revoked" } });
+    Event::default().event("error").data(body.to_string())
 }
 
 fn event(notification: &StoredNotification) -> Event {

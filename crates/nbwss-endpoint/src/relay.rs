@@ -7,7 +7,10 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use nbwss_protocol::{Body, CommandRequest, CommandResponse, Headers, Message, Method, HEADER_ORIGIN};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::api::API_KEY_HEADER;
 use crate::error::ApiError;
@@ -16,6 +19,9 @@ use crate::state::AppState;
 
 /// Marks a relay error produced by the endpoint itself (the service marks its own with `service`).
 pub const ORIGIN_ENDPOINT: &str = "endpoint";
+
+/// Seconds a call refused for the body budget is asked to wait.
+const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// Headers that describe one hop, not the call; never relayed in either direction.
 const HOP_BY_HOP: [&str; 10] = [
@@ -47,10 +53,8 @@ pub(crate) async fn with_capability(
     Path((key, name, _path)): Path<(String, String, String)>,
     request: Request,
 ) -> Response {
-    match state.store.check_api_key(&key) {
-        Ok(Some(_)) => {}
-        Ok(None) => return ApiError::unauthorized().into_response(),
-        Err(error) => return ApiError::internal(&error).into_response(),
+    if let Err(error) = crate::api::check_api_key(&state, key).await {
+        return error.into_response();
     }
     let uri = command_uri(request.uri(), 3);
     relay(state, name, uri, request).await
@@ -94,21 +98,9 @@ async fn relay_call(
     request: Request,
 ) -> Result<Response, ApiError> {
     let uri = uri.ok_or_else(|| ApiError::bad_request("the path must continue with /netbackup/..."))?;
-    let Some(session) = state.registry.get(name) else {
-        return Err(if state.store.token(name)?.is_some() {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_connected",
-                format!("primary server '{name}' is not connected"),
-            )
-        } else {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_primary",
-                format!("no primary server named '{name}'"),
-            )
-        });
-    };
+    if state.registry.get(name).is_none() {
+        return Err(not_connected(state, name).await);
+    }
     let method = Method::parse(request.method().as_str()).ok_or_else(|| {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -116,27 +108,63 @@ async fn relay_call(
             "NBWSS relays GET, POST, PUT, PATCH, DELETE, HEAD and OPTIONS",
         )
     })?;
+    let headers = relayed_headers(request.headers());
+    let limit = state.config.limits.max_message_bytes;
+    // The body is read before a relay slot is taken, under its own deadline: a slow upload holds no slot.
+    let body_timeout = state.config.request_body_timeout();
+    let (body, _body_permit) =
+        match tokio::time::timeout(body_timeout, read_body(state, request.into_body(), limit)).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {} ms (limits.request_body_timeout_ms)",
+                        body_timeout.as_millis()
+                    ),
+                ))
+            }
+            Ok(read) => read?,
+        };
+    let parameters = if body.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8(body).map_err(|_| {
+            ApiError::bad_request("the request body must be UTF-8 text (NBWSS carries it as a JSON string)")
+        })?)
+    };
+    // D4: never send a message the service would close the connection for; fail this call alone. The
+    // body's escaped size is counted first, so that a body of control characters is never encoded
+    // into a string six times its size.
+    let escaped = parameters.as_deref().map_or(0, json_escaped_len);
+    if escaped > limit {
+        return Err(too_large(format!(
+            "the request body takes {escaped} bytes once JSON-escaped in the COMMAND, over the {limit}-byte \
+             message limit (a newline takes 2 bytes, a control character 6)"
+        )));
+    }
+    let message = Message::new(Body::CommandRequest(CommandRequest { uri, method, headers, parameters }));
+    let text = state.codec.encode(&message);
+    if text.len() > limit {
+        return Err(too_large(format!(
+            "the call encoded as a COMMAND is {} bytes, over the {limit}-byte message limit (JSON escaping \
+             of the body counts: a newline takes 2 bytes, a control character 6)",
+            text.len()
+        )));
+    }
+    // Looked up again: the primary server may have reconnected while the body arrived.
+    let Some(session) = state.registry.get(name) else {
+        return Err(not_connected(state, name).await);
+    };
     let Ok(_permit) = session.in_flight.clone().try_acquire_owned() else {
         return Err(ApiError::too_many_requests(format!(
             "too many calls in flight to primary server '{name}' (limit {})",
             state.config.limits.max_in_flight_per_primary
         )));
     };
-    let headers = relayed_headers(request.headers());
-    let limit = state.config.limits.max_message_bytes;
-    let body = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body over {limit} bytes"))
-    })?;
-    let parameters = if body.is_empty() {
-        None
-    } else {
-        Some(String::from_utf8(body.to_vec()).map_err(|_| {
-            ApiError::bad_request("the request body must be UTF-8 text (NBWSS carries it as a JSON string)")
-        })?)
-    };
-    let message = Message::new(Body::CommandRequest(CommandRequest { uri, method, headers, parameters }));
     let id = message.id.clone();
     tracing::debug!(primary = %name, "relaying {}", message.summary());
+    drop(message);
     let disconnected = || {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -148,10 +176,9 @@ async fn relay_call(
         return Err(disconnected());
     };
     state.registry.count_command(name);
-    let text = state.codec.encode(&message);
     let timeout = state.config.relay_timeout();
     let outcome = tokio::time::timeout(timeout, async {
-        if session.outgoing.send(axum::extract::ws::Message::Text(text.into())).await.is_err() {
+        if session.outgoing.send(Frame::Text(text.into())).await.is_err() {
             return Err(CallFailure::Disconnected);
         }
         reply.await.unwrap_or(Err(CallFailure::Disconnected))
@@ -172,8 +199,87 @@ async fn relay_call(
             "invalid_response",
             format!("invalid COMMAND RESPONSE from '{name}': {why}"),
         )),
-        Ok(Ok(response)) => Ok(http_response(response)),
+        Ok(Ok(response)) => http_response(response).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "invalid_response",
+                format!(
+                    "invalid COMMAND RESPONSE from '{name}': its status is not a final HTTP status (200-599)"
+                ),
+            )
+        }),
     }
+}
+
+/// 503 for a registered primary server that is not connected, 404 for a name no token has.
+async fn not_connected(state: &AppState, name: &str) -> ApiError {
+    let lookup = name.to_owned();
+    match state.store.run(move |store| store.token(&lookup)).await {
+        Ok(Some(_)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_connected",
+            format!("primary server '{name}' is not connected"),
+        ),
+        Ok(None) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_primary",
+            format!("no primary server named '{name}'"),
+        ),
+        Err(error) => ApiError::internal(&error),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes, taking its size from the endpoint's body budget as it
+/// arrives; the permit is held until the call ends.
+async fn read_body(
+    state: &AppState,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut collected = Vec::new();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        if chunk.len() > limit.saturating_sub(collected.len()) {
+            return Err(too_large(format!("the request body is over {limit} bytes")));
+        }
+        let size = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        let Ok(more) = state.body_budget.clone().try_acquire_many_owned(size) else {
+            let mut busy = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!(
+                    "the endpoint holds {} bytes of request bodies already (limits.max_buffered_request_bytes); retry shortly",
+                    state.config.limits.max_buffered_request_bytes
+                ),
+            );
+            busy.retry_after(RETRY_AFTER_SECONDS);
+            return Err(busy);
+        };
+        match &mut permit {
+            Some(permit) => permit.merge(more),
+            None => permit = Some(more),
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok((collected, permit))
+}
+
+/// The length of `text` as a JSON string's contents, as serde_json writes it: `"`, `\\` and the
+/// control characters with a short escape take 2 bytes, other control characters 6 (`\u001f`).
+fn json_escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|byte| match byte {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0C => 2,
+            0x00..=0x1F => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+fn too_large(message: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
 }
 
 fn relayed_headers(headers: &HeaderMap) -> Headers {
@@ -190,8 +296,11 @@ fn relayed_headers(headers: &HeaderMap) -> Headers {
     relayed
 }
 
-fn http_response(response: CommandResponse) -> Response {
-    let status = StatusCode::from_u16(response.status_code).unwrap_or(StatusCode::BAD_GATEWAY);
+/// The HTTP response for a COMMAND RESPONSE; `None` for an informational status (1xx), which is no
+/// answer to a call (hyper would turn 101 into a connection upgrade and other 1xx into 500).
+fn http_response(response: CommandResponse) -> Option<Response> {
+    let status =
+        StatusCode::from_u16(response.status_code).ok().filter(|status| !status.is_informational())?;
     let mut http = Response::new(HttpBody::from(response.body));
     *http.status_mut() = status;
     for (name, value) in response.headers.iter() {
@@ -203,12 +312,21 @@ fn http_response(response: CommandResponse) -> Response {
             http.headers_mut().append(name, value);
         }
     }
-    http
+    Some(http)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_length_is_what_the_codec_writes() {
+        for text in ["", "plain", "a\"b\\c", "line\nfeed\r\t", "\u{0}\u{1f}\u{8}\u{c}", "é ∑ 😀", "\u{7f}"]
+        {
+            let encoded = serde_json::Value::String(text.to_owned()).to_string();
+            assert_eq!(json_escaped_len(text), encoded.len() - 2, "{text:?} → {encoded}");
+        }
+    }
 
     #[test]
     fn command_uri_keeps_the_raw_path_and_query() {

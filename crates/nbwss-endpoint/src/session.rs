@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws;
 use chrono::{DateTime, Utc};
 use nbwss_protocol::{CloseStatus, CommandResponse};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_util::sync::CancellationToken;
 
 /// Why a relayed call got no COMMAND RESPONSE.
@@ -35,9 +35,12 @@ pub(crate) struct Session {
     pub serial: u64,
     pub name: String,
     pub group_id: String,
+    /// SHA-256 of the token the session was opened with: when the store no longer holds it for this name
+    /// (revoked or rotated), the session is closed.
+    pub token_sha256: String,
     pub remote: SocketAddr,
     pub connected_at: DateTime<Utc>,
-    pub outgoing: mpsc::Sender<ws::Message>,
+    pub outgoing: mpsc::Sender<Frame>,
     pub in_flight: Arc<Semaphore>,
     /// Cancelled when the session must end; the writer then sends the close frame in `close_frame`.
     pub closing: CancellationToken,
@@ -51,8 +54,9 @@ impl Session {
     pub fn new(
         name: String,
         group_id: String,
+        token_sha256: String,
         remote: SocketAddr,
-        outgoing: mpsc::Sender<ws::Message>,
+        outgoing: mpsc::Sender<Frame>,
         max_in_flight: usize,
         closing: CancellationToken,
     ) -> Self {
@@ -60,6 +64,7 @@ impl Session {
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             name,
             group_id,
+            token_sha256,
             remote,
             connected_at: Utc::now(),
             outgoing,

@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nbwss_protocol::Codec;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::EndpointConfig;
 use crate::metrics::Metrics;
+use crate::pending::PendingConnections;
 use crate::rate_limit::FailedConnectLimiter;
 use crate::session::Registry;
 use crate::store::Store;
@@ -22,6 +23,10 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub metrics: Metrics,
     pub limiter: FailedConnectLimiter,
+    /// WebSocket connections whose CONNECT is not accepted yet.
+    pub pending: PendingConnections,
+    /// Bytes of relayed request bodies that may still be held in memory (`limits.max_buffered_request_bytes`).
+    pub body_budget: Arc<Semaphore>,
     pub codec: Codec,
     /// Cancelled at shutdown; sessions and SSE streams end with it.
     pub cancel: CancellationToken,
@@ -29,6 +34,9 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// The newest notification cursor; SSE streams wait on it.
     pub feed: watch::Sender<i64>,
+    /// Bumped when tokens or API keys changed (here or in another process); SSE streams then check that
+    /// their API key is still valid.
+    pub credentials: watch::Sender<u64>,
     /// One-time provider URLs: id → (expiry, endpoint details JSON with the token).
     pub providers: Mutex<HashMap<String, (Instant, serde_json::Value)>>,
 }
@@ -38,16 +46,24 @@ pub(crate) type AppState = Arc<Shared>;
 impl Shared {
     pub fn new(config: EndpointConfig, store: Store) -> anyhow::Result<Self> {
         let last_cursor = store.last_cursor()?;
+        let metrics = Metrics::new();
         Ok(Self {
             codec: Codec::new(config.limits.max_message_bytes),
             limiter: FailedConnectLimiter::new(config.limits.max_failed_connects_per_minute),
+            pending: PendingConnections::new(
+                config.limits.max_pending_connections,
+                config.limits.max_pending_per_address,
+                metrics.pending_connections.clone(),
+            ),
+            body_budget: Arc::new(Semaphore::new(config.limits.max_buffered_request_bytes)),
             config,
             store,
             registry: Registry::default(),
-            metrics: Metrics::new(),
+            metrics,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             feed: watch::channel(last_cursor).0,
+            credentials: watch::channel(0).0,
             providers: Mutex::new(HashMap::new()),
         })
     }

@@ -1,9 +1,19 @@
 //! The endpoint's durable state in SQLite (WAL): tokens and API keys (as SHA-256 hashes only) and the
 //! notifications received, one row per record, in arrival order, each as received and flagged when it does
-//! not conform to the guide's layout (liberal reception: stored and acknowledged all the same).
+//! not conform to the guide's layout (liberal reception: stored and acknowledged all the same), pruned by
+//! age and count.
+//!
+//! Three connections: writes go through one, reads through another, and token and API-key checks (one on
+//! every call) through a third, so that they never wait behind a write's `fsync` or a page of the feed. In the running endpoint every call goes through
+//! [`Store::run`], on tokio's blocking threads, never on the async workers. The command line uses the same
+//! store directly while the endpoint runs in another process; [`Store::credentials_version`] lets the
+//! endpoint notice its changes.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use base64::Engine as _;
 use nbwss_protocol::{EndpointDetails, ReceivedRecord, Secret};
@@ -44,12 +54,51 @@ CREATE TABLE IF NOT EXISTS notifications (
     problems TEXT
 );
 CREATE INDEX IF NOT EXISTS notifications_by_primary ON notifications (primary_name, cursor);
+CREATE INDEX IF NOT EXISTS notifications_by_object ON notifications (object, cursor);
+CREATE INDEX IF NOT EXISTS notifications_by_primary_object ON notifications (primary_name, object, cursor);
+CREATE INDEX IF NOT EXISTS notification_messages_by_time ON notification_messages (received_at);
 ";
 
-/// The SQLite store. Cheap to clone; operations are short and serialised on one connection.
+/// Records per primary server, kept by triggers so that listing primary servers reads a row per server
+/// instead of counting every record. Created (and filled from the records already stored) once.
+const COUNTS_SCHEMA: &str = "
+CREATE TABLE notification_counts (
+    primary_name TEXT PRIMARY KEY,
+    records INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO notification_counts (primary_name, records)
+    SELECT primary_name, COUNT(*) FROM notifications GROUP BY primary_name;
+CREATE TRIGGER notification_counted AFTER INSERT ON notifications BEGIN
+    INSERT INTO notification_counts (primary_name, records) VALUES (NEW.primary_name, 1)
+        ON CONFLICT (primary_name) DO UPDATE SET records = records + 1;
+END;
+CREATE TRIGGER notification_uncounted AFTER DELETE ON notifications BEGIN
+    UPDATE notification_counts SET records = records - 1 WHERE primary_name = OLD.primary_name;
+END;
+";
+
+/// Rows deleted per transaction when pruning, so that notifications arriving meanwhile wait briefly.
+const PRUNE_BATCH: i64 = 5_000;
+
+/// The SQLite store. Cheap to clone; writes are serialised on one connection, reads on another, and the
+/// checks of tokens and API keys on a third, so that a long read (a page of the feed) never delays them.
 #[derive(Clone)]
 pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    credentials: Arc<Mutex<Connection>>,
+    /// Changes to tokens and API keys made through this store (the other processes' show in
+    /// `PRAGMA data_version`).
+    credential_changes: Arc<AtomicU64>,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Notification records deleted.
+    pub records: u64,
+    /// Remembered NOTIFICATION REQUEST ids deleted (they de-duplicate messages sent again, D12).
+    pub messages: u64,
 }
 
 /// A registered primary server, as `token list` shows it (never the token).
@@ -134,34 +183,109 @@ pub struct FeedQuery {
 }
 
 impl Store {
-    /// Opens (creating when needed) the store in `data_dir`.
+    /// Opens (creating when needed) the store in `data_dir`. The directory is made private to its owner
+    /// (0700) and the database file (0600, which SQLite gives its `-wal` and `-shm` files too): it holds
+    /// the tokens' and keys' hashes, and the notifications name the estate's clients and policies.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", data_dir.display()))?;
+        crate::files::private_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
-        let connection = Connection::open(&path)
-            .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
-        connection.busy_timeout(std::time::Duration::from_secs(10))?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
+        crate::files::private_file(&path)?;
+        let open = || -> anyhow::Result<Connection> {
+            let connection = Connection::open(&path)
+                .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
+            connection.busy_timeout(Duration::from_secs(10))?;
+            Ok(connection)
+        };
+        let writer = open()?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a committed notification survives a power loss, which is what the acknowledgement promises.
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.execute_batch(SCHEMA)?;
+        writer.pragma_update(None, "synchronous", "FULL")?;
         // A store of an earlier version: records without a conformance column conformed (they were decoded
-        // strictly before being stored).
-        let has_problems: bool = connection.query_row(
+        // strictly before being stored). Added before the schema, whose indexes are on the newer table.
+        let has_notifications: bool = writer.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'notifications')",
+            [],
+            |row| row.get(0),
+        )?;
+        let has_problems: bool = writer.query_row(
             "SELECT EXISTS (SELECT 1 FROM pragma_table_info('notifications') WHERE name = 'problems')",
             [],
             |row| row.get(0),
         )?;
-        if !has_problems {
-            connection.execute_batch("ALTER TABLE notifications ADD COLUMN problems TEXT")?;
+        if has_notifications && !has_problems {
+            writer.execute_batch("ALTER TABLE notifications ADD COLUMN problems TEXT")?;
         }
-        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+        writer.execute_batch(SCHEMA)?;
+        // IMMEDIATE: two processes opening an older store at once must not both create the counts.
+        let transaction =
+            rusqlite::Transaction::new_unchecked(&writer, rusqlite::TransactionBehavior::Immediate)?;
+        let counted: bool = transaction.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'notification_counts'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !counted {
+            transaction.execute_batch(COUNTS_SCHEMA)?;
+        }
+        transaction.commit()?;
+        let read_only = || -> anyhow::Result<Arc<Mutex<Connection>>> {
+            let connection = open()?;
+            connection.pragma_update(None, "query_only", true)?;
+            Ok(Arc::new(Mutex::new(connection)))
+        };
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: read_only()?,
+            credentials: read_only()?,
+            credential_changes: Arc::default(),
+        })
+    }
+
+    /// Runs `work` on the store on one of tokio's blocking threads, so that waiting for SQLite (a lock, an
+    /// `fsync`) never holds an async worker thread.
+    pub async fn run<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&Store) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|error| anyhow::anyhow!("store task failed: {error}"))?
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back): keep going.
-        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection for token and API-key lookups: only short indexed reads use it.
+    fn read_credentials(&self) -> MutexGuard<'_, Connection> {
+        self.credentials.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn credentials_changed(&self) {
+        self.credential_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes whenever tokens or API keys may have changed, through this store or another process's:
+    /// compare two values to know whether to look again.
+    pub fn credentials_version(&self) -> anyhow::Result<(i64, u64)> {
+        // data_version changes when another connection commits: on the writer, only other processes do.
+        let data_version: i64 = self.lock().query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        Ok((data_version, self.credential_changes.load(Ordering::Relaxed)))
+    }
+
+    /// The SHA-256 of every primary server's token, by name.
+    pub fn token_hashes(&self) -> anyhow::Result<HashMap<String, String>> {
+        let connection = self.read();
+        let mut statement = connection.prepare("SELECT name, token_sha256 FROM tokens")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Creates the token of primary server `name`, replacing (rotating) any previous one, and returns the
@@ -185,6 +309,7 @@ impl Store {
              ON CONFLICT (name) DO UPDATE SET group_id = ?2, priority = ?3, token_sha256 = ?4, created_at = ?5",
             params![name, group_id, priority, sha256_hex(&token), now()],
         )?;
+        self.credentials_changed();
         Ok(EndpointDetails {
             host_name,
             url: websocket_url.to_owned(),
@@ -229,12 +354,13 @@ impl Store {
             }
         }
         transaction.commit()?;
+        self.credentials_changed();
         Ok(details)
     }
 
     /// The registered primary servers.
     pub fn list_tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection
             .prepare("SELECT name, group_id, priority, created_at, token_sha256 FROM tokens ORDER BY name")?;
         let rows = statement.query_map([], token_info)?;
@@ -243,24 +369,27 @@ impl Store {
 
     /// One registered primary server.
     pub fn token(&self, name: &str) -> anyhow::Result<Option<TokenInfo>> {
-        Ok(self.list_tokens()?.into_iter().find(|token| token.name == name))
+        self.token_where("name = ?1", name)
     }
 
     /// Removes the token of `name`; false when there was none.
     pub fn revoke_token(&self, name: &str) -> anyhow::Result<bool> {
-        Ok(self.lock().execute("DELETE FROM tokens WHERE name = ?1", params![name])? > 0)
+        let removed = self.lock().execute("DELETE FROM tokens WHERE name = ?1", params![name])? > 0;
+        self.credentials_changed();
+        Ok(removed)
     }
 
     /// The primary server a CONNECT token belongs to, if any.
     pub fn check_token(&self, token: &Secret) -> anyhow::Result<Option<TokenInfo>> {
-        let connection = self.lock();
-        Ok(connection
-            .query_row(
-                "SELECT name, group_id, priority, created_at, token_sha256 FROM tokens WHERE token_sha256 = ?1",
-                params![sha256_hex(token.expose())],
-                token_info,
-            )
-            .optional()?)
+        self.token_where("token_sha256 = ?1", &token_hash(token))
+    }
+
+    fn token_where(&self, condition: &str, value: &str) -> anyhow::Result<Option<TokenInfo>> {
+        let connection = self.read_credentials();
+        let sql = format!(
+            "SELECT name, group_id, priority, created_at, token_sha256 FROM tokens WHERE {condition}"
+        );
+        Ok(connection.query_row(&sql, params![value], token_info).optional()?)
     }
 
     /// Creates API key `name`, replacing any previous key of that name; the key is shown only here.
@@ -272,12 +401,13 @@ impl Store {
              ON CONFLICT (name) DO UPDATE SET key_sha256 = ?2, created_at = ?3",
             params![name, sha256_hex(&key), now()],
         )?;
+        self.credentials_changed();
         Ok(key)
     }
 
     /// The API keys.
     pub fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKeyInfo>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection.prepare("SELECT name, created_at FROM api_keys ORDER BY name")?;
         let rows =
             statement.query_map([], |row| Ok(ApiKeyInfo { name: row.get(0)?, created_at: row.get(1)? }))?;
@@ -286,14 +416,21 @@ impl Store {
 
     /// Removes API key `name`; false when there was none.
     pub fn revoke_api_key(&self, name: &str) -> anyhow::Result<bool> {
-        Ok(self.lock().execute("DELETE FROM api_keys WHERE name = ?1", params![name])? > 0)
+        let removed = self.lock().execute("DELETE FROM api_keys WHERE name = ?1", params![name])? > 0;
+        self.credentials_changed();
+        Ok(removed)
     }
 
     /// The name of the API key `key`, if it is one.
     pub fn check_api_key(&self, key: &str) -> anyhow::Result<Option<String>> {
-        let connection = self.lock();
+        self.check_api_key_hash(&sha256_hex(key))
+    }
+
+    /// The name of the API key whose SHA-256 is `key_sha256`, if it is still valid.
+    pub fn check_api_key_hash(&self, key_sha256: &str) -> anyhow::Result<Option<String>> {
+        let connection = self.read_credentials();
         Ok(connection
-            .query_row("SELECT name FROM api_keys WHERE key_sha256 = ?1", params![sha256_hex(key)], |row| {
+            .query_row("SELECT name FROM api_keys WHERE key_sha256 = ?1", params![key_sha256], |row| {
                 row.get(0)
             })
             .optional()?)
@@ -351,15 +488,13 @@ impl Store {
 
     /// Notifications after a cursor, in arrival order.
     pub fn notifications(&self, query: &FeedQuery) -> anyhow::Result<Vec<StoredNotification>> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(
-            "SELECT cursor, primary_name, message_id, notification_type, object, record, received_at, problems
-             FROM notifications
-             WHERE cursor > ?1 AND (?2 IS NULL OR primary_name = ?2) AND (?3 IS NULL OR object = ?3)
-             ORDER BY cursor LIMIT ?4",
-        )?;
+        let connection = self.read();
+        let mut statement = connection.prepare_cached(feed_sql(query))?;
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let rows = statement.query_map(params![query.after, query.primary, query.object, limit], |row| {
+        let mut bound: Vec<&dyn rusqlite::ToSql> = vec![&query.after, &limit];
+        bound.extend(query.primary.as_ref().map(|primary| primary as &dyn rusqlite::ToSql));
+        bound.extend(query.object.as_ref().map(|object| object as &dyn rusqlite::ToSql));
+        let rows = statement.query_map(bound.as_slice(), |row| {
             let record: String = row.get(5)?;
             let reasons: Vec<String> = row
                 .get::<_, Option<String>>(7)?
@@ -383,18 +518,121 @@ impl Store {
     /// The cursor of the newest record (0 when there is none).
     pub fn last_cursor(&self) -> anyhow::Result<i64> {
         Ok(self
-            .lock()
+            .read()
             .query_row("SELECT COALESCE(MAX(cursor), 0) FROM notifications", [], |row| row.get(0))?)
     }
 
     /// Records stored per primary server.
     pub fn notification_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement =
-            connection.prepare("SELECT primary_name, COUNT(*) FROM notifications GROUP BY primary_name")?;
+            connection.prepare("SELECT primary_name, records FROM notification_counts WHERE records > 0")?;
         let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Deletes the records received before `now - max_age` and all but the newest `max_records` (by
+    /// cursor), and the remembered message ids as old or as many, in small transactions. `None` turns a
+    /// bound off.
+    pub fn prune(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        max_age: Option<Duration>,
+        max_records: Option<u64>,
+    ) -> anyhow::Result<Pruned> {
+        let cutoff = max_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| now.checked_sub_signed(age))
+            .map(|cutoff| cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let max_records = max_records.map(|max| i64::try_from(max).unwrap_or(i64::MAX));
+        let mut pruned = Pruned::default();
+
+        // Records: cursors grow with arrival, so both bounds are "every cursor below some cursor".
+        let newest = self.last_cursor()?;
+        let mut below = max_records.map_or(i64::MIN, |max| newest.saturating_sub(max).saturating_add(1));
+        if let Some(cutoff) = &cutoff {
+            // Reads only the old rows (in cursor order) and the first young one.
+            let first_young: Option<i64> = self
+                .read()
+                .query_row(
+                    "SELECT cursor FROM notifications WHERE received_at >= ?1 ORDER BY cursor LIMIT 1",
+                    params![cutoff],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            below = below.max(first_young.unwrap_or_else(|| newest.saturating_add(1)));
+        }
+        pruned.records = self.delete_in_batches(
+            "DELETE FROM notifications WHERE cursor IN
+             (SELECT cursor FROM notifications WHERE cursor < ?1 ORDER BY cursor LIMIT ?2)",
+            &below,
+        )?;
+
+        // Remembered message ids: by age, and no more of them than records kept.
+        if let Some(cutoff) = &cutoff {
+            pruned.messages += self.delete_in_batches(
+                "DELETE FROM notification_messages WHERE rowid IN
+                 (SELECT rowid FROM notification_messages WHERE received_at < ?1 LIMIT ?2)",
+                cutoff,
+            )?;
+        }
+        if let Some(max) = max_records {
+            let newest: i64 = self.read().query_row(
+                "SELECT COALESCE(MAX(rowid), 0) FROM notification_messages",
+                [],
+                |row| row.get(0),
+            )?;
+            pruned.messages += self.delete_in_batches(
+                "DELETE FROM notification_messages WHERE rowid IN
+                 (SELECT rowid FROM notification_messages WHERE rowid < ?1 ORDER BY rowid LIMIT ?2)",
+                &newest.saturating_sub(max).saturating_add(1),
+            )?;
+        }
+        Ok(pruned)
+    }
+
+    /// Runs a `DELETE` taking a bound (?1) and a batch size (?2) until it deletes less than a batch.
+    fn delete_in_batches(&self, sql: &str, bound: &dyn rusqlite::ToSql) -> anyhow::Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let count = self.lock().execute(sql, params![bound, PRUNE_BATCH])?;
+            deleted += u64::try_from(count).unwrap_or(0);
+            if i64::try_from(count).unwrap_or(i64::MAX) < PRUNE_BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+/// The feed query for the filters that are set, each served by an index (the rowid for none): a
+/// generic `(?3 IS NULL OR ...)` query would scan every record after the cursor.
+fn feed_sql(query: &FeedQuery) -> &'static str {
+    match (query.primary.is_some(), query.object.is_some()) {
+        (false, false) => {
+            "SELECT cursor, primary_name, message_id, notification_type, object, record, received_at, problems
+             FROM notifications WHERE cursor > ?1 ORDER BY cursor LIMIT ?2"
+        }
+        (true, false) => {
+            "SELECT cursor, primary_name, message_id, notification_type, object, record, received_at, problems
+             FROM notifications INDEXED BY notifications_by_primary
+             WHERE primary_name = ?3 AND cursor > ?1 ORDER BY cursor LIMIT ?2"
+        }
+        (false, true) => {
+            "SELECT cursor, primary_name, message_id, notification_type, object, record, received_at, problems
+             FROM notifications INDEXED BY notifications_by_object
+             WHERE object = ?3 AND cursor > ?1 ORDER BY cursor LIMIT ?2"
+        }
+        (true, true) => {
+            "SELECT cursor, primary_name, message_id, notification_type, object, record, received_at, problems
+             FROM notifications INDEXED BY notifications_by_primary_object
+             WHERE primary_name = ?3 AND object = ?4 AND cursor > ?1 ORDER BY cursor LIMIT ?2"
+        }
+    }
+}
+
+/// The SHA-256 a token is kept as.
+pub(crate) fn token_hash(token: &Secret) -> String {
+    sha256_hex(token.expose())
 }
 
 /// A new secret: 256 random bits, base64url without padding (43 characters).
@@ -419,7 +657,7 @@ fn token_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
 }
 
 /// Lower-case hex SHA-256 of a secret: all the store ever keeps of it.
-fn sha256_hex(secret: &str) -> String {
+pub(crate) fn sha256_hex(secret: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()))
 }
 
@@ -570,5 +808,116 @@ mod tests {
         assert!(all[0].conforms);
         store.store_notification("p1", "M1", &[image(3)]).unwrap();
         assert_eq!(store.last_cursor().unwrap(), 2);
+    }
+
+    #[test]
+    fn feed_queries_use_an_index_for_every_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let some = || Some("x".to_owned());
+        for (primary, object, index) in [
+            (None, None, "INTEGER PRIMARY KEY"),
+            (some(), None, "INDEX notifications_by_primary "),
+            (None, some(), "INDEX notifications_by_object "),
+            (some(), some(), "INDEX notifications_by_primary_object "),
+        ] {
+            let query = FeedQuery { after: 0, limit: 10, primary, object };
+            let connection = store.read();
+            let mut statement =
+                connection.prepare(&format!("EXPLAIN QUERY PLAN {}", feed_sql(&query))).unwrap();
+            let filters = usize::from(query.primary.is_some()) + usize::from(query.object.is_some());
+            let plan: Vec<String> = statement
+                .query_map(&params![0, 10, "x", "x"][..2 + filters], |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join(" | ");
+            assert!(plan.starts_with("SEARCH notifications USING"), "{query:?}: {plan}");
+            assert!(plan.contains(index), "{query:?}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_the_young() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (index, message) in ["M1", "M2", "M3", "M4"].iter().enumerate() {
+            let index = index as i64;
+            store.store_notification("p1", message, &[image(index * 2), image(index * 2 + 1)]).unwrap();
+        }
+        // The first two messages arrived 10 days ago.
+        store
+            .lock()
+            .execute_batch(
+                "UPDATE notifications SET received_at = '2000-01-01T00:00:00.000Z' WHERE message_id IN ('M1', 'M2');
+                 UPDATE notification_messages SET received_at = '2000-01-01T00:00:00.000Z' WHERE message_id IN ('M1', 'M2');",
+            )
+            .unwrap();
+        let cursors = |store: &Store| -> Vec<i64> {
+            let all = FeedQuery { after: 0, limit: 100, ..FeedQuery::default() };
+            store.notifications(&all).unwrap().iter().map(|n| n.cursor).collect()
+        };
+        let now = chrono::Utc::now();
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(store.prune(now, None, None).unwrap(), Pruned::default(), "no bounds, nothing pruned");
+        let pruned = store.prune(now, Some(day), None).unwrap();
+        assert_eq!(pruned, Pruned { records: 4, messages: 2 });
+        assert_eq!(cursors(&store), vec![5, 6, 7, 8]);
+        let pruned = store.prune(now, Some(day), Some(3)).unwrap();
+        assert_eq!(pruned, Pruned { records: 1, messages: 0 });
+        assert_eq!(cursors(&store), vec![6, 7, 8]);
+        assert_eq!(store.notification_counts().unwrap(), vec![("p1".to_owned(), 3)], "counts follow pruning");
+        // A pruned message id no longer de-duplicates; a kept one still does.
+        assert_eq!(store.store_notification("p1", "M4", &[]).unwrap(), StoreOutcome::Duplicate);
+        // Everything older than a day from a week ahead: all of it.
+        let pruned = store.prune(now + chrono::Duration::days(7), Some(day), None).unwrap();
+        assert_eq!(pruned.records, 3);
+        assert!(cursors(&store).is_empty());
+        assert_eq!(store.last_cursor().unwrap(), 0);
+        // Cursors keep counting after a prune (AUTOINCREMENT): a reader's position stays meaningful.
+        assert_eq!(
+            store.store_notification("p1", "M5", &[image(99)]).unwrap(),
+            StoreOutcome::Stored { records: 1, nonconforming: 0, last_cursor: 9 }
+        );
+    }
+
+    #[test]
+    fn counts_are_kept_per_primary_and_filled_for_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.store_notification("p1", "M1", &[image(1), image(2)]).unwrap();
+        store.store_notification("p2", "M1", &[image(3)]).unwrap();
+        let mut counts = store.notification_counts().unwrap();
+        counts.sort();
+        assert_eq!(counts, vec![("p1".to_owned(), 2), ("p2".to_owned(), 1)]);
+        // A store made before the counts were kept: they are filled from the records at the next open.
+        store
+            .lock()
+            .execute_batch(
+                "DROP TRIGGER notification_counted; DROP TRIGGER notification_uncounted; DROP TABLE notification_counts;",
+            )
+            .unwrap();
+        store.store_notification("p2", "M2", &[image(4)]).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let mut counts = store.notification_counts().unwrap();
+        counts.sort();
+        assert_eq!(counts, vec![("p1".to_owned(), 2), ("p2".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn credential_changes_are_seen_from_another_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Store::open(dir.path()).unwrap();
+        let before = endpoint.credentials_version().unwrap();
+        endpoint.store_notification("p1", "M1", &[image(1)]).unwrap();
+        assert_eq!(endpoint.credentials_version().unwrap(), before, "its own notifications change nothing");
+        let cli = Store::open(dir.path()).unwrap();
+        cli.create_api_key("app").unwrap();
+        let after = endpoint.credentials_version().unwrap();
+        assert_ne!(after, before, "another process's change is seen");
+        endpoint.revoke_api_key("app").unwrap();
+        assert_ne!(endpoint.credentials_version().unwrap(), after, "and its own");
     }
 }

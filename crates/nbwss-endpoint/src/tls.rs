@@ -8,6 +8,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::EndpointConfig;
+use crate::files;
 
 /// File names of the generated certificate and key inside the data directory.
 pub const GENERATED_CERT_FILE: &str = "endpoint-cert.pem";
@@ -33,6 +34,7 @@ pub(crate) fn load(config: &EndpointConfig) -> anyhow::Result<Identity> {
             (cert, key)
         }
     };
+    warn_if_readable_by_others(&key_path);
     let certificate_pem = std::fs::read_to_string(&cert_path)
         .map_err(|error| anyhow::anyhow!("cannot read certificate {}: {error}", cert_path.display()))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
@@ -47,32 +49,30 @@ pub(crate) fn load(config: &EndpointConfig) -> anyhow::Result<Identity> {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
+    // HTTP/1.1 only: the listener serves it with its timeouts (see listener.rs).
     server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Identity { certificate_pem, certificate_sha256, server_config: Arc::new(server_config) })
 }
 
 fn generate(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    // The key first: a certificate without its key would be regenerated, a key without its certificate too.
+    files::write_private_file(key_path, generated.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(cert_path, generated.cert.pem())?;
-    write_private(key_path, &generated.signing_key.serialize_pem())?;
     tracing::info!(certificate = %cert_path.display(), "generated a self-signed certificate for localhost");
     Ok(())
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text)?;
-    Ok(())
+/// A private key others can read is not private: say so (the operator's file is theirs to change).
+fn warn_if_readable_by_others(key_path: &Path) {
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(key_path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(key = %key_path.display(), "the TLS private key is readable by others (mode {mode:o}): chmod 600 it");
+        }
+    }
 }
 
 /// SHA-256 fingerprint of a DER certificate: upper-case hex pairs joined by colons.

@@ -89,10 +89,10 @@ struct Simulation {
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let services = usize::try_from(args.services)?;
     let needed = u64::try_from(services)? + 256;
-    if process::open_files_limit() < needed {
+    if crate::open_files_limit() < needed {
         anyhow::bail!(
             "the open-files limit is {} and {services} connections need about {needed}: raise it (ulimit -n) and retry",
-            process::open_files_limit()
+            crate::open_files_limit()
         );
     }
     let scratch = args.common.scratch()?;
@@ -101,6 +101,11 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut config = EndpointConfig::new(&data_dir);
     config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     config.keepalive.ping_interval_ms = args.keepalive * 1000;
+    // Every simulated service connects from 127.0.0.1: in production each primary server has its own
+    // address, so the per-address cap of connections waiting for CONNECT must not throttle them here (the
+    // cap in all keeps its default, as in production).
+    config.limits.max_pending_per_address = config.limits.max_pending_per_address.max(services);
+    config.limits.max_connections = config.limits.max_connections.max(services + 1024);
     let config_file = scratch.path().join("endpoint.toml");
     std::fs::write(&config_file, toml::to_string(&config)?)?;
     let websocket_url = config.websocket_url_for(config.bind);

@@ -70,7 +70,7 @@ impl Common {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Errors only: the scenarios' own output is the report.
     crate::init_tracing_at("error");
-    process::raise_open_files_limit();
+    crate::raise_open_files_limit();
     let load_at_start = process::load_average();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (mut report, common) = runtime.block_on(async {

@@ -120,23 +120,6 @@ pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(total as f64 / TICKS_PER_SECOND))
 }
 
-/// Raises the soft limit of open files to the hard limit, for thousands of sockets; children inherit it.
-pub(crate) fn raise_open_files_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
-        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
-        if let Err(error) = setrlimit(Resource::Nofile, raised) {
-            tracing::warn!(%error, "cannot raise the open-files limit");
-        }
-    }
-}
-
-/// The soft limit of open files now.
-pub(crate) fn open_files_limit() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
 /// A free TCP port on 127.0.0.1 (bound and released; a child binds it next).
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;

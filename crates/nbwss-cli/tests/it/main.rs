@@ -8,6 +8,8 @@ mod endpoint;
 mod interop;
 mod notify;
 mod protocol;
+#[path = "../support/running_endpoint.rs"]
+mod running_endpoint;
 mod servers;
 mod up;
 mod util;

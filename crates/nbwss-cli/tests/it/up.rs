@@ -32,9 +32,19 @@ impl Drop for Running {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_wires_everything_and_a_backup_flows_through() {
-    let dir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // A state directory left world-readable, with a world-readable up.json of an earlier run.
+    let state = root.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("up.json"), "stale").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(state.join("up.json"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_nbwss"))
-        .args(["up", "--dir", dir.path().to_str().unwrap(), "--demo-interval", "2"])
+        .args(["up", "--dir", state.to_str().unwrap(), "--demo-interval", "2"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -42,12 +52,22 @@ async fn up_wires_everything_and_a_backup_flows_through() {
         .unwrap();
     let mut running = Running(child);
 
-    let up_file = dir.path().join("up.json");
+    let up_file = state.join("up.json");
     let up: Value = eventually("up.json", || async {
         let text = std::fs::read_to_string(&up_file).ok()?;
         serde_json::from_str(&text).ok()
     })
     .await;
+    // It holds the API key and the emulator's password: private, like the directory it is in.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&up_file), 0o600, "up.json replaced private");
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("endpoint")), 0o700);
+        assert_eq!(mode(&state.join("endpoint").join(nbwss_endpoint::GENERATED_KEY_FILE)), 0o600);
+    }
     for key in ["url", "user", "password"] {
         assert!(up["emulator"][key].is_string(), "emulator.{key} in {up}");
     }

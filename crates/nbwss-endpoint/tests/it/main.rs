@@ -4,6 +4,7 @@
 
 mod api;
 mod dashboard;
+mod edge;
 mod notifications;
 mod relay;
 mod util;

@@ -153,20 +153,11 @@ pub enum Connected {
 impl Primary {
     /// Opens the WebSocket (trusting the endpoint's certificate) without sending anything.
     pub async fn open(endpoint: &EndpointHandle) -> Result<Self, tungstenite::Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        let der = rustls_pki_types::CertificateDer::from_pem_slice(endpoint.certificate_pem().as_bytes());
-        roots.add(der.unwrap()).unwrap();
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
         let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
             endpoint.websocket_url(),
             None,
             false,
-            Some(Connector::Rustls(Arc::new(config))),
+            Some(Connector::Rustls(client_tls(endpoint.certificate_pem()))),
         )
         .await?;
         Ok(Self { socket, codec: Codec::default() })
@@ -207,6 +198,17 @@ impl Primary {
         loop {
             match self.socket.next().await? {
                 Ok(Frame::Text(text)) => return Some(self.codec.decode(text.as_str()).unwrap()),
+                Ok(Frame::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// The text of the next NBWSS message, as sent; `None` when the connection closes.
+    pub async fn recv_text(&mut self) -> Option<String> {
+        loop {
+            match self.socket.next().await? {
+                Ok(Frame::Text(text)) => return Some(text.as_str().to_owned()),
                 Ok(Frame::Close(_)) | Err(_) => return None,
                 Ok(_) => continue,
             }
@@ -290,4 +292,175 @@ pub fn echo(request: &CommandRequest) -> CommandResponse {
     response.headers.set("content-type", "application/vnd.netbackup+json;version=1.0");
     response.headers.set("x-test-echo", "yes");
     response
+}
+
+/// A client that speaks TLS and raw bytes, to send what no well-behaved library would: half a request,
+/// a frame header announcing 14 MB, fragments, reserved bits. Connects from `source` (any 127.x.y.z
+/// address reaches the loopback listener, so tests can play many source addresses).
+pub struct RawClient {
+    pub stream: tokio_rustls::client::TlsStream<TcpStream>,
+}
+
+/// What the endpoint did to a raw client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// A close frame with this code, and its reason.
+    Closed(u16, String),
+    /// The connection ended without a close frame.
+    Dropped,
+}
+
+impl RawClient {
+    /// A TCP connection from `source` (port chosen by the system), nothing sent.
+    pub async fn tcp(endpoint: &EndpointHandle, source: std::net::Ipv4Addr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((source, 0))).unwrap();
+        socket.connect(endpoint.local_addr()).await.unwrap()
+    }
+
+    /// A TLS connection from `source` that trusts the endpoint's certificate; nothing sent on it yet.
+    pub async fn tls(endpoint: &EndpointHandle, source: std::net::Ipv4Addr) -> std::io::Result<Self> {
+        let tcp = Self::tcp(endpoint, source).await;
+        let connector = tokio_rustls::TlsConnector::from(client_tls(endpoint.certificate_pem()));
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        Ok(Self { stream: connector.connect(name, tcp).await? })
+    }
+
+    /// A TLS connection that has sent the WebSocket upgrade; returns the response head.
+    pub async fn upgraded(endpoint: &EndpointHandle, source: std::net::Ipv4Addr) -> (Self, String) {
+        let mut client = Self::tls(endpoint, source).await.unwrap();
+        let head = client.upgrade("").await;
+        (client, head)
+    }
+
+    /// Sends the WebSocket upgrade request for the default path (with `extra` header lines) and reads the
+    /// response head.
+    pub async fn upgrade(&mut self, extra: &str) -> String {
+        let path = nbwss_endpoint::DEFAULT_WEBSOCKET_PATH;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+        );
+        self.send_raw(request.as_bytes()).await;
+        self.read_head().await
+    }
+
+    /// Reads an HTTP response head (up to the blank line), byte by byte so that nothing after it is lost.
+    pub async fn read_head(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        within(async {
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                if self.stream.read(&mut byte).await.unwrap() == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+        })
+        .await;
+        String::from_utf8(head).unwrap()
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Sends bytes, reporting a failure (the endpoint closed) instead of panicking.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// Sends one masked frame.
+    pub async fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
+        self.send_raw(&client_frame(opcode, fin, payload)).await;
+    }
+
+    /// Reads frames until a close frame or the end of the connection (pongs and other frames skipped).
+    pub async fn ending(&mut self) -> Ending {
+        within(async {
+            loop {
+                match self.read_frame().await {
+                    Some((8, payload)) => {
+                        let code =
+                            payload.get(..2).map_or(1005, |code| u16::from_be_bytes([code[0], code[1]]));
+                        let reason =
+                            String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+                        return Ending::Closed(code, reason);
+                    }
+                    Some(_) => continue,
+                    None => return Ending::Dropped,
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next frame the endpoint sends (opcode, payload); `None` at the end of the connection.
+    pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut header = [0u8; 2];
+        self.stream.read_exact(&mut header).await.ok()?;
+        let length = match header[1] & 0x7F {
+            126 => u64::from(self.stream.read_u16().await.ok()?),
+            127 => self.stream.read_u64().await.ok()?,
+            short => u64::from(short),
+        };
+        let mut payload = vec![0u8; usize::try_from(length).unwrap()];
+        self.stream.read_exact(&mut payload).await.ok()?;
+        Some((header[0] & 0x0F, payload))
+    }
+}
+
+/// A masked client frame: FIN bit, opcode, 7/16/64-bit length, mask, masked payload.
+pub fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![opcode | if fin { 0x80 } else { 0 }];
+    frame_length(&mut frame, payload.len() as u64);
+    let mask = [0x37, 0xFA, 0x21, 0x3D];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(index, byte)| byte ^ mask[index % 4]));
+    frame
+}
+
+/// Appends the masked-length bytes of a client frame header announcing `length`.
+pub fn frame_length(frame: &mut Vec<u8>, length: u64) {
+    match length {
+        0..=125 => frame.push(0x80 | length as u8),
+        126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&length.to_be_bytes());
+        }
+    }
+}
+
+/// A rustls client configuration trusting exactly `certificate_pem`.
+pub fn client_tls(certificate_pem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(certificate_pem.as_bytes()).unwrap();
+    roots.add(der).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// The value of one metric sample in `/metrics` text (0 when absent).
+pub async fn metric(harness: &Harness, sample: &str) -> f64 {
+    harness
+        .metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
 }
