@@ -101,8 +101,29 @@ pub(crate) enum Literal {
 #[derive(Debug, Clone)]
 pub(crate) enum Filter {
     And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
     Compare { field: &'static str, kind: Kind, op: Op, value: Literal },
 }
+
+/// The logical operators an endpoint takes besides `and` and parentheses (each endpoint's documentation
+/// lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // AndOrNot: for the storage endpoints, which take `or` and `not`
+pub(crate) enum Logic {
+    /// `and` only.
+    And,
+    /// `and`, `or` and `not`.
+    AndOrNot,
+}
+
+/// The longest filter accepted, in bytes: far more than any real client sends, little enough that a
+/// filter is always cheap to parse.
+pub(crate) const MAX_FILTER_BYTES: usize = 4096;
+/// The deepest nesting of parentheses and `not` (the parser recurses once per level).
+pub(crate) const MAX_FILTER_DEPTH: usize = 16;
+/// The most conditions one filter may hold.
+pub(crate) const MAX_FILTER_CONDITIONS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
@@ -113,28 +134,29 @@ enum Token {
     Comma,
 }
 
+/// Whether `c` ends a word: any Unicode whitespace (the same test that skips whitespace between tokens,
+/// so that every character is either skipped, a delimiter or part of a word) or punctuation.
+fn ends_word(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '(' | ')' | ',' | '\'')
+}
+
 fn tokenize(text: &str) -> ApiResult<Vec<Token>> {
+    if text.len() > MAX_FILTER_BYTES {
+        return Err(filter_error(format!(
+            "the filter is {} bytes long, more than the maximum {MAX_FILTER_BYTES}",
+            text.len()
+        )));
+    }
     let mut tokens = Vec::new();
     let mut chars = text.chars().peekable();
-    while let Some(&c) = chars.peek() {
+    // Every pass of this loop consumes at least one character, so it ends.
+    while let Some(c) = chars.next() {
         match c {
-            ' ' | '\t' | '\n' | '\r' => {
-                chars.next();
-            }
-            '(' => {
-                chars.next();
-                tokens.push(Token::Open);
-            }
-            ')' => {
-                chars.next();
-                tokens.push(Token::Close);
-            }
-            ',' => {
-                chars.next();
-                tokens.push(Token::Comma);
-            }
+            c if c.is_whitespace() => {}
+            '(' => tokens.push(Token::Open),
+            ')' => tokens.push(Token::Close),
+            ',' => tokens.push(Token::Comma),
             '\'' => {
-                chars.next();
                 let mut value = String::new();
                 loop {
                     match chars.next() {
@@ -149,10 +171,10 @@ fn tokenize(text: &str) -> ApiResult<Vec<Token>> {
                 }
                 tokens.push(Token::Quoted(value));
             }
-            _ => {
-                let mut word = String::new();
+            first => {
+                let mut word = String::from(first);
                 while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() || matches!(c, '(' | ')' | ',' | '\'') {
+                    if ends_word(c) {
                         break;
                     }
                     word.push(c);
@@ -173,10 +195,19 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text).ok().map(|time| time.with_timezone(&Utc))
 }
 
+/// The value at `name` in rendered attributes, where `name` may be a path such as
+/// `commonAssetAttributes/displayName` (filters) or `commonAssetAttributes.displayName` (sorting).
+pub(crate) fn lookup<'a>(attributes: &'a Value, name: &str) -> Option<&'a Value> {
+    name.split(['/', '.']).try_fold(attributes, |value, key| value.get(key))
+}
+
 struct Parser<'a> {
     tokens: Vec<Token>,
     position: usize,
     fields: &'a [Field],
+    logic: Logic,
+    depth: usize,
+    conditions: usize,
 }
 
 impl Parser<'_> {
@@ -197,19 +228,57 @@ impl Parser<'_> {
         }
     }
 
+    /// Whether the next token is the keyword `word`; refuses `or` and `not` where the endpoint does
+    /// not take them.
+    fn keyword(&self, word: &str) -> ApiResult<bool> {
+        let Some(Token::Word(next)) = self.peek() else { return Ok(false) };
+        if next != word {
+            return Ok(false);
+        }
+        if word != "and" && self.logic == Logic::And {
+            return Err(filter_error(format!("the operator '{word}' is not supported")));
+        }
+        Ok(true)
+    }
+
+    /// Enters one more level of nesting (a parenthesis or a `not`), refusing too deep a filter before
+    /// recursing.
+    fn descend(&mut self) -> ApiResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_FILTER_DEPTH {
+            return Err(filter_error(format!("it nests more than {MAX_FILTER_DEPTH} levels deep")));
+        }
+        Ok(())
+    }
+
+    /// `or` binds loosest, then `and`, then `not`.
     fn expression(&mut self) -> ApiResult<Filter> {
-        let mut terms = vec![self.term()?];
-        while let Some(Token::Word(word)) = self.peek() {
-            match word.as_str() {
-                "and" => {
-                    self.position += 1;
-                    terms.push(self.term()?);
-                }
-                "or" | "not" => return Err(filter_error(format!("the operator '{word}' is not supported"))),
-                _ => return Err(filter_error(format!("unexpected '{word}'"))),
-            }
+        let mut alternatives = vec![self.conjunction()?];
+        while self.keyword("or")? {
+            self.position += 1;
+            alternatives.push(self.conjunction()?);
+        }
+        Ok(if alternatives.len() == 1 { alternatives.remove(0) } else { Filter::Or(alternatives) })
+    }
+
+    fn conjunction(&mut self) -> ApiResult<Filter> {
+        let mut terms = vec![self.unary()?];
+        while self.keyword("and")? {
+            self.position += 1;
+            terms.push(self.unary()?);
         }
         Ok(if terms.len() == 1 { terms.remove(0) } else { Filter::And(terms) })
+    }
+
+    fn unary(&mut self) -> ApiResult<Filter> {
+        if self.keyword("not")? {
+            self.position += 1;
+            self.descend()?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Filter::Not(Box::new(inner)));
+        }
+        self.term()
     }
 
     fn field(&self, name: &str) -> ApiResult<Field> {
@@ -223,8 +292,10 @@ impl Parser<'_> {
     fn term(&mut self) -> ApiResult<Filter> {
         match self.next() {
             Some(Token::Open) => {
+                self.descend()?;
                 let inner = self.expression()?;
                 self.expect(Token::Close, "')'")?;
+                self.depth -= 1;
                 Ok(inner)
             }
             Some(Token::Word(word)) if self.peek() == Some(&Token::Open) => {
@@ -253,7 +324,11 @@ impl Parser<'_> {
         }
     }
 
-    fn compare(&self, name: &str, op: Op, value: Option<Token>) -> ApiResult<Filter> {
+    fn compare(&mut self, name: &str, op: Op, value: Option<Token>) -> ApiResult<Filter> {
+        self.conditions += 1;
+        if self.conditions > MAX_FILTER_CONDITIONS {
+            return Err(filter_error(format!("it has more than {MAX_FILTER_CONDITIONS} conditions")));
+        }
         let field = self.field(name)?;
         if !field.ops.contains(&op) {
             return Err(filter_error(format!(
@@ -285,15 +360,27 @@ impl Parser<'_> {
 }
 
 impl Filter {
-    /// Parses `text` against the fields an endpoint allows.
+    /// Parses `text` against the fields an endpoint allows, with `and` and parentheses only.
     pub(crate) fn parse(text: &str, fields: &[Field]) -> ApiResult<Self> {
-        let mut parser = Parser { tokens: tokenize(text)?, position: 0, fields };
-        if parser.tokens.is_empty() {
+        Self::parse_with(text, fields, Logic::And)
+    }
+
+    /// Parses `text` against the fields and logical operators an endpoint allows. The text is at most
+    /// [`MAX_FILTER_BYTES`] long, nests at most [`MAX_FILTER_DEPTH`] levels and holds at most
+    /// [`MAX_FILTER_CONDITIONS`] conditions; anything else is a 400 naming what is wrong.
+    pub(crate) fn parse_with(text: &str, fields: &[Field], logic: Logic) -> ApiResult<Self> {
+        let tokens = tokenize(text)?;
+        if tokens.is_empty() {
             return Err(filter_error("the filter is empty"));
         }
+        let mut parser = Parser { tokens, position: 0, fields, logic, depth: 0, conditions: 0 };
         let filter = parser.expression()?;
-        if parser.position < parser.tokens.len() {
-            return Err(filter_error("unexpected text after the end of the filter"));
+        if let Some(token) = parser.peek() {
+            let what = match token {
+                Token::Word(word) => format!("unexpected '{word}'"),
+                _ => "unexpected text after the end of the filter".to_owned(),
+            };
+            return Err(filter_error(what));
         }
         Ok(filter)
     }
@@ -302,8 +389,10 @@ impl Filter {
     pub(crate) fn matches(&self, attributes: &Value) -> bool {
         match self {
             Filter::And(terms) => terms.iter().all(|term| term.matches(attributes)),
+            Filter::Or(terms) => terms.iter().any(|term| term.matches(attributes)),
+            Filter::Not(inner) => !inner.matches(attributes),
             Filter::Compare { field, kind, op, value } => {
-                let Some(actual) = attributes.get(*field).filter(|v| !v.is_null()) else {
+                let Some(actual) = lookup(attributes, field).filter(|v| !v.is_null()) else {
                     return *op == Op::Ne;
                 };
                 compare(*kind, *op, actual, value)
@@ -314,8 +403,22 @@ impl Filter {
     /// Whether the filter constrains `field` anywhere.
     pub(crate) fn mentions(&self, name: &str) -> bool {
         match self {
-            Filter::And(terms) => terms.iter().any(|term| term.mentions(name)),
+            Filter::And(terms) | Filter::Or(terms) => terms.iter().any(|term| term.mentions(name)),
+            Filter::Not(inner) => inner.mentions(name),
             Filter::Compare { field, .. } => *field == name,
+        }
+    }
+
+    /// The string a top-level `eq` condition on `name` asks for (`None` when the filter has none, or
+    /// only inside `or` / `not`).
+    #[allow(dead_code)] // for the image-contents and asset endpoints
+    pub(crate) fn equals(&self, name: &str) -> Option<&str> {
+        match self {
+            Filter::And(terms) => terms.iter().find_map(|term| term.equals(name)),
+            Filter::Compare { field, op: Op::Eq, value: Literal::Str(value), .. } if *field == name => {
+                Some(value)
+            }
+            _ => None,
         }
     }
 }
@@ -382,7 +485,7 @@ impl Sort {
 
     /// Orders two rendered records (missing values first).
     pub(crate) fn compare(&self, a: &Value, b: &Value) -> Ordering {
-        let ordering = compare_values(a.get(self.field), b.get(self.field));
+        let ordering = compare_values(lookup(a, self.field), lookup(b, self.field));
         if self.descending {
             ordering.reverse()
         } else {
@@ -493,6 +596,86 @@ mod tests {
             assert_eq!(error.status.as_u16(), 400);
             assert!(error.message.contains(named), "{text}: {}", error.message);
         }
+    }
+
+    /// U+0085 (NEL) and every other Unicode whitespace separate tokens like a space: once the tokenizer
+    /// skipped only ASCII whitespace while words ended at any whitespace, and a lone U+0085 looped forever
+    /// pushing empty words.
+    #[test]
+    fn every_unicode_whitespace_separates_tokens() {
+        let spaces: Vec<char> =
+            (0..=0x10_FFFF_u32).filter_map(char::from_u32).filter(|c| c.is_whitespace()).collect();
+        assert!(spaces.contains(&'\u{85}') && spaces.contains(&'\u{2028}') && spaces.contains(&'\u{3000}'));
+        for space in spaces {
+            let error = Filter::parse(&space.to_string(), FIELDS).unwrap_err();
+            assert!(error.message.contains("empty"), "{space:?}: {}", error.message);
+            let text = format!("jobType{space}eq{space}'BACKUP'{space}and{space}jobId{space}gt{space}1000");
+            assert!(Filter::parse(&text, FIELDS).unwrap().matches(&record()), "{space:?}");
+        }
+    }
+
+    #[test]
+    fn odd_characters_are_refused_not_looped_on() {
+        for text in [
+            "\u{0}",
+            "\u{85}\u{85}(",
+            "jobId\u{200b}eq 1",
+            "\u{feff}",
+            "jobId eq 1)",
+            "((",
+            "'",
+            ",",
+            "\u{85}'x",
+        ] {
+            assert_eq!(Filter::parse(text, FIELDS).unwrap_err().status.as_u16(), 400, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn limits_length_depth_and_conditions() {
+        let long = format!("clientName eq '{}'", "x".repeat(MAX_FILTER_BYTES));
+        assert!(Filter::parse(&long, FIELDS).unwrap_err().message.contains("maximum"));
+        // Deeper than the limit but within the length: refused before the recursion could exhaust the stack.
+        let deep = format!("{}jobId eq 1{}", "(".repeat(2000), ")".repeat(2000));
+        assert!(Filter::parse(&deep, FIELDS).unwrap_err().message.contains("levels deep"));
+        let nots = format!("{}jobId eq 1", "not ".repeat(1000));
+        assert!(Filter::parse_with(&nots, FIELDS, Logic::AndOrNot)
+            .unwrap_err()
+            .message
+            .contains("levels deep"));
+        let nested = format!("{}jobId eq 1234{}", "(".repeat(MAX_FILTER_DEPTH), ")".repeat(MAX_FILTER_DEPTH));
+        assert!(Filter::parse(&nested, FIELDS).unwrap().matches(&record()));
+        let many = vec!["jobId gt 1"; MAX_FILTER_CONDITIONS + 1].join(" and ");
+        assert!(Filter::parse(&many, FIELDS).unwrap_err().message.contains("conditions"));
+        let enough = vec!["jobId gt 1"; MAX_FILTER_CONDITIONS].join(" and ");
+        assert!(Filter::parse(&enough, FIELDS).unwrap().matches(&record()));
+    }
+
+    #[test]
+    fn or_and_not_where_the_endpoint_takes_them() {
+        let check =
+            |text: &str| Filter::parse_with(text, FIELDS, Logic::AndOrNot).unwrap().matches(&record());
+        assert!(check("jobId eq 1 or jobId eq 1234"));
+        assert!(!check("jobId eq 1 or jobId eq 2"));
+        assert!(check("not jobId eq 1"));
+        assert!(check("not (jobId eq 1 or jobType eq 'RESTORE') and jobId gt 5"));
+        assert!(!check("jobType eq 'RESTORE' or jobId eq 1 and jobId eq 1234"), "and binds tighter than or");
+        assert!(check("jobType eq 'BACKUP' or jobId eq 1 and jobId eq 2"));
+        assert!(Filter::parse("not jobId eq 1", FIELDS).unwrap_err().message.contains("'not'"));
+    }
+
+    #[test]
+    fn fields_may_be_paths() {
+        let fields = [Field { name: "commonAssetAttributes/displayName", kind: Kind::Str, ops: TEXT }];
+        let asset = json!({"commonAssetAttributes": {"displayName": "vm-app01"}});
+        let filter = Filter::parse("contains(commonAssetAttributes/displayName, 'app')", &fields).unwrap();
+        assert!(filter.matches(&asset));
+        assert_eq!(
+            Filter::parse("commonAssetAttributes/displayName eq 'vm-app01'", &fields)
+                .unwrap()
+                .equals("commonAssetAttributes/displayName"),
+            Some("vm-app01")
+        );
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub(crate) async fn list_jobs(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let version = version_of(&extensions, &shared);
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, JOB_FIELDS)).transpose()?;
     let sort = Sort::parse(params.get("sort"), JOB_FIELDS, DEFAULT_SORT)?;
     let now = shared.now();
@@ -176,7 +176,7 @@ pub(crate) async fn get_job(
     let now = shared.now();
     let (id, attributes) = with_job(&shared, &job_id, |job| (job.job_id, job.attributes(version, now)))?;
     let mut resource = job_resource(&headers, attributes, id);
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     if params.get("meta").is_some_and(|meta| meta.split(',').any(|m| m == "accessControlId")) {
         resource["meta"] = json!({"accessControlId": format!("NBU-JOB-{id}")});
     }
@@ -290,7 +290,7 @@ pub(crate) async fn progress_logs(
     Path(job_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let limit = usize::try_from(params.integer("page[limit]", 100, 1000)?).unwrap_or(100);
     let data = with_job(&shared, &job_id, |job| {
         job.progress_log

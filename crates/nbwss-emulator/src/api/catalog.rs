@@ -62,7 +62,7 @@ pub(crate) async fn list_images(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let version = version_of(&extensions, &shared);
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, IMAGE_FIELDS)).transpose()?;
     let sort = Sort::parse(params.get("sort"), IMAGE_FIELDS, DEFAULT_SORT)?;
     let page = OffsetPage::from_params(&params, 1, 100)?;

@@ -86,7 +86,7 @@ pub(crate) async fn list_hosts(
     _user: User,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, HOST_FIELDS)).transpose()?;
     let list: Vec<Value> =
         hosts(&shared).into_iter().filter(|host| filter.as_ref().is_none_or(|f| f.matches(host))).collect();
@@ -236,7 +236,7 @@ pub(crate) async fn list_alerts(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, ALERT_FIELDS)).transpose()?;
     let sort =
         Sort::parse(params.get("sort"), ALERT_FIELDS, Sort { field: "createdDateTime", descending: true })?;

@@ -159,7 +159,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, POLICY_FIELDS)).transpose()?;
     let sort = Sort::parse(params.get("sort"), POLICY_FIELDS, DEFAULT_SORT)?;
     let page = OffsetPage::from_params(&params, 0, 500)?;
