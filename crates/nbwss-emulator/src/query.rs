@@ -41,8 +41,10 @@ impl Params {
         Ok(Self { values })
     }
 
+    /// The value of `key`; a parameter given with an empty value (`filter=`, `page[after]=`) counts as not
+    /// given, as clients that fill a template leave unused parameters empty.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str)
+        self.values.get(key).map(String::as_str).filter(|value| !value.is_empty())
     }
 
     /// A non-negative integer parameter, or `default` when absent; 400 when not a number or above `max`.
@@ -149,7 +151,7 @@ mod tests {
         let params = Params::parse(Some("%ZZ=%C3%28&&=&filter=%C2%85&x")).unwrap();
         assert_eq!(params.get("%ZZ"), Some("\u{fffd}("));
         assert_eq!(params.get("filter"), Some("\u{85}"));
-        assert_eq!(params.get("x"), Some(""));
+        assert_eq!(params.get("x"), None, "an empty value is no value");
     }
 
     #[test]

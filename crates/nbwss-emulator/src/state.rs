@@ -175,8 +175,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: EmulatorConfig, tls: TlsMaterial) -> Arc<Self> {
-        let default_version =
-            ApiVersion::parse(&config.default_api_version).unwrap_or(ApiVersion { major: 8, minor: 0 });
+        let default_version = ApiVersion::parse(&config.default_api_version).unwrap_or(ApiVersion::NEWEST);
         let inner = Inner {
             next_job_id: 1,
             next_alert_id: 1,

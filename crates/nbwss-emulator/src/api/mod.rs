@@ -49,6 +49,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/admin/jobs/{job_id}/restart", post(admin::restart_job))
         .route("/admin/jobs/{job_id}/file-lists", get(admin::file_lists))
         .route("/admin/jobs/{job_id}/try-logs", get(admin::try_logs))
+        .route("/admin/jobs/{job_id}/try-logs/{attempt}", get(admin::try_log))
         .route("/admin/jobs/{job_id}/progress-logs", get(admin::progress_logs))
         .route("/admin/manual-backup", post(admin::manual_backup))
         .route("/catalog/images", get(catalog::list_images))

@@ -161,7 +161,7 @@ async fn go_sample_with_the_content_type_typo() {
         .send("GET", "/admin/jobs?filter=jobType+eq+%27BACKUP%27&page%5Blimit%5D=10", &headers, None)
         .await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("content-type").unwrap(), vnd("8.0"));
+    assert_eq!(reply.header("content-type").unwrap(), vnd(nbwss_emulator::DEFAULT_API_VERSION));
     assert!(reply.json()["data"].is_array());
 }
 

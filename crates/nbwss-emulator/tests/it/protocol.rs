@@ -53,11 +53,11 @@ async fn negotiation_tolerates_real_client_headers() {
     let server = Server::start().await;
     let token = server.login().await;
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[], "8.0"),
+        (&[], "14.0"),
         (&[("Accept", "*/*"), ("Content-Type", "application/vnd.netbackup+json; version=1.0")], "1.0"),
-        (&[("ContentType", "application/vnd.netbackup+json;version=1.0")], "8.0"),
-        (&[("Content-Type", "application/json")], "8.0"),
-        (&[("Accept", "application/json")], "8.0"),
+        (&[("ContentType", "application/vnd.netbackup+json;version=1.0")], "14.0"),
+        (&[("Content-Type", "application/json")], "14.0"),
+        (&[("Accept", "application/json")], "14.0"),
         (&[("Accept", "application/vnd.netbackup+json;version=4.0;charset=UTF-8")], "4.0"),
         (&[("Accept", "application/vnd.netbackup+json; version=10.0")], "10.0"),
     ];
@@ -130,11 +130,18 @@ async fn bad_input_gets_400_with_a_json_body() {
         "/config/policies?page[limit]=501",
         "/admin/jobs?filter=nosuchfield%20eq%201",
         "/admin/jobs?sort=nosuchfield",
-        "/admin/jobs/abc",
-        "/admin/jobs/-1",
     ] {
         server.get(path, &token).await.assert_error(400);
     }
+    // A job id that is not a number names no job.
+    for path in ["/admin/jobs/abc", "/admin/jobs/-1", "/admin/jobs/null%2Cnull/file-lists"] {
+        server.get(path, &token).await.assert_error(404);
+    }
+    // An empty parameter counts as not given, as template-filling clients send them.
+    assert_eq!(
+        server.get("/admin/jobs?filter=&page[after]=&page[before]=&page[limit]=", &token).await.status,
+        200
+    );
     server.get("/admin/jobs?page[limit]=100", &token).await;
 }
 
