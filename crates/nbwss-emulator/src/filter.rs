@@ -103,13 +103,36 @@ pub(crate) enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Not(Box<Filter>),
-    Compare { field: &'static str, kind: Kind, op: Op, value: Literal },
+    Compare { field: &'static str, kind: Kind, op: Op, value: Literal, case: Option<Case> },
+}
+
+/// `tolower(field)` or `toupper(field)`: a string field compared in one case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Case {
+    Lower,
+    Upper,
+}
+
+impl Case {
+    fn of(word: &str) -> Option<Self> {
+        match word.to_ascii_lowercase().as_str() {
+            "tolower" => Some(Case::Lower),
+            "toupper" => Some(Case::Upper),
+            _ => None,
+        }
+    }
+
+    fn apply(self, text: &str) -> String {
+        match self {
+            Case::Lower => text.to_lowercase(),
+            Case::Upper => text.to_uppercase(),
+        }
+    }
 }
 
 /// The logical operators an endpoint takes besides `and` and parentheses (each endpoint's documentation
 /// lists them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // AndOrNot: for the storage endpoints, which take `or` and `not`
 pub(crate) enum Logic {
     /// `and` only.
     And,
@@ -289,6 +312,20 @@ impl Parser<'_> {
             .ok_or_else(|| filter_error(format!("the field '{name}' is not supported")))
     }
 
+    /// A field, or `tolower(field)` / `toupper(field)`, whose first word is `word`.
+    fn field_expression(&mut self, word: String) -> ApiResult<(String, Option<Case>)> {
+        let Some(case) = Case::of(&word).filter(|_| self.peek() == Some(&Token::Open)) else {
+            return Ok((word, None));
+        };
+        self.position += 1;
+        let name = match self.next() {
+            Some(Token::Word(name)) => name,
+            _ => return Err(filter_error(format!("expected a field name in {word}(...)"))),
+        };
+        self.expect(Token::Close, "')'")?;
+        Ok((name, Some(case)))
+    }
+
     fn term(&mut self) -> ApiResult<Filter> {
         match self.next() {
             Some(Token::Open) => {
@@ -298,38 +335,44 @@ impl Parser<'_> {
                 self.depth -= 1;
                 Ok(inner)
             }
-            Some(Token::Word(word)) if self.peek() == Some(&Token::Open) => {
+            Some(Token::Word(word)) if self.peek() == Some(&Token::Open) && Case::of(&word).is_none() => {
                 let op = Op::function(&word)
                     .ok_or_else(|| filter_error(format!("the function '{word}' is not supported")))?;
                 self.position += 1;
-                let name = match self.next() {
-                    Some(Token::Word(name)) => name,
+                let (name, case) = match self.next() {
+                    Some(Token::Word(name)) => self.field_expression(name)?,
                     _ => return Err(filter_error(format!("expected a field name in {word}(...)"))),
                 };
                 self.expect(Token::Comma, "','")?;
                 let value = self.next();
                 self.expect(Token::Close, "')'")?;
-                self.compare(&name, op, value)
+                self.compare(&name, case, op, value)
             }
-            Some(Token::Word(name)) => {
+            Some(Token::Word(word)) => {
+                let (name, case) = self.field_expression(word)?;
                 let op = match self.next() {
                     Some(Token::Word(op)) => Op::comparison(&op)
                         .ok_or_else(|| filter_error(format!("the operator '{op}' is not supported")))?,
                     _ => return Err(filter_error(format!("expected an operator after '{name}'"))),
                 };
                 let value = self.next();
-                self.compare(&name, op, value)
+                self.compare(&name, case, op, value)
             }
             _ => Err(filter_error("expected a condition")),
         }
     }
 
-    fn compare(&mut self, name: &str, op: Op, value: Option<Token>) -> ApiResult<Filter> {
+    fn compare(&mut self, name: &str, case: Option<Case>, op: Op, value: Option<Token>) -> ApiResult<Filter> {
         self.conditions += 1;
         if self.conditions > MAX_FILTER_CONDITIONS {
             return Err(filter_error(format!("it has more than {MAX_FILTER_CONDITIONS} conditions")));
         }
         let field = self.field(name)?;
+        if case.is_some() && field.kind != Kind::Str {
+            return Err(filter_error(format!(
+                "tolower and toupper apply to text, not to the field '{name}'"
+            )));
+        }
         if !field.ops.contains(&op) {
             return Err(filter_error(format!(
                 "the operator '{}' is not supported for the field '{name}'",
@@ -355,7 +398,7 @@ impl Parser<'_> {
             (Kind::Str, Some(Token::Word(text))) => return Err(bad_value(&text)),
             _ => return Err(filter_error(format!("expected a value for the field '{name}'"))),
         };
-        Ok(Filter::Compare { field: field.name, kind: field.kind, op, value })
+        Ok(Filter::Compare { field: field.name, kind: field.kind, op, value, case })
     }
 }
 
@@ -391,11 +434,16 @@ impl Filter {
             Filter::And(terms) => terms.iter().all(|term| term.matches(attributes)),
             Filter::Or(terms) => terms.iter().any(|term| term.matches(attributes)),
             Filter::Not(inner) => !inner.matches(attributes),
-            Filter::Compare { field, kind, op, value } => {
+            Filter::Compare { field, kind, op, value, case } => {
                 let Some(actual) = lookup(attributes, field).filter(|v| !v.is_null()) else {
                     return *op == Op::Ne;
                 };
-                compare(*kind, *op, actual, value)
+                match (case, actual) {
+                    (Some(case), Value::String(text)) => {
+                        compare(*kind, *op, &Value::String(case.apply(text)), value)
+                    }
+                    _ => compare(*kind, *op, actual, value),
+                }
             }
         }
     }
@@ -411,11 +459,12 @@ impl Filter {
 
     /// The string a top-level `eq` condition on `name` asks for (`None` when the filter has none, or
     /// only inside `or` / `not`).
-    #[allow(dead_code)] // for the image-contents and asset endpoints
     pub(crate) fn equals(&self, name: &str) -> Option<&str> {
         match self {
             Filter::And(terms) => terms.iter().find_map(|term| term.equals(name)),
-            Filter::Compare { field, op: Op::Eq, value: Literal::Str(value), .. } if *field == name => {
+            Filter::Compare { field, op: Op::Eq, value: Literal::Str(value), case: None, .. }
+                if *field == name =>
+            {
                 Some(value)
             }
             _ => None,
@@ -462,6 +511,9 @@ fn compare(kind: Kind, op: Op, actual: &Value, wanted: &Literal) -> bool {
     }
 }
 
+/// The most keys one `sort=` list may have.
+pub(crate) const MAX_SORT_KEYS: usize = 8;
+
 /// A `sort=` parameter: a field, ascending unless prefixed with `-`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sort {
@@ -481,6 +533,25 @@ impl Sort {
             ApiError::bad_attribute("sort", format!("sorting on '{name}' is not supported"))
         })?;
         Ok(Sort { field: field.name, descending })
+    }
+
+    /// Parses a comma-separated `sort=` list such as `name,-storageCategory` (at most
+    /// [`MAX_SORT_KEYS`] keys), allowing the listed fields; `default` when absent.
+    pub(crate) fn parse_list(text: Option<&str>, fields: &[Field], default: &[Sort]) -> ApiResult<Vec<Sort>> {
+        let Some(text) = text.map(str::trim).filter(|text| !text.is_empty()) else {
+            return Ok(default.to_vec());
+        };
+        let keys: Vec<&str> = text.split(',').map(str::trim).collect();
+        if keys.len() > MAX_SORT_KEYS {
+            return Err(ApiError::bad_attribute("sort", format!("at most {MAX_SORT_KEYS} sort fields")));
+        }
+        let first = default.first().copied().unwrap_or(Sort { field: "", descending: false });
+        keys.into_iter().map(|key| Sort::parse(Some(key), fields, first)).collect()
+    }
+
+    /// Orders two rendered records by every key in turn.
+    pub(crate) fn compare_all(keys: &[Sort], a: &Value, b: &Value) -> Ordering {
+        keys.iter().map(|key| key.compare(a, b)).find(|ordering| ordering.is_ne()).unwrap_or(Ordering::Equal)
     }
 
     /// Orders two rendered records (missing values first).
@@ -665,6 +736,16 @@ mod tests {
     }
 
     #[test]
+    fn tolower_and_toupper_compare_text_in_one_case() {
+        assert!(check("tolower(jobType) eq 'backup'"));
+        assert!(check("toupper(clientName) eq 'CLIENT01.EXAMPLE.COM'"));
+        assert!(check("contains(tolower(clientName), 'client01')"));
+        assert!(!check("contains(toupper(clientName), 'client01')"));
+        assert!(Filter::parse("tolower(jobId) eq 'x'", FIELDS).unwrap_err().message.contains("text"));
+        assert!(Filter::parse("tolower(jobType eq 'x'", FIELDS).is_err());
+    }
+
+    #[test]
     fn fields_may_be_paths() {
         let fields = [Field { name: "commonAssetAttributes/displayName", kind: Kind::Str, ops: TEXT }];
         let asset = json!({"commonAssetAttributes": {"displayName": "vm-app01"}});
@@ -682,6 +763,20 @@ mod tests {
     fn quotes_escape_by_doubling() {
         let filter = Filter::parse("clientName eq 'o''brien'", FIELDS).unwrap();
         assert!(filter.matches(&json!({"clientName": "o'brien"})));
+    }
+
+    #[test]
+    fn sorts_by_a_list_of_fields() {
+        let keys = Sort::parse_list(Some("jobType,-jobId"), FIELDS, &[]).unwrap();
+        let (a, b, c) = (
+            json!({"jobType": "A", "jobId": 1}),
+            json!({"jobType": "A", "jobId": 2}),
+            json!({"jobType": "B", "jobId": 3}),
+        );
+        assert_eq!(Sort::compare_all(&keys, &a, &b), Ordering::Greater);
+        assert_eq!(Sort::compare_all(&keys, &b, &c), Ordering::Less);
+        assert!(Sort::parse_list(Some(&["jobId"; MAX_SORT_KEYS + 1].join(",")), FIELDS, &[]).is_err());
+        assert!(Sort::parse_list(Some("jobId,nope"), FIELDS, &[]).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod api;
 mod clock;
 mod config;
+mod contents;
 mod engine;
 mod error;
 mod event;
@@ -22,7 +23,10 @@ mod media;
 mod model;
 mod query;
 mod seed;
+mod shape;
+mod slp;
 mod state;
+mod storage;
 mod tls;
 
 use std::net::{SocketAddr, TcpListener};

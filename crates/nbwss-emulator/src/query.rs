@@ -71,7 +71,17 @@ pub(crate) struct OffsetPage {
 impl OffsetPage {
     /// Reads `page[offset]` and `page[limit]` (default 10; 400 above `max_limit` or below `min_limit`).
     pub(crate) fn from_params(params: &Params, min_limit: u64, max_limit: u64) -> ApiResult<Self> {
-        let limit = params.integer("page[limit]", 10, max_limit)?;
+        Self::from_params_with_default(params, min_limit, max_limit, 10)
+    }
+
+    /// As [`OffsetPage::from_params`], with another default limit.
+    pub(crate) fn from_params_with_default(
+        params: &Params,
+        min_limit: u64,
+        max_limit: u64,
+        default_limit: u64,
+    ) -> ApiResult<Self> {
+        let limit = params.integer("page[limit]", default_limit, max_limit)?;
         if limit < min_limit {
             return Err(ApiError::bad_attribute("page[limit]", format!("must be at least {min_limit}")));
         }

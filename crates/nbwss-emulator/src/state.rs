@@ -12,17 +12,22 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::ContentRequest;
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::event::{EmulatorEvent, EventKind};
 use crate::media::ApiVersion;
 use crate::model::{Alert, ApiKey, Image, Job, JobState, Policy, VmServer};
+use crate::slp::Slp;
+use crate::storage::{DiskPool, StorageServer, StorageUnit};
 use crate::tls::TlsMaterial;
 
 /// The name the emulated primary server gives itself.
 pub(crate) const PRIMARY_SERVER: &str = "nbu-primary.example.com";
 /// The emulated media server.
 pub(crate) const MEDIA_SERVER: &str = "nbu-media01.example.com";
+/// The emulated disaster-recovery media server (it holds the replica copies).
+pub(crate) const DR_MEDIA_SERVER: &str = "nbu-dr-media.example.com";
 /// Real-time validity of a login token.
 pub(crate) const TOKEN_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
@@ -45,6 +50,16 @@ pub(crate) struct Inner {
     pub(crate) sessions: HashMap<String, Session>,
     pub(crate) alerts: Vec<Alert>,
     pub(crate) vm_servers: BTreeMap<String, VmServer>,
+    /// By id (`sType:name`).
+    pub(crate) storage_servers: BTreeMap<String, StorageServer>,
+    /// By id (`sType_name`).
+    pub(crate) disk_pools: BTreeMap<String, DiskPool>,
+    /// By name.
+    pub(crate) storage_units: BTreeMap<String, StorageUnit>,
+    /// By name.
+    pub(crate) slps: BTreeMap<String, Slp>,
+    /// Open asynchronous image-content requests, by request id.
+    pub(crate) content_requests: BTreeMap<String, ContentRequest>,
     pub(crate) users: Vec<(String, String)>,
     pub(crate) events: Vec<EmulatorEvent>,
     pub(crate) rng: StdRng,
@@ -186,6 +201,11 @@ impl Shared {
             sessions: HashMap::new(),
             alerts: Vec::new(),
             vm_servers: BTreeMap::new(),
+            storage_servers: BTreeMap::new(),
+            disk_pools: BTreeMap::new(),
+            storage_units: BTreeMap::new(),
+            slps: BTreeMap::new(),
+            content_requests: BTreeMap::new(),
             users: config.users.clone(),
             events: Vec::new(),
             rng: StdRng::seed_from_u64(config.seed),

@@ -5,9 +5,12 @@
 
 mod auth;
 mod clients;
+mod contents;
 mod images;
 mod jobs;
 mod lifecycle;
 mod policies;
 mod protocol;
+mod slps;
+mod storage;
 mod util;
