@@ -12,12 +12,14 @@
 #![recursion_limit = "256"]
 
 mod api;
+mod asset;
 mod clock;
 mod config;
 mod contents;
 mod engine;
 mod error;
 mod event;
+mod eventlog;
 mod filter;
 mod media;
 mod model;

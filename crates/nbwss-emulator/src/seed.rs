@@ -252,6 +252,15 @@ pub(crate) fn populate(inner: &mut Inner, now: DateTime<Utc>, job_duration: Time
     for policy in policies() {
         inner.policies.insert(policy.name().to_owned(), policy);
     }
+    // The vCenter holds the VMware policies' virtual machines and two that no policy protects.
+    let mut vms: Vec<String> =
+        inner.policies.values().filter(|p| p.is_vmware()).flat_map(|p| p.clients()).collect();
+    vms.extend(["vm-test01.example.com".to_owned(), "vm-web01.example.com".to_owned()]);
+    vms.sort();
+    vms.dedup();
+    for asset in crate::asset::inventory("vcenter01.example.com", &vms) {
+        inner.assets.insert(asset.id.clone(), asset);
+    }
     inner.vm_servers.insert(
         "vcenter01.example.com".to_owned(),
         VmServer {

@@ -30,14 +30,6 @@ const ALERT_FIELDS: &[Field] = &[
     Field { name: "severity", kind: Kind::Str, ops: EQ_NE },
 ];
 
-/// A stable UUID-shaped id for a host name.
-fn host_uuid(name: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest.as_ref()[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
-}
-
 /// Every host the primary server knows: itself, its media server, and the clients of its policies.
 fn hosts(shared: &Shared) -> Vec<Value> {
     let inner = shared.lock();
@@ -59,7 +51,7 @@ fn hosts(shared: &Shared) -> Vec<Value> {
         .map(|(name, kind, hardware, os)| {
             let os_type = if os.to_ascii_lowercase().contains("windows") { "WINDOWS" } else { "UNIX" };
             json!({
-                "uuid": host_uuid(&name),
+                "uuid": crate::asset::uuid_of(&name),
                 "hostName": name,
                 "osType": os_type,
                 "osVersion": os,
@@ -218,6 +210,12 @@ pub(crate) async fn create_vm_server(
     if inner.vm_servers.contains_key(&server_name) {
         return Err(ApiError::conflict(format!("The VM server {server_name} already exists.")));
     }
+    if vm_type.starts_with("VMWARE_") {
+        // Discovery finds the vCenter's virtual machines.
+        for asset in crate::asset::inventory(&server_name, &crate::asset::default_names(&server_name)) {
+            inner.assets.insert(asset.id.clone(), asset);
+        }
+    }
     inner
         .vm_servers
         .insert(server_name.clone(), VmServer { server_name: server_name.clone(), vm_type, user_id, port });
@@ -228,6 +226,22 @@ pub(crate) async fn create_vm_server(
         response.headers_mut().insert(LOCATION, value);
     }
     Ok(response)
+}
+
+/// `DELETE /config/servers/vmservers/{serverName}`: 204; its virtual machines and the VM groups drawn
+/// from it leave the asset service.
+pub(crate) async fn delete_vm_server(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let mut inner = shared.lock();
+    inner
+        .vm_servers
+        .remove(&name)
+        .ok_or_else(|| ApiError::not_found(format!("The VM server {name} was not found.")))?;
+    inner.assets.retain(|_, asset| asset.vcenter != name);
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 pub(crate) async fn list_alerts(

@@ -2,15 +2,18 @@
 //! authentication, and the fallbacks that keep every error a JSON body.
 
 mod admin;
+mod assets;
 mod auth;
 mod catalog;
 mod config;
 mod contents;
+mod eventlog;
 mod policies;
 mod recovery;
 mod slps;
 mod storage;
 
+pub(crate) use assets::AssetQuery;
 pub(crate) use auth::create_key;
 pub(crate) use contents::ContentRequest;
 
@@ -97,8 +100,16 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/config/hosts/{host_id}/configurations", get(config::host_configurations))
         .route("/config/hosts/{host_id}/configurations/{name}", get(config::host_configuration))
         .route("/config/servers/vmservers", get(config::list_vm_servers).post(config::create_vm_server))
-        .route("/config/servers/vmservers/{name}", get(config::get_vm_server))
+        .route(
+            "/config/servers/vmservers/{name}",
+            get(config::get_vm_server).delete(config::delete_vm_server),
+        )
+        .route("/asset-service/workloads/{workload}/assets", get(assets::list))
+        .route("/asset-service/workloads/{workload}/assets/{id}", get(assets::get))
+        .route("/asset-service/queries", post(assets::create_query))
+        .route("/asset-service/queries/{id}", get(assets::get_query))
         .route("/manage/alerts", get(config::list_alerts))
+        .route("/eventlog/notifications", get(eventlog::list).post(eventlog::post))
         .route("/storage/storage-servers", get(storage::list_servers).post(storage::create_server))
         .route(
             "/storage/storage-servers/{id}",
