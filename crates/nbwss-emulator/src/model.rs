@@ -656,8 +656,10 @@ impl ApiKey {
             "userDomain": "",
             "userDomainType": "vx",
             "description": self.description,
-            "creationDateTime": format_time(self.created),
+            "createdDateTime": format_time(self.created),
             "expiryDateTime": format_time(self.expires),
+            "lastModifiedDateTime": format_time(self.created),
+            "samlSessionValidated": false,
         })
     }
 }
@@ -677,15 +679,21 @@ pub(crate) struct Alert {
 
 impl Alert {
     pub(crate) fn attributes(&self) -> Value {
+        // NetBackup files a failed job's alert under its policy type (display name, upper case), and
+        // gives every parameter as text.
         json!({
             "title": format!("Job {} failed with status {}", self.job_id, self.status),
+            "description": status_message(self.status),
             "category": "JOB",
-            "subCategory": "JOB_FAILED",
+            "subCategory": alert_sub_category(&self.policy_type),
             "severity": "ERROR",
+            "context": "JOB_STATE_FAILED",
             "createdDateTime": format_time(self.created),
+            "systemDefined": true,
+            "tags": [],
             "params": {
-                "jobId": self.job_id,
-                "status": self.status,
+                "jobId": self.job_id.to_string(),
+                "status": self.status.to_string(),
                 "errorMsg": status_message(self.status),
                 "policyName": self.policy_name,
                 "policyType": self.policy_type,
@@ -693,6 +701,16 @@ impl Alert {
                 "jobType": self.job_type,
             },
         })
+    }
+}
+
+/// The alert sub-category of a job's policy type: the upper-case display name (`MS-WINDOWS`).
+fn alert_sub_category(job_policy_type: &str) -> String {
+    match job_policy_type {
+        "WINDOWS" => "MS-WINDOWS".to_owned(),
+        "SQL_SERVER" => "MS-SQL-SERVER".to_owned(),
+        "HYPERV" => "HYPER-V".to_owned(),
+        other => other.replace('_', "-"),
     }
 }
 

@@ -85,7 +85,7 @@ impl OffsetPage {
         if limit < min_limit {
             return Err(ApiError::bad_attribute("page[limit]", format!("must be at least {min_limit}")));
         }
-        let offset = params.integer("page[offset]", 0, u64::from(u32::MAX))?;
+        let offset = params.integer("page[offset]", 0, u64::MAX)?;
         Ok(Self {
             offset: usize::try_from(offset).unwrap_or(usize::MAX),
             limit: usize::try_from(limit).unwrap_or(usize::MAX),

@@ -71,9 +71,12 @@ impl StorageServer {
             "isAIRSupported": msdp,
             "storageServerState": "UP",
             "storageServerCapabilities": if msdp {
-                json!(["OptimizedImage", "ReplicationSource", "ReplicationTarget", "InstantAccess"])
+                json!(["OPEN_STORAGE", "DISK_GROUPS", "ACTIVE_DISK_GROUPS", "COPY_EXTENTS", "ADMIN_UP", "INTERNAL_UP",
+                       "SPAN_IMAGES", "LIFE_CYCLE", "CAPACITY_MANAGEMENT", "FRAGMENT_IMAGES", "OPTIMIZED_IMAGE",
+                       "INSTANT_ACCESS", "SUPPORTS_REPLICATION"])
             } else {
-                json!([])
+                json!(["DISK_GROUPS", "ADMIN_UP", "INTERNAL_UP", "SPAN_IMAGES", "LIFE_CYCLE", "CAPACITY_MANAGEMENT",
+                       "FRAGMENT_IMAGES"])
             },
             "isWormSupported": false,
             "isUshareSupported": false,
@@ -84,6 +87,11 @@ impl StorageServer {
         .cloned()
         .unwrap_or_default();
         for (key, value) in extra {
+            // Only the attribute object of this category of server (an MSDP server has no cloudAttributes).
+            let own = category_object(category);
+            if key.ends_with("Attributes") && Some(key.as_str()) != own {
+                continue;
+            }
             attributes.insert(key.clone(), value.clone());
         }
         forget_secrets(&mut attributes);
@@ -170,9 +178,11 @@ impl DiskPool {
             "readOnly": false,
             "comment": "",
             "diskPoolCapabilities": if server.category == "MSDP" {
-                json!(["OptimizedImage", "ReplicationSource", "ReplicationTarget", "InstantAccess"])
+                json!(["VISIBLE", "OPEN_STORAGE", "COPY_EXTENTS", "ADMIN_UP", "INTERNAL_UP", "SPAN_IMAGES", "LIFE_CYCLE",
+                       "CAPACITY_MANAGEMENT", "FRAGMENT_IMAGES", "OPTIMIZED_IMAGE", "REPLICATION_SOURCE", "REPLICATION_TARGET"])
             } else {
-                json!([])
+                json!(["VISIBLE", "ADMIN_UP", "INTERNAL_UP", "SPAN_IMAGES", "LIFE_CYCLE", "CAPACITY_MANAGEMENT",
+                       "FRAGMENT_IMAGES"])
             },
             "mediaServersCount": 1,
         })
@@ -291,6 +301,17 @@ impl StorageUnit {
         attributes.insert("usedCapacityBytes".into(), used_bytes.into());
         attributes.insert("freeCapacityBytes".into(), total.saturating_sub(used_bytes).max(0).into());
         attributes
+    }
+}
+
+/// The attribute object that belongs to storage servers of `category`.
+fn category_object(category: &str) -> Option<&'static str> {
+    match category {
+        "MSDP" => Some("msdpAttributes"),
+        "CLOUD" => Some("cloudAttributes"),
+        "ADVANCED_DISK" => Some("advancedDiskAttributes"),
+        "OPEN_STORAGE" => Some("openStorageAttributes"),
+        _ => None,
     }
 }
 

@@ -315,7 +315,7 @@ pub(crate) async fn try_log(
             .map(|found| try_resource(job, found))
     })?
     .ok_or_else(|| ApiError::not_found(format!("Job {job_id} has no try {attempt:?}.")))?;
-    Ok(json(StatusCode::OK, json!({"data": [resource]})))
+    Ok(json(StatusCode::OK, json!({"data": resource})))
 }
 
 /// `GET /admin/jobs/{jobId}/progress-logs`: the job's log lines, paged by offset (`page[limit]` 1 to 100,

@@ -48,8 +48,10 @@ fn image_resource(headers: &HeaderMap, image: &Image, version: ApiVersion) -> Va
         },
     });
     if image.policy_type.eq_ignore_ascii_case("vmware") {
-        resource["relationships"]["vmwareImage"] =
-            json!({"data": {"type": "vmwareImage", "id": image.backup_id}});
+        resource["relationships"]["vmwareImage"] = json!({
+            "links": {"related": {"href": link(headers, &format!("/catalog/vmware-images/{}", image.backup_id))}},
+            "data": {"type": "vmwareImage", "id": image.backup_id},
+        });
     }
     resource
 }

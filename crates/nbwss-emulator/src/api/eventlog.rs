@@ -81,6 +81,7 @@ const REQUEST: &[(&str, Shape)] = &[
     ("messageKey", Shape::Str),
     ("displayString", Shape::Str),
     ("namespace", Shape::Str),
+    ("rbac", Shape::Object(&[])),
 ];
 const REQUIRED: &[&str] =
     &["version", "createdDateTime", "notificationType", "producerName", "producerId", "producerType"];
@@ -153,7 +154,7 @@ pub(crate) async fn post(
         let mut kept: Map<String, Value> =
             take_object(attributes, REQUEST, &format!("data[{index}].attributes"))?;
         for key in REQUIRED {
-            if kept.get(*key).and_then(Value::as_str).is_none_or(str::is_empty) {
+            if kept.get(*key).and_then(Value::as_str).is_none() {
                 return Err(ApiError::bad_attribute(&at(key), "required"));
             }
         }

@@ -88,12 +88,16 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
             put(policies::put_selections).delete(policies::delete_selections),
         )
         .route("/config/unique-policy-clients", get(policies::unique_clients))
-        .route("/config/slps", get(slps::list).post(slps::create))
-        .route(
-            "/config/slps/{name}",
-            get(slps::get).put(slps::replace).patch(slps::update).delete(slps::remove),
+        .merge(
+            Router::new()
+                .route("/config/slps", get(slps::list).post(slps::create))
+                .route(
+                    "/config/slps/{name}",
+                    get(slps::get).put(slps::replace).patch(slps::update).delete(slps::remove),
+                )
+                .route("/config/slps/{name}/versions/{number}", get(slps::get_version))
+                .route_layer(axum::middleware::map_response(slps::error_shape)),
         )
-        .route("/config/slps/{name}/versions/{number}", get(slps::get_version))
         .route("/config/hosts", get(config::list_hosts))
         .route("/config/hosts/hostmappings", get(config::host_mappings))
         .route("/config/hosts/{host_id}", get(config::get_host))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use super::{created, data_attributes, empty, json, json_body, link, Listing, User};
@@ -54,6 +54,27 @@ fn resource(headers: &HeaderMap, slp: &Slp, version: &SlpVersion, params: &Param
 
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("No storage lifecycle policy is named {name:?}."))
+}
+
+/// The SLP API's own error shape: `errorDetails` is an object from error code to text rather than a list
+/// (for its 400, 404 and 409 answers; a 401 keeps the common shape).
+pub(crate) async fn error_shape(response: Response) -> Response {
+    if !matches!(response.status().as_u16(), 400 | 404 | 409) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (parts.status, "").into_response();
+    };
+    let mut error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let Some(details) = error.get("errorDetails").and_then(Value::as_array) {
+        let text: Vec<&str> = details.iter().filter_map(Value::as_str).collect();
+        let code = error["errorCode"].to_string();
+        error["errorDetails"] = json!({code: text.join("; ")});
+    }
+    let mut response = Response::from_parts(parts, axum::body::Body::from(error.to_string()));
+    response.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+    response
 }
 
 /// The server type of each storage unit, for checking the storage an SLP names.

@@ -150,9 +150,9 @@ const CLOUD: &[(&str, Shape)] = &[
     ("urlAccessStyle", Shape::Enum(&["PATH_STYLE", "VIRTUAL_STYLE"])),
     ("serverSideEncryptionEnabled", Shape::Bool),
     ("storageClass", Shape::Str),
-    ("readBufferSizeBytes", Shape::Int(0, i64::MAX)),
-    ("writeBufferSizeBytes", Shape::Int(0, i64::MAX)),
-    ("objectSizeMegabytes", Shape::Int(0, 1 << 20)),
+    ("readBufferSizeBytes", Shape::Int(i64::MIN, i64::MAX)),
+    ("writeBufferSizeBytes", Shape::Int(i64::MIN, i64::MAX)),
+    ("objectSizeMegabytes", Shape::Int(i64::MIN, i64::MAX)),
     ("s3RegionDetails", Shape::List(&Shape::Object(REGION))),
 ];
 const ADVANCED_DISK: &[(&str, Shape)] = &[
@@ -171,10 +171,10 @@ const SERVER_SETTABLE: &[(&str, Shape)] = &[
     ("openStorageAttributes", Shape::Object(OPEN_STORAGE)),
 ];
 const IO_STREAMS: &[(&str, Shape)] =
-    &[("limitIoStreams", Shape::Bool), ("streamsPerVolume", Shape::Int(1, 2_147_483_647))];
+    &[("limitIoStreams", Shape::Bool), ("streamsPerVolume", Shape::Int(2, 65_535))];
 const POOL_SETTABLE: &[(&str, Shape)] = &[
-    ("highWaterMark", Shape::Int(0, 100)),
-    ("lowWaterMark", Shape::Int(0, 100)),
+    ("highWaterMark", Shape::Int(1, 100)),
+    ("lowWaterMark", Shape::Int(0, 99)),
     ("maximumIoStreams", Shape::Object(IO_STREAMS)),
     ("diskPoolState", Shape::Enum(&["UP", "DOWN"])),
     ("comment", Shape::Str),
@@ -262,6 +262,38 @@ fn related_id(relationships: &Value, name: &str) -> ApiResult<String> {
         .filter(|id| !id.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| ApiError::bad_attribute(&format!("relationships.{name}.data.id"), "required"))
+}
+
+/// The low water mark must stay below the high one.
+fn check_water_marks(attributes: &Map<String, Value>) -> ApiResult<()> {
+    let mark = |key: &str| attributes.get(key).and_then(Value::as_i64);
+    match (mark("lowWaterMark"), mark("highWaterMark")) {
+        (Some(low), Some(high)) if low >= high => Err(ApiError::bad_attribute(
+            "lowWaterMark",
+            format!("{low} must be less than the high water mark {high}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The media servers of a storage unit: each must be a media server of this primary; its operating
+/// system and version are filled in as the documents require.
+fn media_servers(attributes: &mut Map<String, Value>) -> ApiResult<()> {
+    let Some(Value::Array(list)) = attributes.get_mut("mediaServerDetails") else { return Ok(()) };
+    for (index, server) in list.iter_mut().enumerate() {
+        let name = server.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if !MEDIA_SERVERS.contains(&name.as_str()) {
+            return Err(ApiError::bad_attribute(
+                &format!("mediaServerDetails[{index}].name"),
+                format!(
+                    "{name:?} is not a media server of this primary server ({})",
+                    MEDIA_SERVERS.join(", ")
+                ),
+            ));
+        }
+        *server = json!({"name": name, "operatingSystem": "linux", "netbackupVersion": "11.2.0.0"});
+    }
+    Ok(())
 }
 
 fn full(count: usize, what: &str) -> ApiResult<()> {
@@ -458,6 +490,7 @@ pub(crate) async fn create_pool(
         return Err(ApiError::bad_attribute("diskVolumes", "every volume needs a name"));
     }
     settable.insert("diskVolumes".into(), volumes);
+    check_water_marks(&settable)?;
     let server_id = related_id(&relationships, "storageServers")?;
     let mut inner = shared.lock();
     let server = inner.storage_servers.get(&server_id).ok_or_else(|| {
@@ -487,7 +520,9 @@ pub(crate) async fn patch_pool(
     let changes = take_object(&attributes, POOL_SETTABLE, "")?;
     let mut inner = shared.lock();
     let pool = inner.disk_pools.get_mut(&id).ok_or_else(|| no_pool(&id))?;
-    pool.attributes = merge(&pool.attributes, changes);
+    let merged = merge(&pool.attributes, changes);
+    check_water_marks(&merged)?;
+    pool.attributes = merged;
     let pool = pool.clone();
     Ok(json(StatusCode::OK, json!({"data": pool_resource(&headers, &inner, &pool)})))
 }
@@ -555,7 +590,10 @@ fn included(
         resources.push(pool_resource(headers, inner, pool));
         if wanted.contains(&"diskPool.storageServers") {
             if let Some(server) = inner.storage_servers.get(&pool.server_id) {
-                resources.push(server_resource(headers, server));
+                // The documents type included storage servers "storageServers".
+                let mut resource = server_resource(headers, server);
+                resource["type"] = json!("storageServers");
+                resources.push(resource);
             }
         }
     }
@@ -621,7 +659,8 @@ pub(crate) async fn create_unit(
             format!("{category} storage units are not modelled by the emulator: create a disk storage unit on a disk pool"),
         ));
     }
-    let settable = take_object(&attributes, UNIT_SETTABLE, "")?;
+    let mut settable = take_object(&attributes, UNIT_SETTABLE, "")?;
+    media_servers(&mut settable)?;
     let pool_id = related_id(&relationships, "diskPool")?;
     let mut inner = shared.lock();
     if inner.storage_units.contains_key(&name) {
@@ -649,7 +688,8 @@ pub(crate) async fn patch_unit(
     body: Bytes,
 ) -> ApiResult<Response> {
     let (attributes, _) = request(&body, "storageUnit")?;
-    let changes = take_object(&attributes, UNIT_SETTABLE, "")?;
+    let mut changes = take_object(&attributes, UNIT_SETTABLE, "")?;
+    media_servers(&mut changes)?;
     let mut inner = shared.lock();
     let unit = inner.storage_units.get_mut(&name).ok_or_else(|| no_unit(&name))?;
     unit.attributes = merge(&unit.attributes, changes);

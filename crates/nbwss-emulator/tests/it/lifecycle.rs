@@ -307,11 +307,13 @@ async fn failed_backups_leave_no_image_and_raise_alerts() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|alert| alert["attributes"]["params"]["jobId"] == ids[0])
+        .find(|alert| alert["attributes"]["params"]["jobId"] == ids[0].to_string().as_str())
         .expect("an alert for the failed job")
         .clone();
+    // The parameters are text; the sub-category is the policy type.
     let params = &alert["attributes"]["params"];
-    assert_eq!(params["status"], job["status"]);
+    assert_eq!(params["status"], job["status"].to_string().as_str());
+    assert_eq!(alert["attributes"]["subCategory"], "STANDARD");
     assert_eq!(params["policyName"], "Standard_DB");
     assert!(params["errorMsg"].is_string());
     assert!(params["policyType"].is_string());

@@ -99,7 +99,7 @@ async fn the_end_to_end_recipe_then_updates_and_deletes() {
     .json();
     let kinds: Vec<&str> =
         included["included"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["diskPool", "storageServer"]);
+    assert_eq!(kinds, ["diskPool", "storageServers"], "the documents type included servers storageServers");
 
     // The sample PATCH payloads: 200 with the updated resource.
     let patch_stu = json!({"data": {"type": "storageUnit", "attributes": {"useAnyAvailableMediaServer": true,
