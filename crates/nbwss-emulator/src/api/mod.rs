@@ -96,7 +96,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
                     get(slps::get).put(slps::replace).patch(slps::update).delete(slps::remove),
                 )
                 .route("/config/slps/{name}/versions/{number}", get(slps::get_version))
-                .route_layer(axum::middleware::map_response(slps::error_shape)),
+                .route_layer(axum::middleware::from_fn(slps::error_shape)),
         )
         .route("/config/hosts", get(config::list_hosts))
         .route("/config/hosts/hostmappings", get(config::host_mappings))

@@ -102,8 +102,13 @@ fn policy_body(body: &Value, name: &str) -> ApiResult<Map<String, Value>> {
         None | Some(Value::Null) => {
             policy.insert("policyType".into(), "Standard".into());
         }
-        Some(Value::String(_)) => {}
-        Some(_) => return Err(ApiError::bad_attribute("policyType", "must be a string")),
+        Some(Value::String(kind)) if !kind.is_empty() => {}
+        Some(_) => {
+            return Err(ApiError::bad_attribute(
+                "policyType",
+                "must name a policy type, such as \"Standard\"",
+            ))
+        }
     }
     let attributes = match policy.get("policyAttributes") {
         None | Some(Value::Null) => Map::new(),
@@ -139,11 +144,18 @@ fn policy_body(body: &Value, name: &str) -> ApiResult<Map<String, Value>> {
         None | Some(Value::Null) => {
             policy.insert("backupSelections".into(), json!({"selections": []}));
         }
-        Some(Value::Object(selections)) if selections.get("selections").is_none_or(Value::is_array) => {}
+        Some(Value::Object(selections))
+            if selections.get("selections").is_none_or(|list| {
+                list.as_array().is_some_and(|items| items.iter().all(Value::is_string))
+            }) => {}
         Some(_) => {
-            return Err(ApiError::bad_attribute("backupSelections", "must be {\"selections\": [...]}"))
+            return Err(ApiError::bad_attribute(
+                "backupSelections",
+                "must be {\"selections\": [...]}, a list of strings",
+            ))
         }
     }
+
     Ok(policy)
 }
 

@@ -59,16 +59,17 @@ pub(crate) async fn recover(
     let image = recovery_image(&shared, &body)?;
     let job_id = engine::start_restore(&shared, &image, "FULL_VM_RESTORE");
     let job_link = link(&headers, &format!("/admin/jobs/{job_id}"));
+    // The documents put the job's relationship beside `data`, its links as plain strings.
     let body = json!({
         "data": {
             "type": "recoveryResponse",
             "id": job_id,
             "attributes": {"msg": format!("Recovery job {job_id} started for {}", image.backup_id)},
-            "relationships": {"recoveryJob": {
-                "links": {"self": {"href": job_link}, "related": {"href": job_link}},
-                "data": {"type": "job", "id": job_id},
-            }},
         },
+        "relationships": {"recoveryJob": {
+            "links": {"self": job_link, "related": job_link},
+            "data": {"type": "job", "id": job_id},
+        }},
     });
     let mut response = json(StatusCode::CREATED, body);
     if let Ok(value) = HeaderValue::from_str(&job_link) {

@@ -56,10 +56,13 @@ fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("No storage lifecycle policy is named {name:?}."))
 }
 
-/// The SLP API's own error shape: `errorDetails` is an object from error code to text rather than a list
-/// (for its 400, 404 and 409 answers; a 401 keeps the common shape).
-pub(crate) async fn error_shape(response: Response) -> Response {
-    if !matches!(response.status().as_u16(), 400 | 404 | 409) {
+/// The SLP API's own error shape for a refused create or update (400 to POST, PUT or PATCH):
+/// `errorDetails` is an object from error code to text rather than a list. Other errors keep the common
+/// shape, as the documents give them.
+pub(crate) async fn error_shape(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let changes = matches!(request.method().as_str(), "POST" | "PUT" | "PATCH");
+    let response = next.run(request).await;
+    if !changes || response.status() != StatusCode::BAD_REQUEST {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -163,6 +163,10 @@ async fn backup_images_expire_and_restore() {
     assert_eq!(body["data"]["type"], "recoveryResponse");
     let restore_id = body["data"]["id"].as_u64().expect("the recovery job id is a number");
     assert!(reply.header("location").unwrap().ends_with(&format!("/admin/jobs/{restore_id}")));
+    // The job's relationship sits beside data, its links plain strings.
+    let job = &body["relationships"]["recoveryJob"];
+    assert_eq!(job["data"]["id"], restore_id);
+    assert!(job["links"]["self"].as_str().unwrap().ends_with(&format!("/admin/jobs/{restore_id}")));
     let restore = wait_done(&server, &token, &restore_id.to_string()).await;
     assert_eq!(restore["jobType"], "RESTORE");
     assert_eq!(restore["status"], 0);

@@ -187,6 +187,9 @@ async fn policy_listing_copy_and_bad_bodies() {
         json!({"data": {"type": "policy", "id": "x", "attributes": {"policy": {"clients": "all"}}}}),
         json!({"data": {"type": "policy", "id": "x", "attributes": {"policy": {"clients": [{"OS": "x"}]}}}}),
         json!({"data": {"type": "policy", "id": "x", "attributes": {"policy": {"policyType": 5}}}}),
+        json!({"data": {"type": "policy", "id": "x", "attributes": {"policy": {"policyType": ""}}}}),
+        // Found by schemathesis against the emulator's own document: a selection that is not text.
+        json!({"data": {"type": "policy", "id": "x", "attributes": {"policy": {"backupSelections": {"selections": [{}]}}}}}),
         json!({"data": {"type": "job", "id": "x", "attributes": {"policy": {}}}}),
         json!({"data": {"type": "policy", "attributes": {"policy": {}}}}),
     ] {
