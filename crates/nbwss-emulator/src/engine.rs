@@ -656,6 +656,40 @@ pub(crate) fn next_slp_operation(inner: &Inner, backup_id: &str) -> Option<(crat
     })
 }
 
+/// The DUPLICATE or REPLICATE job of an SLP operation on `image`, reading copy `source`, queued at
+/// `start` (its policy is `SLP_<name>`, as NetBackup names SLP jobs).
+pub(crate) fn slp_job(
+    inner: &mut Inner,
+    image: &Image,
+    operation: &crate::slp::Operation,
+    source: u32,
+    start: DateTime<Utc>,
+) -> Job {
+    let spec = JobSpec {
+        job_type: operation.job_type(),
+        sub_type: "IMMEDIATE",
+        policy_display_type: image.policy_type.clone(),
+        policy_name: format!("SLP_{}", image.slp.as_ref().map_or("", |slp| slp.name.as_str())),
+        schedule_name: String::new(),
+        schedule_kind: image.schedule_kind,
+        client_name: image.client_name.clone(),
+        storage_unit: operation.storage.clone(),
+        file_list: Vec::new(),
+    };
+    let mut job = spec.build(inner, None, start);
+    job.backup_id = image.backup_id.clone();
+    job.source_storage_unit = image
+        .copies
+        .iter()
+        .find(|copy| copy.copy_number == source)
+        .map(|copy| copy.storage.clone())
+        .unwrap_or_default();
+    job.kilobytes_to_transfer = image.kbytes;
+    job.estimated_files = image.num_files;
+    job.copy_number = image.copies.iter().map(|copy| copy.copy_number).max().unwrap_or(0) + 1;
+    job
+}
+
 /// Runs the secondary operations of an image's SLP one by one, each after the SLP's processing interval:
 /// a DUPLICATE or REPLICATE job that, when it ends, adds the copy (journaled as an image update).
 pub(crate) async fn run_slp(shared: Arc<Shared>, backup_id: String) {
@@ -668,25 +702,7 @@ pub(crate) async fn run_slp(shared: Arc<Shared>, backup_id: String) {
             let mut inner = shared.lock();
             let Some((operation, source)) = next_slp_operation(&inner, &backup_id) else { return };
             let Some(image) = inner.images.get(&backup_id).cloned() else { return };
-            let source_unit =
-                image.copies.iter().find(|copy| copy.copy_number == source).map(|copy| copy.storage.clone());
-            let spec = JobSpec {
-                job_type: operation.job_type(),
-                sub_type: "IMMEDIATE",
-                policy_display_type: image.policy_type.clone(),
-                policy_name: format!("SLP_{}", image.slp.as_ref().map_or("", |slp| slp.name.as_str())),
-                schedule_name: String::new(),
-                schedule_kind: image.schedule_kind,
-                client_name: image.client_name.clone(),
-                storage_unit: operation.storage.clone(),
-                file_list: Vec::new(),
-            };
-            let mut job = spec.build(&mut inner, None, now);
-            job.backup_id = backup_id.clone();
-            job.source_storage_unit = source_unit.unwrap_or_default();
-            job.kilobytes_to_transfer = image.kbytes;
-            job.estimated_files = image.num_files;
-            job.copy_number = image.copies.iter().map(|copy| copy.copy_number).max().unwrap_or(0) + 1;
+            let job = slp_job(&mut inner, &image, &operation, source, now);
             let job_id = job.job_id;
             inner.insert_job(job, now);
             (job_id, operation)

@@ -77,6 +77,9 @@ pub(crate) const ORDERED: &[Op] = &[Op::Eq, Op::Ne, Op::Lt, Op::Gt, Op::Le, Op::
 pub(crate) const EQ_NE: &[Op] = &[Op::Eq, Op::Ne];
 pub(crate) const EQ: &[Op] = &[Op::Eq];
 pub(crate) const TEXT: &[Op] = &[Op::Eq, Op::Ne, Op::Contains, Op::StartsWith, Op::EndsWith];
+/// Every comparison and every function (text the storage and event-log documents let clients order).
+pub(crate) const TEXT_ALL: &[Op] =
+    &[Op::Eq, Op::Ne, Op::Lt, Op::Gt, Op::Le, Op::Ge, Op::Contains, Op::StartsWith, Op::EndsWith];
 pub(crate) const FUNCTIONS: &[Op] = &[Op::Contains, Op::StartsWith, Op::EndsWith];
 pub(crate) const RANGE: &[Op] = &[Op::Ge, Op::Le];
 

@@ -47,6 +47,16 @@ impl Params {
         self.values.get(key).map(String::as_str).filter(|value| !value.is_empty())
     }
 
+    /// A boolean parameter (`true` / `false`), `None` when absent; 400 otherwise.
+    pub(crate) fn flag(&self, key: &str) -> ApiResult<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(ApiError::bad_attribute(key, format!("{other:?} is not true or false"))),
+        }
+    }
+
     /// A non-negative integer parameter, or `default` when absent; 400 when not a number or above `max`.
     pub(crate) fn integer(&self, key: &str, default: u64, max: u64) -> ApiResult<u64> {
         let Some(text) = self.get(key) else { return Ok(default) };

@@ -1,12 +1,12 @@
-//! Seed data: policies, clients, and a day of finished jobs and their images, relative to the emulated
-//! now and the same for a given seed.
+//! Seed data: storage, an SLP, policies, a vCenter and its VMs, and a day of finished jobs and their
+//! images (SLP copies included), relative to the emulated now and the same for a given seed.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use crate::engine::{
-    create_image, finish_slp_copy, next_slp_operation, plan_copies, JobSpec, NewImage, SLP_INTERVAL,
+    create_image, finish_slp_copy, next_slp_operation, plan_copies, slp_job, JobSpec, NewImage, SLP_INTERVAL,
 };
 use crate::model::{JobState, Policy, VmServer};
 use crate::slp::{normalise, Slp};
@@ -368,28 +368,7 @@ fn seed_slp_copies(
     while let Some((operation, source)) = next_slp_operation(inner, backup_id) {
         let Some(image) = inner.images.get(backup_id).cloned() else { break };
         let start = at + interval;
-        let spec = JobSpec {
-            job_type: operation.job_type(),
-            sub_type: "IMMEDIATE",
-            policy_display_type: image.policy_type.clone(),
-            policy_name: format!("SLP_{}", image.slp.as_ref().map_or("", |slp| slp.name.as_str())),
-            schedule_name: String::new(),
-            schedule_kind: image.schedule_kind,
-            client_name: image.client_name.clone(),
-            storage_unit: operation.storage.clone(),
-            file_list: Vec::new(),
-        };
-        let mut job = spec.build(inner, None, start);
-        job.backup_id = backup_id.to_owned();
-        job.source_storage_unit = image
-            .copies
-            .iter()
-            .find(|copy| copy.copy_number == source)
-            .map(|copy| copy.storage.clone())
-            .unwrap_or_default();
-        job.kilobytes_to_transfer = image.kbytes;
-        job.estimated_files = image.num_files;
-        job.copy_number = image.copies.len() as u32 + 1;
+        let mut job = slp_job(inner, &image, &operation, source, start);
         let status = finish_slp_copy(inner, backup_id, &operation, start + job_duration / 2);
         finish(&mut job, status, start, job_duration / 2);
         at = start + job_duration / 2;

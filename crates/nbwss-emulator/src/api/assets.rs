@@ -17,7 +17,7 @@ use super::{created, data_attributes, json, json_body, link, User};
 use crate::asset::{uuid_of, Asset, AssetKind};
 use crate::clock::format_time;
 use crate::error::{ApiError, ApiResult};
-use crate::filter::{Field, Filter, Kind, Logic, Op, Sort, EQ, EQ_NE, TEXT};
+use crate::filter::{Field, Filter, Kind, Logic, Sort, EQ, EQ_NE, TEXT, TEXT_ALL};
 use crate::query::Params;
 use crate::state::{Inner, Shared};
 
@@ -31,9 +31,6 @@ const MAX_ITEMS: usize = 100;
 const MAX_ASSETS: usize = 10_000;
 /// The only workload the emulator models.
 const WORKLOAD: &str = "vmware";
-
-const TEXT_ALL: &[Op] =
-    &[Op::Eq, Op::Ne, Op::Lt, Op::Gt, Op::Le, Op::Ge, Op::Contains, Op::StartsWith, Op::EndsWith];
 
 /// What VM assets and groups filter on (also the fields a group's `oDataQueryFilter` may use).
 const FIELDS: &[Field] = &[
@@ -118,13 +115,7 @@ pub(crate) async fn list(
     let filter =
         params.get("filter").map(|text| Filter::parse_with(text, FIELDS, Logic::AndOrNot)).transpose()?;
     let sort = Sort::parse_list(params.get("sort"), SORT_FIELDS, BY_NAME)?;
-    let unpaged = match params.get("page[disable]") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::bad_attribute("page[disable]", format!("{other:?} is not true or false")))
-        }
-    };
+    let unpaged = params.flag("page[disable]")?.unwrap_or(false);
     let limit = if unpaged { MAX_ASSETS as u64 } else { params.integer("page[limit]", 10, 100)? };
     if limit == 0 {
         return Err(ApiError::bad_attribute("page[limit]", "must be at least 1"));

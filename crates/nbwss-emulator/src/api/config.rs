@@ -133,19 +133,11 @@ pub(crate) async fn host_mappings(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let params = Params::parse(query.as_deref())?;
-    let flag = |name: &str| -> ApiResult<Option<bool>> {
-        match params.get(name) {
-            None => Ok(None),
-            Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
-            Some(other) => Err(ApiError::bad_attribute(name, format!("{other:?} is not true or false"))),
-        }
-    };
     let conditions = [
-        ("isApproved", flag("isapproved")?),
-        ("isConflicting", flag("isconflict")?),
-        ("isShared", flag("isshared")?),
-        ("isAddedManually", flag("isaddedmanually")?),
+        ("isApproved", params.flag("isapproved")?),
+        ("isConflicting", params.flag("isconflict")?),
+        ("isShared", params.flag("isshared")?),
+        ("isAddedManually", params.flag("isaddedmanually")?),
     ];
     let mapped = params.get("mappedhostname");
     let list: Vec<Value> = hosts(&shared)

@@ -109,13 +109,7 @@ pub(crate) async fn list(
         .ok_or_else(|| ApiError::bad_attribute("filter", "must say clientName eq '<client>'"))?
         .to_owned();
     let sort = Sort::parse_list(params.get("sort"), SORT_FIELDS, &[])?;
-    let unpaged = match params.get("page[disable]") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::bad_attribute("page[disable]", format!("{other:?} is not true or false")))
-        }
-    };
+    let unpaged = params.flag("page[disable]")?.unwrap_or(false);
     let page = if unpaged {
         OffsetPage { offset: 0, limit: MAX_UNPAGED }
     } else {

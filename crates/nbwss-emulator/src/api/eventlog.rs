@@ -13,7 +13,7 @@ use super::{json, json_body, link, Listing, User};
 use crate::clock::format_time;
 use crate::error::{ApiError, ApiResult};
 use crate::eventlog::posted;
-use crate::filter::{Field, Kind, Logic, Op, Sort, EQ, EQ_NE, ORDERED};
+use crate::filter::{Field, Kind, Logic, Sort, EQ, EQ_NE, ORDERED, TEXT_ALL};
 use crate::query::Params;
 use crate::shape::{take_object, Shape};
 use crate::state::Shared;
@@ -21,8 +21,6 @@ use crate::state::Shared;
 /// The most notifications one POST may carry.
 const MAX_POSTED: usize = 100;
 
-const TEXT_ALL: &[Op] =
-    &[Op::Eq, Op::Ne, Op::Lt, Op::Gt, Op::Le, Op::Ge, Op::Contains, Op::StartsWith, Op::EndsWith];
 /// The filterable fields; of `extendedAttributes/{name}`, those journal notifications carry.
 const FIELDS: &[Field] = &[
     Field { name: "id", kind: Kind::Str, ops: TEXT_ALL },

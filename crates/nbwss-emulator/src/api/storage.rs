@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::{created, data_attributes, empty, json, json_body, link, required_str, Listing, User};
 use crate::error::{ApiError, ApiResult};
-use crate::filter::{Field, Kind, Logic, Op, Sort, EQ, EQ_NE, ORDERED};
+use crate::filter::{Field, Kind, Logic, Op, Sort, EQ, EQ_NE, ORDERED, TEXT_ALL};
 use crate::query::Params;
 use crate::shape::{take_object, Shape};
 use crate::state::{Inner, Shared, DR_MEDIA_SERVER, MEDIA_SERVER, PRIMARY_SERVER};
@@ -24,8 +24,6 @@ const MAX_RECORDS: usize = 1000;
 /// The hosts that may serve storage.
 const MEDIA_SERVERS: &[&str] = &[MEDIA_SERVER, DR_MEDIA_SERVER, PRIMARY_SERVER];
 
-const TEXT_ALL: &[Op] =
-    &[Op::Eq, Op::Ne, Op::Lt, Op::Gt, Op::Le, Op::Ge, Op::Contains, Op::StartsWith, Op::EndsWith];
 const EQ_CONTAINS: &[Op] = &[Op::Eq, Op::Contains];
 
 const SERVER_FIELDS: &[Field] = &[
