@@ -20,7 +20,8 @@ enum EmulatorCommand {
     /// Serve an emulated NetBackup primary server REST API (https://HOST:PORT/netbackup) until Ctrl-C.
     ///
     /// Real NetBackup API clients (the Veritas samples, curl, scripts) can log in and list jobs, images
-    /// and policies, start backups and restores, and watch jobs run on an emulated clock.
+    /// and their files, policies, storage, SLPs, VMware assets and the event log, start backups and
+    /// restores, and watch jobs run (and SLP copies follow) on an emulated clock.
     Run(RunArgs),
 }
 
@@ -64,7 +65,7 @@ struct RunArgs {
     /// API version assumed when a request names none.
     #[arg(long, default_value = nbwss_emulator::DEFAULT_API_VERSION, value_name = "VERSION")]
     api_version: String,
-    /// Start with no policies, jobs or images.
+    /// Start with no policies, storage, SLPs, vCenter, jobs or images (configure storage before backups).
     #[arg(long)]
     no_seed_data: bool,
     /// Do not start backups when policy schedules are due (every frequencySeconds of emulated time).

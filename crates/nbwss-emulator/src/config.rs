@@ -7,8 +7,10 @@ use std::time::Duration;
 
 /// The port of a real primary server (PBX).
 pub const DEFAULT_PORT: u16 = 1556;
-/// The API version assumed when a request names none (see the REST API notes, §2.2).
-pub const DEFAULT_API_VERSION: &str = "8.0";
+/// The API version assumed when a request names none: the newest the emulator serves, so that a client
+/// reading Veritas' current documents gets the shapes they describe (the REST API notes, §2.2, say a real
+/// server's default is not documented).
+pub const DEFAULT_API_VERSION: &str = "14.0";
 /// The emulated duration of a backup job when not configured.
 pub const DEFAULT_JOB_DURATION: Duration = Duration::from_secs(10 * 60);
 
@@ -33,7 +35,7 @@ pub struct EmulatorConfig {
     pub failure_rate: f64,
     /// Background backups started per emulated hour; 0 disables them.
     pub background_activity: f64,
-    /// API version used when a request names none, e.g. "8.0".
+    /// API version used when a request names none, e.g. "14.0" (the default) or "8.0".
     pub default_api_version: String,
     /// Whether to create the seed data (policies, clients, recent jobs and images) on start.
     pub seed_data: bool,

@@ -14,8 +14,87 @@ use rand::Rng;
 
 use crate::error::{ApiError, ApiResult};
 use crate::event::EventKind;
-use crate::model::{job_policy_type, Image, ImageCopy, Job, JobState, JobTry, ScheduleKind, ScheduleView};
-use crate::state::{Inner, Shared, MEDIA_SERVER, PRIMARY_SERVER};
+use crate::model::{
+    job_policy_type, Image, ImageCopy, ImageSlp, Job, JobState, JobTry, ScheduleKind, ScheduleView,
+};
+use crate::state::{Inner, Shared, PRIMARY_SERVER};
+
+/// NetBackup status: no storage units available for use (a policy of "any available" storage and none).
+pub(crate) const STATUS_NO_STORAGE_UNITS: i64 = 213;
+/// NetBackup status: the required storage unit is unavailable (it does not exist).
+pub(crate) const STATUS_STORAGE_UNIT_UNAVAILABLE: i64 = 219;
+/// NetBackup status: no images were successfully processed (a duplication whose source copy is gone).
+pub(crate) const STATUS_NO_IMAGES_PROCESSED: i64 = 191;
+/// How long an SLP waits before it processes an image again (NetBackup's default image processing
+/// interval, emulated time).
+pub(crate) const SLP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// The media server of copies replicated to another primary server.
+pub(crate) const REMOTE_MEDIA_SERVER: &str = crate::state::DR_MEDIA_SERVER;
+
+/// Where one copy of a backup goes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CopyPlan {
+    pub(crate) replica: bool,
+    pub(crate) retention_seconds: i64,
+    pub(crate) storage: String,
+    pub(crate) disk_pool: String,
+    pub(crate) media_server: String,
+}
+
+/// The copies a backup of `schedule` writes when it ends and the SLP that makes the later ones, or the
+/// NetBackup status the backup fails with: a copy's storage must be an existing storage unit, an SLP
+/// (whose backup operation names one), or empty for any available storage unit.
+pub(crate) fn plan_copies(
+    inner: &Inner,
+    schedule: &ScheduleView,
+) -> Result<(Vec<CopyPlan>, Option<ImageSlp>), i64> {
+    let unit = |name: &str, replica: bool, retention_seconds: i64| -> Result<CopyPlan, i64> {
+        let unit = if name.is_empty() {
+            inner
+                .storage_units
+                .values()
+                .find(|unit| {
+                    !unit.attributes.get("onDemandOnly").and_then(serde_json::Value::as_bool).unwrap_or(false)
+                })
+                .ok_or(STATUS_NO_STORAGE_UNITS)?
+        } else {
+            inner.storage_units.get(name).ok_or(STATUS_STORAGE_UNIT_UNAVAILABLE)?
+        };
+        let pool = inner.disk_pools.get(&unit.pool_id);
+        let media_server = pool
+            .and_then(|pool| inner.storage_servers.get(&pool.server_id))
+            .map(|server| server.media_server.clone())
+            .unwrap_or_default();
+        Ok(CopyPlan {
+            replica,
+            retention_seconds,
+            storage: unit.name.clone(),
+            disk_pool: unit.pool_id.clone(),
+            media_server,
+        })
+    };
+    let mut plans = Vec::new();
+    for (index, (replica, retention, storage)) in schedule.copies.iter().enumerate() {
+        if let Some(slp) = inner.slps.get(storage) {
+            let version = slp.current().ok_or(STATUS_STORAGE_UNIT_UNAVAILABLE)?;
+            let backup = version.backup_operation().ok_or(STATUS_STORAGE_UNIT_UNAVAILABLE)?;
+            let copy = unit(&backup.storage, false, backup.retention_seconds)?;
+            let complete = !version.operations().iter().any(|op| op.is_secondary());
+            let managed = ImageSlp {
+                name: slp.name.clone(),
+                version: version.number,
+                complete,
+                done: vec![(backup.index, 1)],
+            };
+            if index == 0 {
+                return Ok((vec![copy], Some(managed)));
+            }
+            return Err(STATUS_STORAGE_UNIT_UNAVAILABLE);
+        }
+        plans.push(unit(storage, *replica, *retention)?);
+    }
+    Ok((plans, None))
+}
 
 /// Failure statuses a backup may end with.
 const FAILURE_STATUSES: &[i64] = &[13, 58, 96, 156, 6];
@@ -43,7 +122,8 @@ impl JobSpec {
         let job_id = inner.allocate_job_id();
         let is_backup = self.job_type == "BACKUP";
         let kilobytes_to_transfer = if is_backup { inner.rng.random_range(200_000..20_000_000) } else { 0 };
-        let estimated_files = if is_backup { inner.rng.random_range(1_000..200_000) } else { 0 };
+        // Few enough that the image contents list every file (see `contents`).
+        let estimated_files = if is_backup { inner.rng.random_range(20..600) } else { 0 };
         let mut job = Job {
             job_id,
             parent_job_id: parent.unwrap_or(job_id),
@@ -71,8 +151,10 @@ impl JobSpec {
             file_list: self.file_list.clone(),
             tries: vec![JobTry { number: 1, start, end: None, status: 0 }],
             progress_log: Vec::new(),
-            media_server: MEDIA_SERVER.to_owned(),
+            media_server: crate::state::MEDIA_SERVER.to_owned(),
             storage_unit: self.storage_unit.clone(),
+            source_storage_unit: String::new(),
+            copy_number: 1,
             job_owner: "root".to_owned(),
             application_type: if self.policy_display_type.eq_ignore_ascii_case("vmware") {
                 "VMWARE"
@@ -91,6 +173,7 @@ struct BackupPlan {
     spec: JobSpec,
     schedule: ScheduleView,
     clients: Vec<String>,
+    selections: Vec<String>,
 }
 
 /// Starts a backup of `policy_name` (all clients unless `client` is given); returns the ids of the
@@ -137,6 +220,10 @@ pub(crate) fn start_backup(
     }
     let vmware = policy.is_vmware();
     let selections = policy.selections();
+    let storage_unit = match plan_copies(&inner, &schedule) {
+        Ok((copies, _)) => copies.first().map(|copy| copy.storage.clone()).unwrap_or_default(),
+        Err(_) => policy.storage(),
+    };
     let spec = JobSpec {
         job_type: "BACKUP",
         sub_type,
@@ -145,8 +232,12 @@ pub(crate) fn start_backup(
         schedule_name: schedule.name.clone(),
         schedule_kind: schedule.kind,
         client_name: String::new(),
-        storage_unit: policy.storage(),
-        file_list: if selections.is_empty() { vec!["ALL_LOCAL_DRIVES".to_owned()] } else { selections },
+        storage_unit,
+        file_list: if selections.is_empty() {
+            vec!["ALL_LOCAL_DRIVES".to_owned()]
+        } else {
+            selections.clone()
+        },
     };
     let mut started = Vec::new();
     if vmware {
@@ -164,7 +255,7 @@ pub(crate) fn start_backup(
         let id = parent.job_id;
         inner.insert_job(parent, now);
         started.push(id);
-        let plan = BackupPlan { spec, schedule, clients };
+        let plan = BackupPlan { spec, schedule, clients, selections };
         shared.tasks.spawn(run_parent(Arc::clone(shared), id, plan));
     } else {
         for client in clients {
@@ -173,7 +264,12 @@ pub(crate) fn start_backup(
             let id = job.job_id;
             inner.insert_job(job, now);
             started.push(id);
-            let plan = BackupPlan { spec: client_spec, schedule: schedule.clone(), clients: vec![client] };
+            let plan = BackupPlan {
+                spec: client_spec,
+                schedule: schedule.clone(),
+                clients: vec![client],
+                selections: selections.clone(),
+            };
             shared.tasks.spawn(run_backup(Arc::clone(shared), id, plan));
         }
     }
@@ -226,8 +322,9 @@ fn start_image_delete(shared: &Arc<Shared>, inner: &mut Inner, image: &Image, no
     shared.tasks.spawn(run_simple(Arc::clone(shared), id, shared.config.job_duration / 10));
 }
 
-/// Removes the copies `which` selects from an image (all when `None`), journaling what that means: an
-/// update, the loss of the last local copy, or the removal of the image with an IMAGEDELETE job.
+/// Removes the copies `which` selects from an image, journaling what that means (an update, the loss of
+/// the last local copy, or the removal of the image) and starting the IMAGEDELETE job that deletes the
+/// copies' data; the job names the image in `backupId`.
 pub(crate) fn remove_copies(
     shared: &Arc<Shared>,
     inner: &mut Inner,
@@ -253,7 +350,10 @@ pub(crate) fn remove_copies(
         } else {
             EventKind::ImageUpdated(summary)
         };
+        let image = image.clone();
         inner.record(now, kind);
+        // Deleting the expired copies' data is an IMAGEDELETE job too.
+        start_image_delete(shared, inner, &image, now);
     }
     shared.catalog_changed.notify_one();
     true
@@ -373,26 +473,53 @@ async fn run_simple(shared: Arc<Shared>, job_id: u64, duration: Duration) {
 }
 
 async fn run_backup(shared: Arc<Shared>, job_id: u64, plan: BackupPlan) {
+    let planned = {
+        let inner = shared.lock();
+        plan_copies(&inner, &plan.schedule)
+    };
+    if let Err(status) = planned {
+        // NetBackup fails such a job while allocating resources, before it writes anything.
+        if !shared.pause(shared.config.job_duration / 20).await {
+            return;
+        }
+        let now = shared.now();
+        let mut inner = shared.lock();
+        if inner.jobs.get(&job_id).is_some_and(|job| job.state != JobState::Done) {
+            inner.set_job_state(job_id, JobState::Done, status, now);
+        }
+        return;
+    }
     if drive(&shared, job_id, shared.config.job_duration).await.is_none() {
         return;
     }
     let now = shared.now();
     let mut inner = shared.lock();
     let failed = inner.rng.random_bool(shared.config.failure_rate);
-    let status = if failed { FAILURE_STATUSES[inner.rng.random_range(0..FAILURE_STATUSES.len())] } else { 0 };
+    let mut status =
+        if failed { FAILURE_STATUSES[inner.rng.random_range(0..FAILURE_STATUSES.len())] } else { 0 };
+    // Planned again: the storage may have changed while the job ran.
+    let planned = plan_copies(&inner, &plan.schedule);
+    if let (0, Err(unavailable)) = (status, &planned) {
+        status = *unavailable;
+    }
     let Some(job) = inner.jobs.get_mut(&job_id).filter(|job| job.state != JobState::Done) else { return };
-    if !failed {
+    if status == 0 {
         job.percent_complete = 100;
         job.kilobytes_transferred = job.kilobytes_to_transfer;
         job.number_of_files = job.estimated_files;
     }
     let job = job.clone();
-    if !failed {
-        let backup_id = create_image(&mut inner, &job, &plan.spec.policy_display_type, &plan.schedule, now);
+    if let (0, Ok((copies, slp))) = (status, planned) {
+        let managed = slp.is_some();
+        let image = NewImage { copies, slp, selections: plan.selections.clone() };
+        let backup_id = create_image(&mut inner, &job, &plan.spec.policy_display_type, image, now);
         if let Some(job) = inner.jobs.get_mut(&job_id) {
-            job.backup_id = backup_id;
+            job.backup_id = backup_id.clone();
         }
         shared.catalog_changed.notify_one();
+        if managed {
+            shared.tasks.spawn(run_slp(Arc::clone(&shared), backup_id));
+        }
     }
     inner.set_job_state(job_id, JobState::Done, status, now);
 }
@@ -455,13 +582,21 @@ async fn run_parent(shared: Arc<Shared>, parent_id: u64, plan: BackupPlan) {
     }
 }
 
+/// What a new image is made of besides its job.
+#[derive(Debug, Clone)]
+pub(crate) struct NewImage {
+    pub(crate) copies: Vec<CopyPlan>,
+    pub(crate) slp: Option<ImageSlp>,
+    pub(crate) selections: Vec<String>,
+}
+
 /// Adds the catalog image a successful backup job leaves; returns its backup id (`client_unixtime`,
 /// moved on a second if that id is taken).
 pub(crate) fn create_image(
     inner: &mut Inner,
     job: &Job,
     policy_display_type: &str,
-    schedule: &ScheduleView,
+    new: NewImage,
     now: DateTime<Utc>,
 ) -> String {
     let mut backup_time = DateTime::from_timestamp(job.start_time.timestamp(), 0).unwrap_or(job.start_time);
@@ -470,20 +605,17 @@ pub(crate) fn create_image(
         backup_time += TimeDelta::seconds(1);
         backup_id = format!("{}_{}", job.client_name, backup_time.timestamp());
     }
-    let copies = schedule
+    let copies = new
         .copies
         .iter()
         .enumerate()
-        .map(|(index, (replica, retention, storage))| ImageCopy {
+        .map(|(index, plan)| ImageCopy {
             copy_number: index as u32 + 1,
-            replica: *replica,
-            expiration: backup_time + TimeDelta::seconds(*retention),
-            storage: storage.clone(),
-            media_server: if *replica {
-                "nbu-dr-media.example.com".to_owned()
-            } else {
-                MEDIA_SERVER.to_owned()
-            },
+            replica: plan.replica,
+            expiration: backup_time + TimeDelta::seconds(plan.retention_seconds),
+            storage: plan.storage.clone(),
+            disk_pool: plan.disk_pool.clone(),
+            media_server: plan.media_server.clone(),
         })
         .collect();
     let image = Image {
@@ -500,10 +632,169 @@ pub(crate) fn create_image(
         elapsed_seconds: (job.end_time.unwrap_or(now) - job.start_time).num_seconds(),
         keyword: String::new(),
         copies,
+        slp: new.slp,
+        selections: new.selections,
     };
     inner.record(now, EventKind::ImageCreated(image.summary()));
     inner.images.insert(backup_id.clone(), image);
     backup_id
+}
+
+/// The next operation of an image's SLP to run: a secondary operation not done yet whose source copy
+/// exists, with the copy it reads; `None` when there is none (or the image is gone).
+pub(crate) fn next_slp_operation(inner: &Inner, backup_id: &str) -> Option<(crate::slp::Operation, u32)> {
+    let image = inner.images.get(backup_id)?;
+    let managed = image.slp.as_ref()?;
+    let version = inner.slps.get(&managed.name)?.versions.iter().find(|v| v.number == managed.version)?;
+    version.operations().into_iter().filter(|op| op.is_secondary()).find_map(|op| {
+        let done = |index: u32| managed.done.iter().find(|(op, _)| *op == index).map(|(_, copy)| *copy);
+        if done(op.index).is_some() {
+            return None;
+        }
+        let source = done(op.source)?;
+        image.copies.iter().any(|copy| copy.copy_number == source).then_some((op, source))
+    })
+}
+
+/// The DUPLICATE or REPLICATE job of an SLP operation on `image`, reading copy `source`, queued at
+/// `start` (its policy is `SLP_<name>`, as NetBackup names SLP jobs).
+pub(crate) fn slp_job(
+    inner: &mut Inner,
+    image: &Image,
+    operation: &crate::slp::Operation,
+    source: u32,
+    start: DateTime<Utc>,
+) -> Job {
+    let spec = JobSpec {
+        job_type: operation.job_type(),
+        sub_type: "IMMEDIATE",
+        policy_display_type: image.policy_type.clone(),
+        policy_name: format!("SLP_{}", image.slp.as_ref().map_or("", |slp| slp.name.as_str())),
+        schedule_name: String::new(),
+        schedule_kind: image.schedule_kind,
+        client_name: image.client_name.clone(),
+        storage_unit: operation.storage.clone(),
+        file_list: Vec::new(),
+    };
+    let mut job = spec.build(inner, None, start);
+    job.backup_id = image.backup_id.clone();
+    job.source_storage_unit = image
+        .copies
+        .iter()
+        .find(|copy| copy.copy_number == source)
+        .map(|copy| copy.storage.clone())
+        .unwrap_or_default();
+    job.kilobytes_to_transfer = image.kbytes;
+    job.estimated_files = image.num_files;
+    job.copy_number = image.copies.iter().map(|copy| copy.copy_number).max().unwrap_or(0) + 1;
+    job
+}
+
+/// Runs the secondary operations of an image's SLP one by one, each after the SLP's processing interval:
+/// a DUPLICATE or REPLICATE job that, when it ends, adds the copy (journaled as an image update).
+pub(crate) async fn run_slp(shared: Arc<Shared>, backup_id: String) {
+    loop {
+        if !shared.pause(SLP_INTERVAL).await {
+            return;
+        }
+        let started = {
+            let now = shared.now();
+            let mut inner = shared.lock();
+            let Some((operation, source)) = next_slp_operation(&inner, &backup_id) else { return };
+            let Some(image) = inner.images.get(&backup_id).cloned() else { return };
+            let job = slp_job(&mut inner, &image, &operation, source, now);
+            let job_id = job.job_id;
+            inner.insert_job(job, now);
+            (job_id, operation)
+        };
+        let (job_id, operation) = started;
+        if drive(&shared, job_id, shared.config.job_duration / 2).await.is_none() {
+            return;
+        }
+        let now = shared.now();
+        let mut inner = shared.lock();
+        let status = finish_slp_copy(&mut inner, &backup_id, &operation, now);
+        if let Some(job) =
+            inner.jobs.get_mut(&job_id).filter(|job| status == 0 && job.state != JobState::Done)
+        {
+            job.percent_complete = 100;
+            job.kilobytes_transferred = job.kilobytes_to_transfer;
+            job.number_of_files = job.estimated_files;
+        }
+        inner.set_job_state(job_id, JobState::Done, status, now);
+        shared.catalog_changed.notify_one();
+        if status != 0 {
+            return;
+        }
+    }
+}
+
+/// Adds the copy an SLP operation made; returns the job's status.
+pub(crate) fn finish_slp_copy(
+    inner: &mut Inner,
+    backup_id: &str,
+    operation: &crate::slp::Operation,
+    now: DateTime<Utc>,
+) -> i64 {
+    let target = if operation.remote {
+        Some(CopyPlan {
+            replica: true,
+            retention_seconds: operation.retention_seconds,
+            storage: operation.storage.clone(),
+            disk_pool: String::new(),
+            media_server: REMOTE_MEDIA_SERVER.to_owned(),
+        })
+    } else {
+        inner.storage_units.get(&operation.storage).map(|unit| CopyPlan {
+            replica: false,
+            retention_seconds: operation.retention_seconds,
+            storage: unit.name.clone(),
+            disk_pool: unit.pool_id.clone(),
+            media_server: inner
+                .disk_pools
+                .get(&unit.pool_id)
+                .and_then(|pool| inner.storage_servers.get(&pool.server_id))
+                .map(|server| server.media_server.clone())
+                .unwrap_or_default(),
+        })
+    };
+    let Some(target) = target else { return STATUS_STORAGE_UNIT_UNAVAILABLE };
+    let secondary: Vec<u32> = {
+        let Some(image) = inner.images.get(backup_id) else { return STATUS_NO_IMAGES_PROCESSED };
+        let Some(managed) = &image.slp else { return STATUS_NO_IMAGES_PROCESSED };
+        inner
+            .slps
+            .get(&managed.name)
+            .and_then(|slp| slp.versions.iter().find(|v| v.number == managed.version))
+            .map(|version| {
+                version.operations().iter().filter(|op| op.is_secondary()).map(|op| op.index).collect()
+            })
+            .unwrap_or_default()
+    };
+    let Some(image) = inner.images.get_mut(backup_id) else { return STATUS_NO_IMAGES_PROCESSED };
+    if !image.copies.iter().any(|copy| {
+        image.slp.as_ref().is_some_and(|slp| {
+            slp.done.iter().any(|(op, number)| *op == operation.source && *number == copy.copy_number)
+        })
+    }) {
+        return STATUS_NO_IMAGES_PROCESSED;
+    }
+    let copy_number = image.copies.iter().map(|copy| copy.copy_number).max().unwrap_or(0) + 1;
+    image.copies.push(ImageCopy {
+        copy_number,
+        replica: target.replica,
+        expiration: image.backup_time + TimeDelta::seconds(target.retention_seconds),
+        storage: target.storage,
+        disk_pool: target.disk_pool,
+        media_server: target.media_server,
+    });
+    if let Some(managed) = image.slp.as_mut() {
+        managed.done.push((operation.index, copy_number));
+        managed.complete = secondary.iter().all(|index| managed.done.iter().any(|(op, _)| op == index));
+    }
+    let summary = image.summary();
+    inner.record(now, EventKind::ImageUpdated(summary));
+    0
 }
 
 /// Expires image copies when the emulated clock passes their expiration.

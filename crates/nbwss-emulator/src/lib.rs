@@ -12,17 +12,23 @@
 #![recursion_limit = "256"]
 
 mod api;
+mod asset;
 mod clock;
 mod config;
+mod contents;
 mod engine;
 mod error;
 mod event;
+mod eventlog;
 mod filter;
 mod media;
 mod model;
 mod query;
 mod seed;
+mod shape;
+mod slp;
 mod state;
+mod storage;
 mod tls;
 
 use std::net::{SocketAddr, TcpListener};
@@ -38,6 +44,73 @@ pub use crate::event::{CopySummary, EmulatorEvent, EventKind, ImageSummary, JobS
 pub use crate::media::ApiVersion;
 use crate::state::Shared;
 use crate::tls::TlsMaterial;
+
+/// Entry points for the cargo-fuzz targets in `fuzz/`: the parsers that read untrusted request text.
+/// Each panics only on a broken invariant (which is what a fuzzer looks for). Not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::json;
+
+    use crate::filter::{Field, Filter, Kind, Logic, Op, Sort, EQ, MAX_FILTER_BYTES, ORDERED};
+    use crate::media::{negotiate, ApiVersion};
+    use crate::query::{OffsetPage, Params, MAX_QUERY_BYTES};
+
+    const TEXT: &[Op] =
+        &[Op::Eq, Op::Ne, Op::Lt, Op::Gt, Op::Le, Op::Ge, Op::Contains, Op::StartsWith, Op::EndsWith];
+    const FIELDS: &[Field] = &[
+        Field { name: "jobId", kind: Kind::Int, ops: ORDERED },
+        Field { name: "clientName", kind: Kind::Str, ops: TEXT },
+        Field { name: "startTime", kind: Kind::Time, ops: ORDERED },
+        Field { name: "isOptimized", kind: Kind::Bool, ops: EQ },
+        Field { name: "commonAssetAttributes/displayName", kind: Kind::Str, ops: TEXT },
+    ];
+
+    /// Parses `text` as a filter (both grammars) and a sort list, and evaluates what parses.
+    pub fn filter(text: &str) {
+        let record = json!({
+            "jobId": 7, "clientName": "client01", "startTime": "2026-01-01T00:00:00.000Z", "isOptimized": false,
+            "commonAssetAttributes": {"displayName": "vm-app01"},
+        });
+        for logic in [Logic::And, Logic::AndOrNot] {
+            if let Ok(filter) = Filter::parse_with(text, FIELDS, logic) {
+                assert!(text.len() <= MAX_FILTER_BYTES, "a filter over the limit parsed");
+                let _ = filter.matches(&record);
+                let _ = filter.mentions("jobId");
+                let _ = filter.equals("clientName");
+            }
+        }
+        let default = [Sort { field: "jobId", descending: false }];
+        if let Ok(keys) = Sort::parse_list(Some(text), FIELDS, &default) {
+            let _ = Sort::compare_all(&keys, &record, &json!({}));
+        }
+    }
+
+    /// Decodes `text` as a query string and reads the paging parameters from it.
+    pub fn query(text: &str) {
+        let Ok(params) = Params::parse(Some(text)) else {
+            assert!(text.len() > MAX_QUERY_BYTES, "a query within the limit was refused");
+            return;
+        };
+        for key in ["filter", "page[limit]", "page[offset]", "sort"] {
+            if let Some(value) = params.get(key) {
+                assert!(!value.is_empty(), "an empty value counts as absent");
+            }
+        }
+        if let Ok(page) = OffsetPage::from_params(&params, 1, 100) {
+            assert!((1..=100).contains(&page.limit), "page[limit] outside its bounds: {}", page.limit);
+            let _ = page.envelope((0..3).collect(), "/x", |n: &i32| json!(n), "");
+        }
+    }
+
+    /// Negotiates the version of a request with these `Accept` and `Content-Type` headers.
+    pub fn media(accept: Option<&str>, content_type: Option<&str>, has_body: bool) {
+        let default = ApiVersion { major: 14, minor: 0 };
+        if let Ok(version) = negotiate(accept, content_type, has_body, default) {
+            assert!(version.is_supported(), "negotiated an unsupported version {version}");
+        }
+    }
+}
 
 /// How long open connections get to finish when the emulator stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -18,6 +18,9 @@ pub struct ApiVersion {
 }
 
 impl ApiVersion {
+    /// The newest version the emulator serves.
+    pub const NEWEST: ApiVersion = ApiVersion { major: HIGHEST_MAJOR, minor: 0 };
+
     /// Parses `8.0` (or `8`).
     pub fn parse(text: &str) -> Option<Self> {
         let text = text.trim().trim_matches('"');

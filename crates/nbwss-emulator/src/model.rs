@@ -154,6 +154,10 @@ pub(crate) struct Job {
     pub(crate) progress_log: Vec<(DateTime<Utc>, String)>,
     pub(crate) media_server: String,
     pub(crate) storage_unit: String,
+    /// The storage unit a duplication or replication reads from (empty for other jobs).
+    pub(crate) source_storage_unit: String,
+    /// The image copy the job writes (1 for backups, the new copy for duplications).
+    pub(crate) copy_number: u32,
     pub(crate) job_owner: String,
     pub(crate) application_type: &'static str,
 }
@@ -211,14 +215,14 @@ impl Job {
             "jobGroup": "root",
             "backupId": self.backup_id,
             "sourceMediaId": "",
-            "sourceStorageUnitName": "",
-            "sourceMediaServerName": "",
+            "sourceStorageUnitName": self.source_storage_unit,
+            "sourceMediaServerName": if self.source_storage_unit.is_empty() { "" } else { self.media_server.as_str() },
             "destinationMediaId": "",
             "destinationStorageUnitName": self.storage_unit,
             "destinationMediaServerName": self.media_server,
             "dataMovement": "STANDARD",
             "streamNumber": 0,
-            "copyNumber": 1,
+            "copyNumber": self.copy_number,
             "priority": 0,
             "compression": 0,
             "status": self.status,
@@ -288,8 +292,23 @@ pub(crate) struct ImageCopy {
     pub(crate) copy_number: u32,
     pub(crate) replica: bool,
     pub(crate) expiration: DateTime<Utc>,
+    /// The storage unit the copy was written to.
     pub(crate) storage: String,
+    /// The disk pool of that storage unit when the copy was written (empty for a replica held by
+    /// another primary server): a pool holding copies cannot be deleted.
+    pub(crate) disk_pool: String,
     pub(crate) media_server: String,
+}
+
+/// The storage lifecycle policy that manages an image.
+#[derive(Debug, Clone)]
+pub(crate) struct ImageSlp {
+    pub(crate) name: String,
+    pub(crate) version: u32,
+    /// Whether every operation of the SLP has made its copy.
+    pub(crate) complete: bool,
+    /// The operations done so far, as (operation index, copy number made).
+    pub(crate) done: Vec<(u32, u32)>,
 }
 
 /// The image attributes of API versions before 5.0.
@@ -330,7 +349,14 @@ pub(crate) struct Image {
     pub(crate) elapsed_seconds: i64,
     pub(crate) keyword: String,
     pub(crate) copies: Vec<ImageCopy>,
+    /// The SLP that manages the image, if its policy stores to one.
+    pub(crate) slp: Option<ImageSlp>,
+    /// The backup selections of the policy when the image was made (its contents derive from them).
+    pub(crate) selections: Vec<String>,
 }
+
+/// The time NetBackup shows for a date it keeps as 0 (never set).
+pub(crate) const UNSET_TIME: &str = "1970-01-01T00:00:00.000Z";
 
 impl Image {
     pub(crate) fn summary(&self) -> ImageSummary {
@@ -402,6 +428,7 @@ impl Image {
                 json!({
                     "copyNumber": copy.copy_number,
                     "copyType": if copy.replica { "REPLICA" } else { "LOCAL" },
+                    "diskPool": copy.disk_pool,
                     "isPrimary": copy.copy_number == primary_copy,
                     "expiration": format_time(copy.expiration),
                     "storageUnit": copy.storage,
@@ -432,8 +459,8 @@ impl Image {
             "elapsedTimeSeconds": self.elapsed_seconds,
             "clientCharset": 0,
             "pfiType": 0,
-            "slpVersion": 0,
-            "slpCompleted": 0,
+            "slpVersion": self.slp.as_ref().map_or(0, |slp| slp.version),
+            "slpCompleted": i64::from(self.slp.as_ref().is_some_and(|slp| slp.complete)),
             "version": 11,
             "streamNumber": 0,
             "streamAggregatedKbytes": 0,
@@ -446,18 +473,21 @@ impl Image {
             "imageType": "NORMAL",
             "encryption": "NONE",
             "vmType": if self.policy_type == "VMware" { "MAPPED" } else { "NONE" },
-            "contentFileCompressed": "NOT_COMPRESSED",
+            "contentFileCompressed": "NOT",
             "creator": "root",
             "keyword": self.keyword,
             "dataClassification": "",
             "originMasterServer": "",
             "providerGeneratedId": "",
             "proxyClient": "",
-            "slpName": "",
+            "slpName": self.slp.as_ref().map_or("", |slp| slp.name.as_str()),
             "contentFile": "",
-            "contentFileSize": 0,
+            "contentFileSize": "0",
+            "blockIncrementalFullTime": UNSET_TIME,
+            "remoteExpirationDate": UNSET_TIME,
+            "tirExpirationDate": UNSET_TIME,
             "drMediaList": [],
-            "appType": if self.policy_type == "VMware" { "VMWARE" } else { "STANDARD" },
+            "appType": if self.policy_type == "VMware" { "VMWARE" } else { "NONE" },
             "isOptimized": false,
             "fragments": fragments,
             "copies": copies,
@@ -504,13 +534,13 @@ impl Policy {
             .unwrap_or(true)
     }
 
+    /// The policy's storage: a storage unit, a storage lifecycle policy, or empty for "any available".
     pub(crate) fn storage(&self) -> String {
         self.body
             .get("policyAttributes")
             .and_then(|a| a.get("storage"))
             .and_then(Value::as_str)
-            .filter(|storage| !storage.is_empty())
-            .unwrap_or("stu-disk-01")
+            .unwrap_or_default()
             .to_owned()
     }
 
@@ -626,8 +656,10 @@ impl ApiKey {
             "userDomain": "",
             "userDomainType": "vx",
             "description": self.description,
-            "creationDateTime": format_time(self.created),
+            "createdDateTime": format_time(self.created),
             "expiryDateTime": format_time(self.expires),
+            "lastModifiedDateTime": format_time(self.created),
+            "samlSessionValidated": false,
         })
     }
 }
@@ -647,15 +679,21 @@ pub(crate) struct Alert {
 
 impl Alert {
     pub(crate) fn attributes(&self) -> Value {
+        // NetBackup files a failed job's alert under its policy type (display name, upper case), and
+        // gives every parameter as text.
         json!({
             "title": format!("Job {} failed with status {}", self.job_id, self.status),
+            "description": status_message(self.status),
             "category": "JOB",
-            "subCategory": "JOB_FAILED",
+            "subCategory": alert_sub_category(&self.policy_type),
             "severity": "ERROR",
+            "context": "JOB_STATE_FAILED",
             "createdDateTime": format_time(self.created),
+            "systemDefined": true,
+            "tags": [],
             "params": {
-                "jobId": self.job_id,
-                "status": self.status,
+                "jobId": self.job_id.to_string(),
+                "status": self.status.to_string(),
                 "errorMsg": status_message(self.status),
                 "policyName": self.policy_name,
                 "policyType": self.policy_type,
@@ -663,6 +701,16 @@ impl Alert {
                 "jobType": self.job_type,
             },
         })
+    }
+}
+
+/// The alert sub-category of a job's policy type: the upper-case display name (`MS-WINDOWS`).
+fn alert_sub_category(job_policy_type: &str) -> String {
+    match job_policy_type {
+        "WINDOWS" => "MS-WINDOWS".to_owned(),
+        "SQL_SERVER" => "MS-SQL-SERVER".to_owned(),
+        "HYPERV" => "HYPER-V".to_owned(),
+        other => other.replace('_', "-"),
     }
 }
 
@@ -682,6 +730,9 @@ pub(crate) fn status_message(status: i64) -> &'static str {
         1 => "the requested operation was partially successful",
         6 => "the backup failed to back up the requested files",
         13 => "file read failed",
+        191 => "no images were successfully processed",
+        213 => "no storage units available for use",
+        219 => "the required storage unit is unavailable",
         58 => "can't connect to client",
         96 => "unable to allocate new media for backup, storage unit has none available",
         150 => "termination requested by administrator",

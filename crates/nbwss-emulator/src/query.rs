@@ -19,18 +19,42 @@ fn decode(text: &str) -> String {
     percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
 }
 
+/// The longest query string accepted, in bytes: room for the longest filter fully percent-encoded and the
+/// paging parameters, so that decoding a query is always cheap.
+pub(crate) const MAX_QUERY_BYTES: usize = 3 * crate::filter::MAX_FILTER_BYTES + 1024;
+
 impl Params {
-    pub(crate) fn parse(query: Option<&str>) -> Self {
+    /// Decodes a query string (400 when longer than [`MAX_QUERY_BYTES`]).
+    pub(crate) fn parse(query: Option<&str>) -> ApiResult<Self> {
+        let query = query.unwrap_or_default();
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "The query string is {} bytes long, more than the maximum {MAX_QUERY_BYTES}.",
+                query.len()
+            )));
+        }
         let mut values = HashMap::new();
-        for pair in query.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             values.insert(decode(key), decode(value));
         }
-        Self { values }
+        Ok(Self { values })
     }
 
+    /// The value of `key`; a parameter given with an empty value (`filter=`, `page[after]=`) counts as not
+    /// given, as clients that fill a template leave unused parameters empty.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str)
+        self.values.get(key).map(String::as_str).filter(|value| !value.is_empty())
+    }
+
+    /// A boolean parameter (`true` / `false`), `None` when absent; 400 otherwise.
+    pub(crate) fn flag(&self, key: &str) -> ApiResult<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(ApiError::bad_attribute(key, format!("{other:?} is not true or false"))),
+        }
     }
 
     /// A non-negative integer parameter, or `default` when absent; 400 when not a number or above `max`.
@@ -57,11 +81,21 @@ pub(crate) struct OffsetPage {
 impl OffsetPage {
     /// Reads `page[offset]` and `page[limit]` (default 10; 400 above `max_limit` or below `min_limit`).
     pub(crate) fn from_params(params: &Params, min_limit: u64, max_limit: u64) -> ApiResult<Self> {
-        let limit = params.integer("page[limit]", 10, max_limit)?;
+        Self::from_params_with_default(params, min_limit, max_limit, 10)
+    }
+
+    /// As [`OffsetPage::from_params`], with another default limit.
+    pub(crate) fn from_params_with_default(
+        params: &Params,
+        min_limit: u64,
+        max_limit: u64,
+        default_limit: u64,
+    ) -> ApiResult<Self> {
+        let limit = params.integer("page[limit]", default_limit, max_limit)?;
         if limit < min_limit {
             return Err(ApiError::bad_attribute("page[limit]", format!("must be at least {min_limit}")));
         }
-        let offset = params.integer("page[offset]", 0, u64::from(u32::MAX))?;
+        let offset = params.integer("page[offset]", 0, u64::MAX)?;
         Ok(Self {
             offset: usize::try_from(offset).unwrap_or(usize::MAX),
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
@@ -112,21 +146,32 @@ mod tests {
     #[test]
     fn decodes_keys_and_values() {
         let params =
-            Params::parse(Some("filter=jobType+eq+%27BACKUP%27&page%5blimit%5d=10&page%5Boffset%5D=5"));
+            Params::parse(Some("filter=jobType+eq+%27BACKUP%27&page%5blimit%5d=10&page%5Boffset%5D=5"))
+                .unwrap();
         assert_eq!(params.get("filter"), Some("jobType eq 'BACKUP'"));
         assert_eq!(params.get("page[limit]"), Some("10"));
         assert_eq!(params.get("page[offset]"), Some("5"));
-        let params = Params::parse(Some("filter=clientName%20eq%20'c1'&page[limit]=3"));
+        let params = Params::parse(Some("filter=clientName%20eq%20'c1'&page[limit]=3")).unwrap();
         assert_eq!(params.get("filter"), Some("clientName eq 'c1'"));
         assert_eq!(params.integer("page[limit]", 10, 100).unwrap(), 3);
     }
 
     #[test]
     fn rejects_bad_limits() {
-        let params = Params::parse(Some("page[limit]=100000"));
+        let params = Params::parse(Some("page[limit]=100000")).unwrap();
         assert_eq!(params.integer("page[limit]", 10, 100).unwrap_err().status.as_u16(), 400);
-        let params = Params::parse(Some("page[limit]=-1"));
+        let params = Params::parse(Some("page[limit]=-1")).unwrap();
         assert!(params.integer("page[limit]", 10, 100).is_err());
+    }
+
+    #[test]
+    fn refuses_overlong_queries_and_decodes_anything_else() {
+        let long = "a".repeat(MAX_QUERY_BYTES + 1);
+        assert_eq!(Params::parse(Some(&long)).unwrap_err().status.as_u16(), 400);
+        let params = Params::parse(Some("%ZZ=%C3%28&&=&filter=%C2%85&x")).unwrap();
+        assert_eq!(params.get("%ZZ"), Some("\u{fffd}("));
+        assert_eq!(params.get("filter"), Some("\u{85}"));
+        assert_eq!(params.get("x"), None, "an empty value is no value");
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! Seed data: policies, clients, and a day of finished jobs and their images, relative to the emulated
-//! now and the same for a given seed.
+//! Seed data: storage, an SLP, policies, a vCenter and its VMs, and a day of finished jobs and their
+//! images (SLP copies included), relative to the emulated now and the same for a given seed.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use crate::engine::{create_image, JobSpec};
+use crate::engine::{
+    create_image, finish_slp_copy, next_slp_operation, plan_copies, slp_job, JobSpec, NewImage, SLP_INTERVAL,
+};
 use crate::model::{JobState, Policy, VmServer};
-use crate::state::{Inner, PRIMARY_SERVER};
+use crate::slp::{normalise, Slp};
+use crate::state::{Inner, DR_MEDIA_SERVER, MEDIA_SERVER, PRIMARY_SERVER};
+use crate::storage::{DiskPool, StorageServer, StorageUnit};
+
+/// The seed SLP: a backup to MSDP duplicated to AdvancedDisk.
+pub(crate) const SEED_SLP: &str = "slp-msdp-dup";
 
 /// Statuses seed jobs may fail with.
 const SEED_FAILURES: &[i64] = &[58, 13, 156];
@@ -90,8 +97,8 @@ fn policy(
     Policy { body: body.as_object().cloned().unwrap_or_default(), generation: 1 }
 }
 
-/// The seed policies: a VMware policy that replicates its full backups, two Standard policies and a
-/// Windows policy, each with schedules named FULL and INCR.
+/// The seed policies: a VMware policy that replicates its full backups, three Standard policies (one
+/// storing to the seed SLP) and a Windows policy, each with schedules named FULL and INCR.
 pub(crate) fn policies() -> Vec<Policy> {
     let vm = |name: &str| json!({"hostName": name, "hardware": "VMware", "OS": "VMware"});
     let linux = |name: &str| json!({"hostName": name, "hardware": "Linux", "OS": "RedHat"});
@@ -151,6 +158,22 @@ pub(crate) fn policies() -> Vec<Policy> {
             json!(["/var/lib/pgsql"]),
         ),
         policy(
+            "Standard_Apps",
+            "Standard",
+            json!({"storage": SEED_SLP, "storageIsSLP": true}),
+            json!([linux("app01.example.com")]),
+            json!([
+                schedule("FULL", "Full Backup", 604_800, json!([copy(2, "WEEKS", SEED_SLP)])),
+                schedule(
+                    "INCR",
+                    "Differential Incremental Backup",
+                    86_400,
+                    json!([copy(1, "WEEKS", SEED_SLP)])
+                ),
+            ]),
+            json!(["/opt/apps", "/etc"]),
+        ),
+        policy(
             "Windows_Servers",
             "MS-Windows",
             json!({"storage": "stu-disk-01"}),
@@ -169,10 +192,74 @@ pub(crate) fn policies() -> Vec<Policy> {
     ]
 }
 
-/// Fills the store: policies, a vCenter, and finished backups in the last day (plus a few older ones).
+/// The seed storage: an MSDP and an AdvancedDisk server on the media server and an MSDP server on the
+/// disaster-recovery media server, one disk pool and one storage unit on each (the units the seed
+/// policies name), and the SLP that duplicates from MSDP to AdvancedDisk.
+pub(crate) fn storage(inner: &mut Inner, now: DateTime<Utc>) {
+    let none = Map::new();
+    let servers = [
+        (
+            "MSDP",
+            MEDIA_SERVER,
+            json!({"msdpAttributes": {"storagePath": "/msdp/data"}}),
+            "dp-msdp-01",
+            "PureDiskVolume",
+            "stu-msdp-01",
+        ),
+        ("ADVANCED_DISK", MEDIA_SERVER, json!({}), "dp-disk-01", "/disk01", "stu-disk-01"),
+        (
+            "MSDP",
+            DR_MEDIA_SERVER,
+            json!({"msdpAttributes": {"storagePath": "/msdp/dr"}}),
+            "dp-msdp-dr",
+            "PureDiskVolume",
+            "replica-msdp-dr",
+        ),
+    ];
+    for (category, host, extra, pool_name, volume, unit_name) in servers {
+        let server = StorageServer::new(host, category, host, extra.as_object().unwrap_or(&none));
+        let pool_extra = json!({"diskVolumes": [{"name": volume}]});
+        let pool = DiskPool::new(pool_name, &server, pool_extra.as_object().unwrap_or(&none));
+        let unit = StorageUnit::new(unit_name, &pool, &server, &none);
+        inner.storage_units.insert(unit.name.clone(), unit);
+        inner.disk_pools.insert(pool.id.clone(), pool);
+        inner.storage_servers.insert(server.id.clone(), server);
+    }
+    let operations = json!({"operationList": [
+        {"operationType": "BACKUP", "storage": {"name": "stu-msdp-01"}, "retentionPeriod": {"value": 2, "unit": "WEEKS"}},
+        {"operationType": "DUPLICATION", "sourceOperationIndex": 1, "storage": {"name": "stu-disk-01"},
+         "retentionPeriod": {"value": 1, "unit": "MONTHS"}},
+    ]});
+    let units = inner.storage_units.clone();
+    let servers = inner.storage_servers.clone();
+    let pools = inner.disk_pools.clone();
+    let stype = |name: &str| {
+        let unit = units.get(name)?;
+        let pool = pools.get(&unit.pool_id)?;
+        servers.get(&pool.server_id).map(|server| server.stype.clone())
+    };
+    if let Ok(attributes) = normalise(operations.as_object().unwrap_or(&none), stype, now) {
+        let mut slp = Slp { name: SEED_SLP.to_owned(), versions: Vec::new() };
+        slp.push_version(attributes);
+        inner.slps.insert(slp.name.clone(), slp);
+    }
+}
+
+/// Fills the store: storage, policies, a vCenter, and finished backups in the last day (plus a few older
+/// ones).
 pub(crate) fn populate(inner: &mut Inner, now: DateTime<Utc>, job_duration: TimeDelta) {
+    storage(inner, now);
     for policy in policies() {
         inner.policies.insert(policy.name().to_owned(), policy);
+    }
+    // The vCenter holds the VMware policies' virtual machines and two that no policy protects.
+    let mut vms: Vec<String> =
+        inner.policies.values().filter(|p| p.is_vmware()).flat_map(|p| p.clients()).collect();
+    vms.extend(["vm-test01.example.com".to_owned(), "vm-web01.example.com".to_owned()]);
+    vms.sort();
+    vms.dedup();
+    for asset in crate::asset::inventory("vcenter01.example.com", &vms) {
+        inner.assets.insert(asset.id.clone(), asset);
     }
     inner.vm_servers.insert(
         "vcenter01.example.com".to_owned(),
@@ -220,6 +307,8 @@ pub(crate) fn populate(inner: &mut Inner, now: DateTime<Utc>, job_duration: Time
         };
         let mut statuses = Vec::new();
         let mut children = Vec::new();
+        let mut copies_made = Vec::new();
+        let planned = plan_copies(inner, &schedule);
         for client in policy.clients() {
             let client_spec = JobSpec { client_name: client, ..spec.clone() };
             let mut job = client_spec.build(inner, parent_id.as_ref().map(|p| p.job_id), start);
@@ -228,11 +317,22 @@ pub(crate) fn populate(inner: &mut Inner, now: DateTime<Utc>, job_duration: Time
             } else {
                 0
             };
+            let status = match &planned {
+                Ok(_) => status,
+                Err(unavailable) => *unavailable,
+            };
             finish(&mut job, status, start, job_duration);
             statuses.push(status);
-            if status == 0 {
-                job.backup_id =
-                    create_image(inner, &job, policy.policy_type(), &schedule, start + job_duration);
+            if let (0, Ok((copies, slp))) = (status, &planned) {
+                let image =
+                    NewImage { copies: copies.clone(), slp: slp.clone(), selections: policy.selections() };
+                job.backup_id = create_image(inner, &job, policy.policy_type(), image, start + job_duration);
+                copies_made.extend(seed_slp_copies(
+                    inner,
+                    &job.backup_id,
+                    start + job_duration,
+                    job_duration,
+                ));
             }
             children.push(job);
         }
@@ -247,11 +347,37 @@ pub(crate) fn populate(inner: &mut Inner, now: DateTime<Utc>, job_duration: Time
             let end = parent.end_time.unwrap_or(now);
             inner.insert_job(parent, end);
         }
-        for child in children {
-            let end = child.end_time.unwrap_or(now);
-            inner.insert_job(child, end);
+        for job in children.into_iter().chain(copies_made) {
+            let end = job.end_time.unwrap_or(now);
+            inner.insert_job(job, end);
         }
     }
+}
+
+/// Runs the later operations of a seed image's SLP at once, as they ran after the backup ended at
+/// `ended`: each adds its copy; returns their finished DUPLICATE / REPLICATE jobs.
+fn seed_slp_copies(
+    inner: &mut Inner,
+    backup_id: &str,
+    ended: DateTime<Utc>,
+    job_duration: TimeDelta,
+) -> Vec<crate::model::Job> {
+    let mut jobs = Vec::new();
+    let mut at = ended;
+    let interval = TimeDelta::from_std(SLP_INTERVAL).unwrap_or(TimeDelta::minutes(5));
+    while let Some((operation, source)) = next_slp_operation(inner, backup_id) {
+        let Some(image) = inner.images.get(backup_id).cloned() else { break };
+        let start = at + interval;
+        let mut job = slp_job(inner, &image, &operation, source, start);
+        let status = finish_slp_copy(inner, backup_id, &operation, start + job_duration / 2);
+        finish(&mut job, status, start, job_duration / 2);
+        at = start + job_duration / 2;
+        jobs.push(job);
+        if status != 0 {
+            break;
+        }
+    }
+    jobs
 }
 
 fn finish(job: &mut crate::model::Job, status: i64, start: DateTime<Utc>, duration: TimeDelta) {

@@ -1,7 +1,7 @@
 //! The primary server's state: one lock over every record and the event journal, so that the journal's
 //! order is the order in which clients could observe the changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -12,17 +12,24 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::{AssetQuery, ContentRequest};
+use crate::asset::Asset;
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::event::{EmulatorEvent, EventKind};
+use crate::eventlog::{Notification, MAX_NOTIFICATIONS};
 use crate::media::ApiVersion;
 use crate::model::{Alert, ApiKey, Image, Job, JobState, Policy, VmServer};
+use crate::slp::Slp;
+use crate::storage::{DiskPool, StorageServer, StorageUnit};
 use crate::tls::TlsMaterial;
 
 /// The name the emulated primary server gives itself.
 pub(crate) const PRIMARY_SERVER: &str = "nbu-primary.example.com";
 /// The emulated media server.
 pub(crate) const MEDIA_SERVER: &str = "nbu-media01.example.com";
+/// The emulated disaster-recovery media server (it holds the replica copies).
+pub(crate) const DR_MEDIA_SERVER: &str = "nbu-dr-media.example.com";
 /// Real-time validity of a login token.
 pub(crate) const TOKEN_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
@@ -45,16 +52,47 @@ pub(crate) struct Inner {
     pub(crate) sessions: HashMap<String, Session>,
     pub(crate) alerts: Vec<Alert>,
     pub(crate) vm_servers: BTreeMap<String, VmServer>,
+    /// By id (`sType:name`).
+    pub(crate) storage_servers: BTreeMap<String, StorageServer>,
+    /// By id (`sType_name`).
+    pub(crate) disk_pools: BTreeMap<String, DiskPool>,
+    /// By name.
+    pub(crate) storage_units: BTreeMap<String, StorageUnit>,
+    /// By name.
+    pub(crate) slps: BTreeMap<String, Slp>,
+    /// VMware virtual machines and VM groups, by asset id.
+    pub(crate) assets: BTreeMap<String, Asset>,
+    /// Asset-service queries, by id.
+    pub(crate) asset_queries: BTreeMap<String, AssetQuery>,
+    /// The event log: the journal as notifications, and those clients posted (at most
+    /// [`MAX_NOTIFICATIONS`], oldest dropped first).
+    pub(crate) notifications: VecDeque<Notification>,
+    pub(crate) next_notification_id: u64,
+    /// Open asynchronous image-content requests, by request id.
+    pub(crate) content_requests: BTreeMap<String, ContentRequest>,
     pub(crate) users: Vec<(String, String)>,
     pub(crate) events: Vec<EmulatorEvent>,
     pub(crate) rng: StdRng,
 }
 
 impl Inner {
-    /// Appends to the journal.
+    /// Appends to the journal (and its notification to the event log).
     pub(crate) fn record(&mut self, at: DateTime<Utc>, kind: EventKind) {
         let sequence = self.events.len() as u64;
-        self.events.push(EmulatorEvent { sequence, at, kind });
+        let event = EmulatorEvent { sequence, at, kind };
+        self.notify(crate::eventlog::of_event(&event));
+        self.events.push(event);
+    }
+
+    /// Appends a notification to the event log; returns its id.
+    pub(crate) fn notify(&mut self, attributes: serde_json::Value) -> u64 {
+        let id = self.next_notification_id;
+        self.next_notification_id += 1;
+        if self.notifications.len() >= MAX_NOTIFICATIONS {
+            self.notifications.pop_front();
+        }
+        self.notifications.push_back(Notification { id, attributes });
+        id
     }
 
     pub(crate) fn allocate_job_id(&mut self) -> u64 {
@@ -175,8 +213,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: EmulatorConfig, tls: TlsMaterial) -> Arc<Self> {
-        let default_version =
-            ApiVersion::parse(&config.default_api_version).unwrap_or(ApiVersion { major: 8, minor: 0 });
+        let default_version = ApiVersion::parse(&config.default_api_version).unwrap_or(ApiVersion::NEWEST);
         let inner = Inner {
             next_job_id: 1,
             next_alert_id: 1,
@@ -187,6 +224,15 @@ impl Shared {
             sessions: HashMap::new(),
             alerts: Vec::new(),
             vm_servers: BTreeMap::new(),
+            storage_servers: BTreeMap::new(),
+            disk_pools: BTreeMap::new(),
+            storage_units: BTreeMap::new(),
+            slps: BTreeMap::new(),
+            assets: BTreeMap::new(),
+            asset_queries: BTreeMap::new(),
+            content_requests: BTreeMap::new(),
+            notifications: VecDeque::new(),
+            next_notification_id: 1,
             users: config.users.clone(),
             events: Vec::new(),
             rng: StdRng::seed_from_u64(config.seed),

@@ -75,6 +75,13 @@ impl TlsMaterial {
     }
 
     /// Colon-separated upper-case hex SHA-1 and SHA-256 fingerprints of the certificate.
+    /// A serial number for `/security/cacert`, which documents it as an integer: the first six bytes of
+    /// the certificate's SHA-256, so that it stays within every client's integer range.
+    pub(crate) fn serial_number(&self) -> u64 {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.certificate_der);
+        digest.as_ref().iter().take(6).fold(0u64, |value, byte| value << 8 | u64::from(*byte))
+    }
+
     pub(crate) fn fingerprints(&self) -> (String, String) {
         let hex = |digest: ring::digest::Digest| {
             digest.as_ref().iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")

@@ -2,6 +2,7 @@
 //! right, and matches the emulator's own journal.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use nbwss_emulator::EventKind;
 use serde_json::Value;
@@ -125,5 +126,74 @@ async fn a_vmware_backup_then_expiry_arrive_as_the_emulator_journal_says() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(cursors, sorted, "the feed is in arrival order without repeats");
+    system.shutdown().await;
+}
+
+/// The notification rate of the measured system, in seconds.
+const SCHEDULED_RATE: u64 = 2;
+
+/// An SLP-driven backup makes its second copy later; the emulator journals that as an image update and
+/// the service sends an IMAGE UPDATE. Expiring the image sends a DELETE. Both arrive within two
+/// `notification.scheduledRate`s of the emulator's event although the full reconciliation runs only
+/// once an hour here: the service checks the images that DUPLICATE and IMAGEDELETE jobs name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slp_copies_and_expiry_arrive_within_two_scheduled_rates() {
+    let properties = format!(
+        "notification.scheduledRate={SCHEDULED_RATE}\nnotification.reconcileInterval=3600\nconnectionInfo.period=1\n"
+    );
+    let system = System::start_with(&properties).await;
+    let budget = Duration::from_secs(2 * SCHEDULED_RATE);
+    let from = system.emulator.events().len();
+    system.emulator.start_backup("Standard_Apps", Some("FULL")).unwrap();
+
+    // Watch the journal and the endpoint together, timing each from when the journal shows the event.
+    let arrived = |operation: &'static str, backup_id: String| {
+        let system = &system;
+        async move {
+            image_records(system)
+                .iter()
+                .any(|r| r["operationId"] == operation && r["backupId"] == backup_id.as_str())
+        }
+    };
+    let (backup_id, updated_at) = eventually("the emulator to journal the duplicated copy", || async {
+        system.emulator.events_since(from).iter().find_map(|event| match &event.kind {
+            EventKind::ImageUpdated(image) if image.copies.len() == 2 => {
+                Some((image.backup_id.clone(), Instant::now()))
+            }
+            _ => None,
+        })
+    })
+    .await;
+    eventually("the IMAGE UPDATE record", || async {
+        arrived("UPDATE", backup_id.clone()).await.then_some(())
+    })
+    .await;
+    let update_latency = updated_at.elapsed();
+
+    system.emulator.expire_image(&backup_id).unwrap();
+    let expired_at = Instant::now();
+    eventually("the IMAGE DELETE record", || async {
+        arrived("DELETE", backup_id.clone()).await.then_some(())
+    })
+    .await;
+    let delete_latency = expired_at.elapsed();
+    println!(
+        "image UPDATE arrived {:.2} s and DELETE {:.2} s after the emulator's event (budget {:.0} s, reconciliation every 3600 s)",
+        update_latency.as_secs_f64(),
+        delete_latency.as_secs_f64(),
+        budget.as_secs_f64()
+    );
+    assert!(update_latency <= budget, "UPDATE took {update_latency:?}, more than {budget:?}");
+    assert!(delete_latency <= budget, "DELETE took {delete_latency:?}, more than {budget:?}");
+
+    // The jobs that made the changes arrive too, the duplication naming the image.
+    let jobs = job_records(&system);
+    assert!(
+        jobs.iter().any(|r| r["jobType"] == "DUPLICATE" && r["state"] == "DONE" && r["status"] == 0),
+        "{jobs:?}"
+    );
+    let update = image_records(&system).into_iter().find(|r| r["operationId"] == "UPDATE").unwrap();
+    assert_eq!(update["clientName"], "app01.example.com");
+    assert_eq!(update["clientType"], "STANDARD");
     system.shutdown().await;
 }

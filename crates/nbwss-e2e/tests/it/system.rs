@@ -27,6 +27,14 @@ pub struct System {
 impl System {
     /// Starts everything with quick notification properties and waits until the service is connected.
     pub async fn start() -> System {
+        Self::start_with(
+            "notification.scheduledRate=1\nnotification.pollInterval=200\nnotification.reconcileInterval=1\nconnectionInfo.period=1\n",
+        )
+        .await
+    }
+
+    /// Starts everything with these `nbwss.properties` lines and waits until the service is connected.
+    pub async fn start_with(properties: &str) -> System {
         let dir = tempfile::tempdir().unwrap();
         let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
 
@@ -47,10 +55,7 @@ impl System {
             domain_name: None,
             api_key: None,
         });
-        let (properties, _) = Properties::parse(
-            "notification.scheduledRate=1\nnotification.pollInterval=200\nnotification.reconcileInterval=1\nconnectionInfo.period=1\n",
-        )
-        .unwrap();
+        let (properties, _) = Properties::parse(properties).unwrap();
         let service = Service::start(config, properties).await.unwrap();
 
         let admin = service.admin_client().unwrap();

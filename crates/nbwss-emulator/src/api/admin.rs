@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::{data_attributes, empty, json, json_body, link, optional_str, required_str, version_of, User};
@@ -13,7 +14,7 @@ use crate::clock::format_time;
 use crate::engine;
 use crate::error::{ApiError, ApiResult};
 use crate::filter::{Field, Filter, Kind, Sort, EQ, EQ_NE, FUNCTIONS, ORDERED, TEXT};
-use crate::model::{status_message, Job, JobState};
+use crate::model::{status_message, Job, JobState, JobTry};
 use crate::query::{OffsetPage, Params};
 use crate::state::Shared;
 
@@ -64,8 +65,10 @@ fn job_resource(headers: &HeaderMap, attributes: Value, job_id: u64) -> Value {
     })
 }
 
+/// A job id of the path; one that is not a number names no job, so it is a 404 like an unknown one (the
+/// documents list no 400 for the job routes that read it).
 fn parse_job_id(text: &str) -> ApiResult<u64> {
-    text.parse().map_err(|_| ApiError::bad_attribute("jobId", format!("{text:?} is not a job id")))
+    text.parse().map_err(|_| ApiError::not_found(format!("No job has the id {text:?}.")))
 }
 
 fn cursor_of(job_id: u64) -> String {
@@ -86,7 +89,7 @@ pub(crate) async fn list_jobs(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let version = version_of(&extensions, &shared);
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, JOB_FIELDS)).transpose()?;
     let sort = Sort::parse(params.get("sort"), JOB_FIELDS, DEFAULT_SORT)?;
     let now = shared.now();
@@ -176,7 +179,7 @@ pub(crate) async fn get_job(
     let now = shared.now();
     let (id, attributes) = with_job(&shared, &job_id, |job| (job.job_id, job.attributes(version, now)))?;
     let mut resource = job_resource(&headers, attributes, id);
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     if params.get("meta").is_some_and(|meta| meta.split(',').any(|m| m == "accessControlId")) {
         resource["meta"] = json!({"accessControlId": format!("NBU-JOB-{id}")});
     }
@@ -250,63 +253,97 @@ pub(crate) async fn file_lists(
     ))
 }
 
+/// The time a try that has not ended shows as its end: NetBackup keeps 0 there, and the documents require
+/// a date-time.
+const NOT_ENDED: &str = "1970-01-01T00:00:00.000Z";
+
+/// One try of a job as `try-logs` shows it: the try's outcome and the progress-log lines written during
+/// it (`tryLog`).
+fn try_resource(job: &Job, attempt: &JobTry) -> Value {
+    let seconds = attempt.end.map(|end| (end - attempt.start).num_seconds()).unwrap_or(0).max(1);
+    let ended = attempt.end.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let lines: Vec<Value> = job
+        .progress_log
+        .iter()
+        .filter(|(at, _)| *at >= attempt.start && *at <= ended)
+        .map(|(at, message)| json!({"timestamp": format_time(*at), "severity": "INFO", "message": message}))
+        .collect();
+    json!({
+        "type": "parsedTryLogResponse",
+        "id": format!("{}-{}", job.job_id, attempt.number),
+        "attributes": {
+            "tryJobId": job.job_id,
+            "tryNumber": attempt.number,
+            "tryStartTime": format_time(attempt.start),
+            "tryEndTime": attempt.end.map_or_else(|| NOT_ENDED.to_owned(), format_time),
+            "tryStatusCode": attempt.status,
+            "tryStatusMessage": status_message(attempt.status),
+            "tryProcessId": 3000 + job.job_id % 5000,
+            "tryKbps": job.kilobytes_transferred / seconds,
+            "tryKbWritten": job.kilobytes_transferred,
+            "tryFilesWritten": job.number_of_files,
+            "tryMediaServer": job.media_server,
+            "trySourceStorageUnit": "",
+            "tryDestinationStorageUnit": job.storage_unit,
+            "tryTransportMode": "LAN",
+            "tryLog": lines,
+        },
+    })
+}
+
 pub(crate) async fn try_logs(
     State(shared): State<Arc<Shared>>,
     _user: User,
     Path(job_id): Path<String>,
 ) -> ApiResult<Response> {
     let data = with_job(&shared, &job_id, |job| {
-        job.tries
-            .iter()
-            .map(|attempt| {
-                let seconds = attempt.end.map(|end| (end - attempt.start).num_seconds()).unwrap_or(0).max(1);
-                json!({
-                    "type": "parsedTryLogResponse",
-                    "id": format!("{}-{}", job.job_id, attempt.number),
-                    "attributes": {
-                        "tryJobId": job.job_id,
-                        "tryNumber": attempt.number,
-                        "tryStartTime": format_time(attempt.start),
-                        "tryEndTime": attempt.end.map(format_time),
-                        "tryStatusCode": attempt.status,
-                        "tryStatusMessage": status_message(attempt.status),
-                        "tryProcessId": 3000 + job.job_id % 5000,
-                        "tryKbps": job.kilobytes_transferred / seconds,
-                        "tryKbWritten": job.kilobytes_transferred,
-                        "tryFilesWritten": job.number_of_files,
-                        "tryMediaServer": job.media_server,
-                        "tryStorageUnit": job.storage_unit,
-                    },
-                })
-            })
-            .collect::<Vec<_>>()
+        job.tries.iter().map(|attempt| try_resource(job, attempt)).collect::<Vec<_>>()
     })?;
     Ok(json(StatusCode::OK, json!({"data": data})))
 }
 
+/// `GET /admin/jobs/{jobId}/try-logs/{attempt}`: one try, by its number.
+pub(crate) async fn try_log(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    Path((job_id, attempt)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let resource = with_job(&shared, &job_id, |job| {
+        job.tries
+            .iter()
+            .find(|candidate| candidate.number.to_string() == attempt)
+            .map(|found| try_resource(job, found))
+    })?
+    .ok_or_else(|| ApiError::not_found(format!("Job {job_id} has no try {attempt:?}.")))?;
+    Ok(json(StatusCode::OK, json!({"data": resource})))
+}
+
+/// `GET /admin/jobs/{jobId}/progress-logs`: the job's log lines, paged by offset (`page[limit]` 1 to 100,
+/// default 10); each entry's `id` is its offset in the log.
 pub(crate) async fn progress_logs(
     State(shared): State<Arc<Shared>>,
     _user: User,
+    headers: HeaderMap,
     Path(job_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let params = Params::parse(query.as_deref());
-    let limit = usize::try_from(params.integer("page[limit]", 100, 1000)?).unwrap_or(100);
-    let data = with_job(&shared, &job_id, |job| {
-        job.progress_log
-            .iter()
-            .enumerate()
-            .take(limit)
-            .map(|(index, (at, message))| {
-                json!({
-                    "type": "progressLog",
-                    "id": (index + 1).to_string(),
-                    "attributes": {"timestamp": format_time(*at), "message": message},
-                })
+    let params = Params::parse(query.as_deref())?;
+    let page = OffsetPage::from_params(&params, 1, MAX_LIMIT)?;
+    let (id, lines) = with_job(&shared, &job_id, |job| (job.job_id, job.progress_log.clone()))?;
+    let entries: Vec<(usize, (DateTime<Utc>, String))> = lines.into_iter().enumerate().collect();
+    let body = page.envelope(
+        entries,
+        &link(&headers, &format!("/admin/jobs/{id}/progress-logs")),
+        |(offset, (at, message))| {
+            json!({
+                "type": "getJobProgressEntryResponse",
+                "id": offset,
+                "attributes": {"message": message, "timestamp": format_time(*at)},
             })
-            .collect::<Vec<_>>()
-    })?;
-    Ok(json(StatusCode::OK, json!({"data": data})))
+        },
+        "",
+    );
+    Ok(json(StatusCode::OK, body))
 }
 
 pub(crate) async fn manual_backup(

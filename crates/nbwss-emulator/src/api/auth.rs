@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use super::{credential, data_attributes, empty, json, json_body, link, optional_
 use crate::clock::format_time;
 use crate::error::{ApiError, ApiResult};
 use crate::model::ApiKey;
+use crate::query::{OffsetPage, Params};
 use crate::state::{Session, Shared, TOKEN_VALIDITY};
 
 /// The `domainName` that makes `/login` take an API key as the password.
@@ -84,7 +85,7 @@ pub(crate) async fn cacert(State(shared): State<Arc<Shared>>) -> Response {
     let details = json!({
         "caCertDetails": {
             "subjectCN": shared.tls.subject_cn,
-            "serialNumber": sha1.replace(':', "").get(..16).unwrap_or_default(),
+            "serialNumber": shared.tls.serial_number(),
             "notBefore": shared.tls.not_before,
             "notAfter": shared.tls.not_after,
             "fingerprint": sha1,
@@ -99,9 +100,9 @@ pub(crate) async fn cacert(State(shared): State<Arc<Shared>>) -> Response {
         json!({
             "webRootCert": pem,
             "cacert": [pem],
-            "trustVersion": 1,
+            "trustVersion": "1",
             "webRootCertificateData": [details.clone()],
-            "caCertificateData": [details],
+            "caCertificateData": [{"caCertAction": "ADD", "caCertDetails": details["caCertDetails"], "caCert": details["caCert"]}],
         }),
     )
 }
@@ -174,10 +175,14 @@ pub(crate) async fn list_api_keys(
     State(shared): State<Arc<Shared>>,
     _user: User,
     headers: HeaderMap,
-) -> Response {
-    let inner = shared.lock();
-    let data: Vec<Value> = inner.api_keys.values().map(|key| key_resource(&headers, key)).collect();
-    json(StatusCode::OK, json!({"data": data}))
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref())?;
+    let page = OffsetPage::from_params(&params, 1, 100)?;
+    let keys: Vec<ApiKey> = shared.lock().api_keys.values().cloned().collect();
+    let body =
+        page.envelope(keys, &link(&headers, "/security/api-keys"), |key| key_resource(&headers, key), "");
+    Ok(json(StatusCode::OK, body))
 }
 
 pub(crate) async fn get_api_key(

@@ -48,8 +48,10 @@ fn image_resource(headers: &HeaderMap, image: &Image, version: ApiVersion) -> Va
         },
     });
     if image.policy_type.eq_ignore_ascii_case("vmware") {
-        resource["relationships"]["vmwareImage"] =
-            json!({"data": {"type": "vmwareImage", "id": image.backup_id}});
+        resource["relationships"]["vmwareImage"] = json!({
+            "links": {"related": {"href": link(headers, &format!("/catalog/vmware-images/{}", image.backup_id))}},
+            "data": {"type": "vmwareImage", "id": image.backup_id},
+        });
     }
     resource
 }
@@ -62,7 +64,7 @@ pub(crate) async fn list_images(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let version = version_of(&extensions, &shared);
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, IMAGE_FIELDS)).transpose()?;
     let sort = Sort::parse(params.get("sort"), IMAGE_FIELDS, DEFAULT_SORT)?;
     let page = OffsetPage::from_params(&params, 1, 100)?;

@@ -14,7 +14,21 @@ use crate::error::{ApiError, ApiResult};
 use crate::filter::{Field, Filter, Kind, Sort, EQ, EQ_NE, ORDERED, TEXT};
 use crate::model::VmServer;
 use crate::query::{OffsetPage, Params};
-use crate::state::{Shared, MEDIA_SERVER, PRIMARY_SERVER};
+use crate::state::{Shared, DR_MEDIA_SERVER, MEDIA_SERVER, PRIMARY_SERVER};
+
+/// The VM server types of the documents.
+const VM_TYPES: &[&str] = &[
+    "VMWARE_VIRTUAL_CENTER_SERVER",
+    "VMWARE_ESX_SERVER",
+    "VMWARE_RESTORE_ESX_SERVER",
+    "VMWARE_CLOUD_DIRECTOR",
+    "HYPERV_SERVER",
+    "SYSTEM_CENTER_VMM_SERVER",
+    "HYPERV_CLUSTER_SERVER",
+    "HYPERSCALE_SERVER",
+    "RED_HAT_VIRTUALIZATION_MANAGER",
+    "OPENSTACK_HORIZON_SERVER",
+];
 
 const HOST_FIELDS: &[Field] = &[
     Field { name: "hostName", kind: Kind::Str, ops: TEXT },
@@ -30,20 +44,13 @@ const ALERT_FIELDS: &[Field] = &[
     Field { name: "severity", kind: Kind::Str, ops: EQ_NE },
 ];
 
-/// A stable UUID-shaped id for a host name.
-fn host_uuid(name: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest.as_ref()[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
-}
-
 /// Every host the primary server knows: itself, its media server, and the clients of its policies.
 fn hosts(shared: &Shared) -> Vec<Value> {
     let inner = shared.lock();
     let mut list: Vec<(String, &str, String, String)> = vec![
         (PRIMARY_SERVER.to_owned(), "PRIMARY_SERVER", "Linux".to_owned(), "RedHat".to_owned()),
         (MEDIA_SERVER.to_owned(), "MEDIA_SERVER", "Linux".to_owned(), "RedHat".to_owned()),
+        (DR_MEDIA_SERVER.to_owned(), "MEDIA_SERVER", "Linux".to_owned(), "RedHat".to_owned()),
     ];
     for policy in inner.policies.values() {
         for client in policy.list("clients") {
@@ -55,27 +62,52 @@ fn hosts(shared: &Shared) -> Vec<Value> {
             list.push((name.to_owned(), "CLIENT", text("hardware"), text("OS")));
         }
     }
+    let now = shared.now().timestamp();
     list.into_iter()
         .map(|(name, kind, hardware, os)| {
             let os_type = if os.to_ascii_lowercase().contains("windows") { "WINDOWS" } else { "UNIX" };
+            let virtual_machine = hardware == "VMware";
             json!({
-                "uuid": host_uuid(&name),
+                "uuid": crate::asset::uuid_of(&name),
                 "hostName": name,
                 "osType": os_type,
                 "osVersion": os,
-                "cpuArchitecture": if hardware == "VMware" { "x86_64" } else { "x64" },
+                "osReleaseVersion": if os_type == "WINDOWS" { "2019" } else { "8.8" },
+                "cpuArchitecture": if virtual_machine { "x86_64" } else { "x64" },
+                "hwDescription": hardware,
                 "hardwareDescription": hardware,
-                "nbuVersion": "10.5.0.0",
+                "vxUpdatePlatform": if os_type == "WINDOWS" { "Windows-x64" } else { "Linux-x64" },
+                "nbuVersion": "11.2.0.0",
+                "nbuReleaseVersion": "11.2",
                 "nbuHostType": kind,
                 "masterServer": PRIMARY_SERVER,
                 "servers": [PRIMARY_SERVER],
                 "isSecureEnabled": true,
-                "hostMappings": [],
-                "machineType": "PHYSICAL",
-                "hypervisorType": "",
+                "autoReissue": false,
+                "autoReissueDuration": 0,
+                "externalCertificateSubject": "",
+                "hasNetBackupCaHostCertificate": true,
+                "comment": "",
+                "trustVersion": "1",
+                "hostMappings": [{
+                    "mappedHostName": name,
+                    "isApproved": true,
+                    "isConflicting": false,
+                    "isAddedManually": false,
+                    "isShared": false,
+                    "createdOn": now,
+                    "updatedOn": now,
+                    "origin": "CERTIFICATE_DEPLOYMENT",
+                }],
+                "machineType": if virtual_machine { "VIRTUAL" } else { "PHYSICAL" },
+                "hypervisorType": if virtual_machine { "VMWARE" } else { "NONE" },
+                "machineNbuType": "NOT_DEFINED",
                 "dteClientMode": "AUTOMATIC",
+                "fipsEnabled": "DISABLED",
                 "installedEEBs": "",
-                "lastUpdatedDateTime": crate::clock::format_time(shared.now()),
+                "installedPackages": "",
+                "lastUpdatedDateTime": now,
+                "createdDateTime": now,
             })
         })
         .collect()
@@ -86,29 +118,40 @@ pub(crate) async fn list_hosts(
     _user: User,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, HOST_FIELDS)).transpose()?;
     let list: Vec<Value> =
         hosts(&shared).into_iter().filter(|host| filter.as_ref().is_none_or(|f| f.matches(host))).collect();
     Ok(json(StatusCode::OK, json!({"hosts": list})))
 }
 
-pub(crate) async fn host_mappings(State(shared): State<Arc<Shared>>, _user: User) -> Response {
-    let mappings: Vec<Value> = hosts(&shared)
-        .iter()
-        .map(|host| {
-            json!({
-                "hostId": host["uuid"],
-                "hostName": host["hostName"],
-                "mappedHostNames": [host["hostName"]],
-                "isApproved": true,
-                "isShared": false,
-                "isConflicting": false,
-                "isAddedManually": false,
+/// `GET /config/hosts/hostmappings`: the hosts with their host-name mappings, narrowed by the
+/// `mappedhostname`, `isapproved`, `isconflict`, `isshared` and `isaddedmanually` parameters.
+pub(crate) async fn host_mappings(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref())?;
+    let conditions = [
+        ("isApproved", params.flag("isapproved")?),
+        ("isConflicting", params.flag("isconflict")?),
+        ("isShared", params.flag("isshared")?),
+        ("isAddedManually", params.flag("isaddedmanually")?),
+    ];
+    let mapped = params.get("mappedhostname");
+    let list: Vec<Value> = hosts(&shared)
+        .into_iter()
+        .filter(|host| {
+            host["hostMappings"].as_array().into_iter().flatten().any(|mapping| {
+                mapped.is_none_or(|name| mapping["mappedHostName"] == name)
+                    && conditions
+                        .iter()
+                        .all(|(key, wanted)| wanted.is_none_or(|wanted| mapping[*key] == wanted))
             })
         })
         .collect();
-    json(StatusCode::OK, json!({"mappings": mappings}))
+    Ok(json(StatusCode::OK, json!({"hosts": list})))
 }
 
 fn find_host(shared: &Shared, id: &str) -> ApiResult<Value> {
@@ -126,11 +169,12 @@ pub(crate) async fn get_host(
     Ok(json(StatusCode::OK, find_host(&shared, &id)?))
 }
 
+/// A host's configuration entries; every value is a list of strings, as the documents give them.
 fn configurations(host: &Value) -> Vec<(&'static str, Value)> {
     vec![
-        ("CLIENT_NAME", host["hostName"].clone()),
-        ("SERVER", json!([PRIMARY_SERVER, MEDIA_SERVER])),
-        ("VERBOSE", json!(0)),
+        ("CLIENT_NAME", json!([host["hostName"]])),
+        ("SERVER", json!([PRIMARY_SERVER, MEDIA_SERVER, DR_MEDIA_SERVER])),
+        ("VERBOSE", json!(["0"])),
     ]
 }
 
@@ -171,6 +215,8 @@ fn vm_server_resource(server: &VmServer) -> Value {
             "serverName": server.server_name,
             "vmType": server.vm_type,
             "userId": server.user_id,
+            // Never shown; the documents require the field.
+            "password": "",
             "port": server.port,
         }},
     })
@@ -208,6 +254,9 @@ pub(crate) async fn create_vm_server(
     }
     let server_name = required_str(&body, "serverName")?.to_owned();
     let vm_type = required_str(&body, "vmType")?.to_owned();
+    if !VM_TYPES.contains(&vm_type.as_str()) {
+        return Err(ApiError::bad_attribute("vmType", format!("must be one of {}", VM_TYPES.join(", "))));
+    }
     let user_id = required_str(&body, "userId")?.to_owned();
     optional_str(&body, "password")?.ok_or_else(|| ApiError::bad_attribute("password", "required"))?;
     let port = match body.get("port") {
@@ -217,6 +266,12 @@ pub(crate) async fn create_vm_server(
     let mut inner = shared.lock();
     if inner.vm_servers.contains_key(&server_name) {
         return Err(ApiError::conflict(format!("The VM server {server_name} already exists.")));
+    }
+    if vm_type.starts_with("VMWARE_") {
+        // Discovery finds the vCenter's virtual machines.
+        for asset in crate::asset::inventory(&server_name, &crate::asset::default_names(&server_name)) {
+            inner.assets.insert(asset.id.clone(), asset);
+        }
     }
     inner
         .vm_servers
@@ -230,13 +285,29 @@ pub(crate) async fn create_vm_server(
     Ok(response)
 }
 
+/// `DELETE /config/servers/vmservers/{serverName}`: 204; its virtual machines and the VM groups drawn
+/// from it leave the asset service.
+pub(crate) async fn delete_vm_server(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let mut inner = shared.lock();
+    inner
+        .vm_servers
+        .remove(&name)
+        .ok_or_else(|| ApiError::not_found(format!("The VM server {name} was not found.")))?;
+    inner.assets.retain(|_, asset| asset.vcenter != name);
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
 pub(crate) async fn list_alerts(
     State(shared): State<Arc<Shared>>,
     _user: User,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, ALERT_FIELDS)).transpose()?;
     let sort =
         Sort::parse(params.get("sort"), ALERT_FIELDS, Sort { field: "createdDateTime", descending: true })?;

@@ -2,13 +2,20 @@
 //! authentication, and the fallbacks that keep every error a JSON body.
 
 mod admin;
+mod assets;
 mod auth;
 mod catalog;
 mod config;
+mod contents;
+mod eventlog;
 mod policies;
 mod recovery;
+mod slps;
+mod storage;
 
+pub(crate) use assets::AssetQuery;
 pub(crate) use auth::create_key;
+pub(crate) use contents::ContentRequest;
 
 use std::sync::Arc;
 
@@ -25,8 +32,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
+use crate::filter::{Field, Filter, Logic, Sort};
 use crate::media::{negotiate, ApiVersion, Rejection};
+use crate::query::{OffsetPage, Params};
 use crate::state::Shared;
 
 /// The prefix of every path.
@@ -49,11 +58,18 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/admin/jobs/{job_id}/restart", post(admin::restart_job))
         .route("/admin/jobs/{job_id}/file-lists", get(admin::file_lists))
         .route("/admin/jobs/{job_id}/try-logs", get(admin::try_logs))
+        .route("/admin/jobs/{job_id}/try-logs/{attempt}", get(admin::try_log))
         .route("/admin/jobs/{job_id}/progress-logs", get(admin::progress_logs))
         .route("/admin/manual-backup", post(admin::manual_backup))
         .route("/catalog/images", get(catalog::list_images))
         .route("/catalog/images/{backup_id}", get(catalog::get_image).patch(catalog::patch_image))
         .route("/catalog/images/{backup_id}/expire", post(catalog::expire_image))
+        .route("/catalog/images/{backup_id}/contents", get(contents::start_request))
+        .route(
+            "/catalog/images/contents/{request_id}",
+            get(contents::next_page).delete(contents::delete_request),
+        )
+        .route("/catalog/image-contents", get(contents::list))
         .route("/catalog/expire-images", post(catalog::expire_images))
         .route("/catalog/images/update-expiration-date", post(catalog::update_expiration))
         .route("/config/policies", get(policies::list).post(policies::create))
@@ -72,14 +88,47 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
             put(policies::put_selections).delete(policies::delete_selections),
         )
         .route("/config/unique-policy-clients", get(policies::unique_clients))
+        .merge(
+            Router::new()
+                .route("/config/slps", get(slps::list).post(slps::create))
+                .route(
+                    "/config/slps/{name}",
+                    get(slps::get).put(slps::replace).patch(slps::update).delete(slps::remove),
+                )
+                .route("/config/slps/{name}/versions/{number}", get(slps::get_version))
+                .route_layer(axum::middleware::from_fn(slps::error_shape)),
+        )
         .route("/config/hosts", get(config::list_hosts))
         .route("/config/hosts/hostmappings", get(config::host_mappings))
         .route("/config/hosts/{host_id}", get(config::get_host))
         .route("/config/hosts/{host_id}/configurations", get(config::host_configurations))
         .route("/config/hosts/{host_id}/configurations/{name}", get(config::host_configuration))
         .route("/config/servers/vmservers", get(config::list_vm_servers).post(config::create_vm_server))
-        .route("/config/servers/vmservers/{name}", get(config::get_vm_server))
+        .route(
+            "/config/servers/vmservers/{name}",
+            get(config::get_vm_server).delete(config::delete_vm_server),
+        )
+        .route("/asset-service/workloads/{workload}/assets", get(assets::list))
+        .route("/asset-service/workloads/{workload}/assets/{id}", get(assets::get))
+        .route("/asset-service/queries", post(assets::create_query))
+        .route("/asset-service/queries/{id}", get(assets::get_query))
         .route("/manage/alerts", get(config::list_alerts))
+        .route("/eventlog/notifications", get(eventlog::list).post(eventlog::post))
+        .route("/storage/storage-servers", get(storage::list_servers).post(storage::create_server))
+        .route(
+            "/storage/storage-servers/{id}",
+            get(storage::get_server).patch(storage::patch_server).delete(storage::delete_server),
+        )
+        .route("/storage/disk-pools", get(storage::list_pools).post(storage::create_pool))
+        .route(
+            "/storage/disk-pools/{id}",
+            get(storage::get_pool).patch(storage::patch_pool).delete(storage::delete_pool),
+        )
+        .route("/storage/storage-units", get(storage::list_units).post(storage::create_unit))
+        .route(
+            "/storage/storage-units/{name}",
+            get(storage::get_unit).patch(storage::patch_unit).delete(storage::delete_unit),
+        )
         .route("/recovery/workloads/vmware/scenarios/full-vm/recover", post(recovery::recover))
         .route("/recovery/workloads/vmware/scenarios/full-vm/pre-recovery-check", post(recovery::pre_check));
     Router::new()
@@ -272,6 +321,57 @@ pub(crate) fn json(status: StatusCode, body: Value) -> Response {
 /// An empty answer.
 pub(crate) fn empty(status: StatusCode) -> Response {
     (status, Body::empty()).into_response()
+}
+
+/// How an offset-paged collection is listed: what it filters and sorts on, its default order and the
+/// largest page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Listing {
+    pub(crate) fields: &'static [Field],
+    pub(crate) sort_fields: &'static [Field],
+    pub(crate) logic: Logic,
+    pub(crate) default_sort: &'static [Sort],
+    pub(crate) max_limit: u64,
+}
+
+impl Listing {
+    /// Filters, sorts (ties keep the order of `rows`) and pages `rows` (each a record and its rendered
+    /// attributes) into a collection body whose items `render` makes.
+    pub(crate) fn list<T>(
+        &self,
+        params: &Params,
+        mut rows: Vec<(T, Value)>,
+        base: &str,
+        render: impl Fn(&T, &Value) -> Value,
+    ) -> ApiResult<Value> {
+        let filter =
+            params.get("filter").map(|text| Filter::parse_with(text, self.fields, self.logic)).transpose()?;
+        let sort = Sort::parse_list(params.get("sort"), self.sort_fields, self.default_sort)?;
+        let page = OffsetPage::from_params(params, 1, self.max_limit)?;
+        if let Some(filter) = &filter {
+            rows.retain(|(_, attributes)| filter.matches(attributes));
+        }
+        rows.sort_by(|(_, a), (_, b)| Sort::compare_all(&sort, a, b));
+        Ok(page.envelope(rows, base, |(record, attributes)| render(record, attributes), ""))
+    }
+}
+
+/// 201 with the created resource as `data` and its `links.self` as `Location`.
+pub(crate) fn created(_headers: &HeaderMap, resource: Value) -> Response {
+    let location =
+        resource["links"]["self"]["href"].as_str().and_then(|href| HeaderValue::from_str(href).ok());
+    let mut response = json(StatusCode::CREATED, serde_json::json!({"data": resource}));
+    if let Some(location) = location {
+        response.headers_mut().insert(axum::http::header::LOCATION, location);
+    }
+    response
+}
+
+/// Percent-encodes a query value for a link (unreserved characters kept).
+pub(crate) fn encode_query(value: &str) -> String {
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(value, SET).to_string()
 }
 
 /// The full URL of a path (for `links` and `Location`).

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::{data_attributes, empty, json, json_body, link, User};
 use crate::error::{ApiError, ApiResult};
-use crate::filter::{Field, Filter, Kind, Sort, EQ_NE, TEXT};
+use crate::filter::{Field, Filter, Kind, Op, Sort, EQ_NE, TEXT};
 use crate::model::Policy;
 use crate::query::{OffsetPage, Params};
 use crate::seed::default_policy_attributes;
@@ -24,6 +24,12 @@ const POLICY_FIELDS: &[Field] = &[
 ];
 
 const DEFAULT_SORT: Sort = Sort { field: "policyName", descending: false };
+
+const UNIQUE_CLIENT_FIELDS: &[Field] = &[Field {
+    name: "id",
+    kind: Kind::Str,
+    ops: &[Op::Eq, Op::Ne, Op::Contains, Op::StartsWith, Op::EndsWith],
+}];
 
 fn with_headers(mut response: Response, etag: Option<u64>, location: Option<String>) -> Response {
     if let Some(etag) = etag {
@@ -45,6 +51,10 @@ fn not_found(name: &str) -> ApiError {
 fn check_if_match(headers: &HeaderMap, policy: &Policy) -> ApiResult<()> {
     let Some(value) = headers.get(IF_MATCH) else { return Ok(()) };
     let text = value.to_str().unwrap_or_default().trim();
+    if text.is_empty() {
+        // An empty header, like an empty parameter, counts as not given.
+        return Ok(());
+    }
     let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
     if text == "*" || text == policy.generation.to_string() {
         return Ok(());
@@ -92,8 +102,13 @@ fn policy_body(body: &Value, name: &str) -> ApiResult<Map<String, Value>> {
         None | Some(Value::Null) => {
             policy.insert("policyType".into(), "Standard".into());
         }
-        Some(Value::String(_)) => {}
-        Some(_) => return Err(ApiError::bad_attribute("policyType", "must be a string")),
+        Some(Value::String(kind)) if !kind.is_empty() => {}
+        Some(_) => {
+            return Err(ApiError::bad_attribute(
+                "policyType",
+                "must name a policy type, such as \"Standard\"",
+            ))
+        }
     }
     let attributes = match policy.get("policyAttributes") {
         None | Some(Value::Null) => Map::new(),
@@ -129,11 +144,18 @@ fn policy_body(body: &Value, name: &str) -> ApiResult<Map<String, Value>> {
         None | Some(Value::Null) => {
             policy.insert("backupSelections".into(), json!({"selections": []}));
         }
-        Some(Value::Object(selections)) if selections.get("selections").is_none_or(Value::is_array) => {}
+        Some(Value::Object(selections))
+            if selections.get("selections").is_none_or(|list| {
+                list.as_array().is_some_and(|items| items.iter().all(Value::is_string))
+            }) => {}
         Some(_) => {
-            return Err(ApiError::bad_attribute("backupSelections", "must be {\"selections\": [...]}"))
+            return Err(ApiError::bad_attribute(
+                "backupSelections",
+                "must be {\"selections\": [...]}, a list of strings",
+            ))
         }
     }
+
     Ok(policy)
 }
 
@@ -159,10 +181,10 @@ pub(crate) async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query.as_deref())?;
     let filter = params.get("filter").map(|text| Filter::parse(text, POLICY_FIELDS)).transpose()?;
     let sort = Sort::parse(params.get("sort"), POLICY_FIELDS, DEFAULT_SORT)?;
-    let page = OffsetPage::from_params(&params, 0, 500)?;
+    let page = OffsetPage::from_params(&params, 1, 500)?;
     let mut rows: Vec<(String, Value)> = {
         let inner = shared.lock();
         inner.policies.values().map(|policy| (policy.name().to_owned(), policy.list_attributes())).collect()
@@ -436,33 +458,60 @@ pub(crate) async fn delete_selections(
     Ok(with_headers(empty(StatusCode::NO_CONTENT), Some(generation), None))
 }
 
-pub(crate) async fn unique_clients(State(shared): State<Arc<Shared>>, _user: User) -> Response {
-    let inner = shared.lock();
-    let mut clients: Vec<(String, Value, Vec<String>)> = Vec::new();
-    for policy in inner.policies.values() {
-        for client in policy.list("clients") {
-            let Some(host) = client.get("hostName").and_then(Value::as_str) else { continue };
-            match clients.iter_mut().find(|(name, _, _)| name == host) {
-                Some((_, _, policies)) => policies.push(policy.name().to_owned()),
-                None => clients.push((host.to_owned(), client.clone(), vec![policy.name().to_owned()])),
+/// `GET /config/unique-policy-clients`: every client of every policy once, with the policies (and their
+/// types) that back it up, paged by offset.
+pub(crate) async fn unique_clients(
+    State(shared): State<Arc<Shared>>,
+    _user: User,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref())?;
+    let page = OffsetPage::from_params(&params, 1, 5000)?;
+    let filter = params.get("filter").map(|text| Filter::parse(text, UNIQUE_CLIENT_FIELDS)).transpose()?;
+    let mut clients: Vec<(String, Value, Vec<String>, Vec<String>)> = Vec::new();
+    {
+        let inner = shared.lock();
+        for policy in inner.policies.values() {
+            for client in policy.list("clients") {
+                let Some(host) = client.get("hostName").and_then(Value::as_str) else { continue };
+                let name = policy.name().to_owned();
+                let kind = policy.policy_type().to_owned();
+                match clients.iter_mut().find(|(known, ..)| known == host) {
+                    Some((_, _, policies, types)) => {
+                        policies.push(name);
+                        if !types.contains(&kind) {
+                            types.push(kind);
+                        }
+                    }
+                    None => clients.push((host.to_owned(), client.clone(), vec![name], vec![kind])),
+                }
             }
         }
     }
     clients.sort_by(|a, b| a.0.cmp(&b.0));
-    let data: Vec<Value> = clients
-        .into_iter()
-        .map(|(name, client, policies)| {
+    if let Some(filter) = &filter {
+        clients.retain(|(name, ..)| filter.matches(&json!({"id": name})));
+    }
+    let text =
+        |client: &Value, key: &str| client.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let body = page.envelope(
+        clients,
+        &link(&headers, "/config/unique-policy-clients"),
+        |(name, client, policies, types)| {
             json!({
-                "type": "uniquePolicyClient",
+                "type": "uniqueClient",
                 "id": name,
                 "attributes": {
-                    "clientName": name,
-                    "hardware": client.get("hardware").cloned().unwrap_or(Value::Null),
-                    "OS": client.get("OS").cloned().unwrap_or(Value::Null),
+                    "hardware": text(client, "hardware"),
+                    "OS": text(client, "OS"),
+                    "clientInfoType": "HOST",
                     "policyNames": policies,
+                    "policyTypes": types,
                 },
             })
-        })
-        .collect();
-    json(StatusCode::OK, json!({"data": data}))
+        },
+        "",
+    );
+    Ok(json(StatusCode::OK, body))
 }

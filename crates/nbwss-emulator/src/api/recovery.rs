@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{json, json_body, link, optional_str, required_str, User};
+use super::{json, json_body, link, optional_str, User};
 use crate::engine;
 use crate::error::{ApiError, ApiResult};
 use crate::model::Image;
@@ -23,7 +23,7 @@ fn recovery_image(shared: &Shared, body: &Value) -> ApiResult<Image> {
         .filter(|d| d.is_object())
         .ok_or_else(|| ApiError::bad_attribute("data", "required"))?;
     match data.get("type").and_then(Value::as_str) {
-        None | Some("recoveryRequest" | "instantRecoveryRequest") => {}
+        None | Some("recoveryRequest" | "instantRecoveryRequest" | "preRecoveryCheckRequest") => {}
         Some(other) => {
             return Err(ApiError::bad_attribute("data.type", format!("{other:?} is not a recovery request")))
         }
@@ -33,7 +33,9 @@ fn recovery_image(shared: &Shared, body: &Value) -> ApiResult<Image> {
         .and_then(|a| a.get("recoveryPoint"))
         .filter(|p| p.is_object())
         .ok_or_else(|| ApiError::bad_attribute("recoveryPoint", "required"))?;
-    let client = required_str(point, "client")?;
+    // An empty client names no client: no recovery point (404), as for an unknown one.
+    let client = optional_str(point, "client")?
+        .ok_or_else(|| ApiError::bad_attribute("recoveryPoint.client", "required"))?;
     let backup_id = optional_str(point, "backupId")?.filter(|id| !id.is_empty());
     let inner = shared.lock();
     let image = match backup_id {
@@ -57,16 +59,17 @@ pub(crate) async fn recover(
     let image = recovery_image(&shared, &body)?;
     let job_id = engine::start_restore(&shared, &image, "FULL_VM_RESTORE");
     let job_link = link(&headers, &format!("/admin/jobs/{job_id}"));
+    // The documents put the job's relationship beside `data`, its links as plain strings.
     let body = json!({
         "data": {
             "type": "recoveryResponse",
             "id": job_id,
             "attributes": {"msg": format!("Recovery job {job_id} started for {}", image.backup_id)},
-            "relationships": {"recoveryJob": {
-                "links": {"self": {"href": job_link}, "related": {"href": job_link}},
-                "data": {"type": "job", "id": job_id},
-            }},
         },
+        "relationships": {"recoveryJob": {
+            "links": {"self": job_link, "related": job_link},
+            "data": {"type": "job", "id": job_id},
+        }},
     });
     let mut response = json(StatusCode::CREATED, body);
     if let Ok(value) = HeaderValue::from_str(&job_link) {

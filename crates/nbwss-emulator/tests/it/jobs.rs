@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::util::{encode, Server};
+use crate::util::{encode, vnd, Server};
 
 fn ids(data: &[Value]) -> Vec<u64> {
     data.iter().map(|job| job["id"].as_str().unwrap().parse().unwrap()).collect()
@@ -114,8 +114,6 @@ async fn cursor_pagination_from_version_9() {
     assert_eq!(pages, all.len().div_ceil(3));
 
     // page[before] walks back.
-    let second = server.get_v("/admin/jobs?page[limit]=3&page[after]=", &token, "12.0").await;
-    second.assert_error(400);
     let first = server.get_v("/admin/jobs?page[limit]=3", &token, "12.0").await.json();
     let cursor = first["meta"]["pagination"]["next"].as_str().unwrap().to_owned();
     let second =
@@ -206,6 +204,27 @@ async fn unsupported_filters_name_the_field_or_operator() {
     }
 }
 
+/// A request naming no version gets the newest shapes (API 14.0): cursor pagination with string cursors.
+#[tokio::test]
+async fn no_version_header_means_the_newest_version() {
+    let server = Server::start().await;
+    let token = server.login().await;
+    let reply = server.send("GET", "/admin/jobs?page[limit]=2", &[("Authorization", &token)], None).await;
+    assert_eq!(reply.header("content-type").unwrap(), vnd("14.0"));
+    let page = reply.json();
+    assert!(page["meta"]["pagination"]["next"].is_string(), "{page}");
+    assert!(page["data"][0]["meta"]["page"]["cursor"].is_string(), "{page}");
+    let running = server.handle.start_backup("Standard_FS", Some("INCR")).unwrap();
+    let tries = server
+        .send("GET", &format!("/admin/jobs/{}/try-logs", running[0]), &[("Authorization", &token)], None)
+        .await
+        .json();
+    assert_eq!(
+        tries["data"][0]["attributes"]["tryEndTime"], "1970-01-01T00:00:00.000Z",
+        "a try not ended yet"
+    );
+}
+
 #[tokio::test]
 async fn one_job_and_its_logs() {
     let server = Server::start().await;
@@ -222,10 +241,30 @@ async fn one_job_and_its_logs() {
     let tries = server.get(&format!("/admin/jobs/{id}/try-logs"), &token).await.json();
     let attempt = &tries["data"][0];
     assert_eq!(attempt["type"], "parsedTryLogResponse");
-    assert_eq!(attempt["attributes"]["tryNumber"], 1);
-    assert_eq!(attempt["attributes"]["tryStatusCode"], 0);
-    let logs = server.get(&format!("/admin/jobs/{id}/progress-logs?page[limit]=5"), &token).await.json();
-    assert!(!logs["data"].as_array().unwrap().is_empty());
+    let attributes = &attempt["attributes"];
+    assert_eq!(attributes["tryNumber"], 1);
+    assert_eq!(attributes["tryStatusCode"], 0);
+    assert!(attributes["tryEndTime"].as_str().unwrap().ends_with(".000Z"), "{attempt}");
+    let lines = attributes["tryLog"].as_array().unwrap();
+    assert!(lines.len() >= 2 && lines.iter().all(|line| line["message"].is_string()), "{attempt}");
+    let one = server.get(&format!("/admin/jobs/{id}/try-logs/1"), &token).await.json();
+    assert_eq!(one["data"], *attempt, "one try is an object");
+    server.get(&format!("/admin/jobs/{id}/try-logs/2"), &token).await.assert_error(404);
+
+    // Progress logs page by offset; each entry's id is its offset, an integer.
+    let logs = server.get(&format!("/admin/jobs/{id}/progress-logs?page[limit]=1"), &token).await.json();
+    let entries = logs["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["id"], 0);
+    assert_eq!(entries[0]["type"], "getJobProgressEntryResponse");
+    assert!(entries[0]["attributes"]["message"].is_string());
+    assert_eq!(logs["meta"]["pagination"]["next"], 1);
+    let second = server
+        .get(&format!("/admin/jobs/{id}/progress-logs?page[limit]=1&page[offset]=1"), &token)
+        .await
+        .json();
+    assert_eq!(second["data"][0]["id"], 1);
+    server.get(&format!("/admin/jobs/{id}/progress-logs?page[limit]=101"), &token).await.assert_error(400);
     for path in [
         "/admin/jobs/999999",
         "/admin/jobs/999999/file-lists",

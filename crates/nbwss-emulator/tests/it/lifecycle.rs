@@ -163,6 +163,10 @@ async fn backup_images_expire_and_restore() {
     assert_eq!(body["data"]["type"], "recoveryResponse");
     let restore_id = body["data"]["id"].as_u64().expect("the recovery job id is a number");
     assert!(reply.header("location").unwrap().ends_with(&format!("/admin/jobs/{restore_id}")));
+    // The job's relationship sits beside data, its links plain strings.
+    let job = &body["relationships"]["recoveryJob"];
+    assert_eq!(job["data"]["id"], restore_id);
+    assert!(job["links"]["self"].as_str().unwrap().ends_with(&format!("/admin/jobs/{restore_id}")));
     let restore = wait_done(&server, &token, &restore_id.to_string()).await;
     assert_eq!(restore["jobType"], "RESTORE");
     assert_eq!(restore["status"], 0);
@@ -193,6 +197,8 @@ async fn an_image_loses_its_local_copy_before_its_replica() {
         EmulatorConfig { clock_multiplier: 36_000.0, seed_data: false, ..EmulatorConfig::for_tests() };
     let server = Server::start_with(config).await;
     let token = server.login().await;
+    // An empty primary server has no storage: configure a disk storage unit and a replication target.
+    configure_storage(&server, &token, &[("stu-disk-01", "/disk01"), ("replica-dr-site", "/disk02")]).await;
     let policy = json!({"data": {"type": "policy", "id": "short", "attributes": {"policy": {
         "policyType": "Standard",
         "clients": [{"hostName": "client09.example.com", "hardware": "Linux", "OS": "Debian"}],
@@ -229,6 +235,28 @@ async fn an_image_loses_its_local_copy_before_its_replica() {
     assert!(server.handle.image_ids().is_empty());
 }
 
+/// Creates an AdvancedDisk storage server on the media server, and a disk pool and a storage unit for each
+/// (unit, volume) pair, as `configure_storage_unit_end_to_end.py` does.
+async fn configure_storage(server: &Server, token: &str, units: &[(&str, &str)]) {
+    let sts = json!({"data": {"type": "storageServer", "attributes": {"name": "nbu-media01.example.com",
+        "storageCategory": "ADVANCED_DISK", "mediaServerDetails": {"name": "nbu-media01.example.com"}}}});
+    let reply = server.call("POST", "/storage/storage-servers", token, &sts).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let sts_id = reply.json()["data"]["id"].as_str().unwrap().to_owned();
+    for (unit, volume) in units {
+        let dp = json!({"data": {"type": "diskPool", "attributes": {"name": format!("dp-{unit}"),
+            "diskVolumes": [{"name": volume}]},
+            "relationships": {"storageServers": {"data": [{"type": "storageServer", "id": sts_id}]}}}});
+        let reply = server.call("POST", "/storage/disk-pools", token, &dp).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let dp_id = reply.json()["data"]["id"].as_str().unwrap().to_owned();
+        let stu = json!({"data": {"type": "storageUnit", "attributes": {"name": unit},
+            "relationships": {"diskPool": {"data": {"type": "diskPool", "id": dp_id}}}}});
+        let reply = server.call("POST", "/storage/storage-units", token, &stu).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+}
+
 #[tokio::test]
 async fn a_copy_expired_by_hand_can_leave_only_the_replica() {
     let server = Server::start().await;
@@ -245,9 +273,22 @@ async fn a_copy_expired_by_hand_can_leave_only_the_replica() {
     assert_eq!(image["data"]["attributes"]["numCopies"], 1);
     assert_eq!(image["data"]["attributes"]["copies"][0]["copyType"], "REPLICA");
     let events = server.handle.events();
+    let last_image_event = events.iter().rev().find(|event| {
+        matches!(
+            &event.kind,
+            EventKind::ImageCreated(_)
+                | EventKind::ImageUpdated(_)
+                | EventKind::ImageLostLastLocalCopy(_)
+                | EventKind::ImageDeleted(_)
+        )
+    });
     assert!(
-        matches!(&events.last().unwrap().kind, EventKind::ImageLostLastLocalCopy(i) if i.backup_id == backup_id)
+        matches!(&last_image_event.unwrap().kind, EventKind::ImageLostLastLocalCopy(i) if i.backup_id == backup_id)
     );
+    // Deleting the expired copy's data is an IMAGEDELETE job naming the image.
+    let deletes =
+        server.jobs(&token, &format!("jobType eq 'IMAGEDELETE' and backupId eq '{backup_id}'")).await;
+    assert_eq!(deletes.len(), 1);
     server
         .call("POST", &format!("/catalog/images/{backup_id}/expire"), &token, &expire_local)
         .await
@@ -270,11 +311,13 @@ async fn failed_backups_leave_no_image_and_raise_alerts() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|alert| alert["attributes"]["params"]["jobId"] == ids[0])
+        .find(|alert| alert["attributes"]["params"]["jobId"] == ids[0].to_string().as_str())
         .expect("an alert for the failed job")
         .clone();
+    // The parameters are text; the sub-category is the policy type.
     let params = &alert["attributes"]["params"];
-    assert_eq!(params["status"], job["status"]);
+    assert_eq!(params["status"], job["status"].to_string().as_str());
+    assert_eq!(alert["attributes"]["subCategory"], "STANDARD");
     assert_eq!(params["policyName"], "Standard_DB");
     assert!(params["errorMsg"].is_string());
     assert!(params["policyType"].is_string());

@@ -3,11 +3,16 @@
 // The helpers outside #[test] functions are test code too (clippy.toml allows unwrap in tests).
 #![allow(clippy::unwrap_used)]
 
+mod assets;
 mod auth;
 mod clients;
+mod contents;
+mod eventlog;
 mod images;
 mod jobs;
 mod lifecycle;
 mod policies;
 mod protocol;
+mod slps;
+mod storage;
 mod util;

@@ -44,7 +44,9 @@ impl Reply {
         let body = self.json();
         assert!(body["errorCode"].is_i64(), "no errorCode in {body}");
         assert!(body["errorMessage"].is_string(), "no errorMessage in {body}");
-        assert!(body["errorDetails"].is_array(), "no errorDetails in {body}");
+        // A list of strings; the SLP API gives an object from error code to text.
+        let details = &body["errorDetails"];
+        assert!(details.is_array() || details.is_object(), "no errorDetails in {body}");
         body
     }
 }

@@ -1,6 +1,12 @@
 //! Detection (D14) by polling the primary server's REST API: jobs changed since a persisted
-//! `lastUpdateTime` watermark, new images by `backupTime`, and a periodic reconciliation of the whole image
-//! catalog for updates, deletions and lost local copies.
+//! `lastUpdateTime` watermark, new images by `backupTime`, a targeted check of the images that catalog jobs
+//! (image deletion, duplication, replication, import) name in `backupId`, and a periodic reconciliation of
+//! the whole image catalog for updates, deletions and lost local copies that nothing else revealed.
+//!
+//! The targeted check is what makes image UPDATE, NO_LOCAL_COPY_AVAILABLE and DELETE records prompt: a
+//! copy expires, is duplicated or replicated through such a job, and the job shows in the next jobs poll,
+//! so the image's change is found within one poll interval instead of one reconciliation interval. A
+//! cleanup job that names no image brings the reconciliation forward to the next poll.
 //!
 //! The first poll ever is a baseline: what exists then is remembered without a notification, so a new
 //! service does not flood its endpoints with history. Every later poll commits the records it produces
@@ -33,6 +39,21 @@ const PAGE_LIMIT: usize = 100;
 const MAX_PAGES: usize = 10_000;
 /// A time before every image, to lift the catalog's default "last 24 hours" filter.
 const EPOCH_FILTER: &str = "1970-01-01T00:00:00.000Z";
+/// Job types that add, change or remove catalog images other than by a backup: a job of one of these
+/// seen starting or ending has its `backupId` image checked at once.
+const CATALOG_JOB_TYPES: &[&str] =
+    &["IMAGEDELETE", "DUPLICATE", "REPLICATE", "SNAPDUPE", "SNAPREPLICATE", "IMPORT", "REPLICA_IMPORT"];
+/// The most images checked one by one in a poll; beyond that the reconciliation is brought forward.
+const MAX_TARGETED_CHECKS: usize = 100;
+
+/// What the jobs of one poll say about the catalog.
+#[derive(Debug, Default)]
+struct Touched {
+    /// Images catalog jobs named, to check one by one.
+    images: BTreeSet<String>,
+    /// A catalog job that names no image (a cleanup of many): reconcile at once.
+    unnamed: bool,
+}
 
 /// How the detector polls.
 #[derive(Debug, Clone)]
@@ -109,9 +130,15 @@ impl Detector {
         }
     }
 
-    /// One poll: jobs, new images, and the reconciliation when it is due. Returns the records appended.
+    /// One poll: jobs, the images catalog jobs touched, new images, and the reconciliation when it is due
+    /// (or brought forward). Returns the records appended.
     pub async fn poll_once(&mut self) -> Result<usize, DetectError> {
-        let mut appended = self.poll_jobs().await?;
+        let (mut appended, touched) = self.poll_jobs().await?;
+        if touched.unnamed || touched.images.len() > MAX_TARGETED_CHECKS {
+            self.last_reconcile = None;
+        } else if !touched.images.is_empty() {
+            appended += self.check_images(&touched.images).await?;
+        }
         let reconcile_due =
             self.last_reconcile.is_none_or(|last| last.elapsed() >= self.config.reconcile_interval);
         if reconcile_due {
@@ -123,13 +150,15 @@ impl Detector {
         Ok(appended)
     }
 
-    async fn poll_jobs(&self) -> Result<usize, DetectError> {
+    async fn poll_jobs(&self) -> Result<(usize, Touched), DetectError> {
         let watermark = self.outbox.detect(|detection| detection.watermark(JOBS_WATERMARK))?;
         let since = watermark.as_deref().and_then(parse_time).map(|time| time - self.config.job_overlap);
         let jobs = self.list_jobs(since).await?;
         let lag = &self.outbox.metrics().detection_lag_seconds;
         let now = unix_now();
+        let mut touched = Touched::default();
         let count = self.outbox.detect(|detection| {
+            touched = Touched::default();
             let baseline = watermark.is_none();
             let mut newest = watermark.as_deref().and_then(parse_time);
             for attributes in &jobs {
@@ -150,6 +179,15 @@ impl Detector {
                     if let Some(updated) = updated {
                         lag.observe((now - updated.timestamp()).max(0) as f64);
                     }
+                    let job_type = attributes["jobType"].as_str().unwrap_or_default().to_ascii_uppercase();
+                    if CATALOG_JOB_TYPES.contains(&job_type.as_str()) {
+                        match attributes["backupId"].as_str().filter(|id| !id.is_empty()) {
+                            Some(backup_id) => {
+                                touched.images.insert(backup_id.to_owned());
+                            }
+                            None => touched.unnamed |= job_type == "IMAGEDELETE",
+                        }
+                    }
                     detection.push(Record::Job(job));
                 }
             }
@@ -157,6 +195,37 @@ impl Detector {
                 detection.set_watermark(JOBS_WATERMARK, &format_time(newest))?;
                 let horizon = newest - self.config.job_overlap - TimeDelta::days(1);
                 detection.forget_done_jobs(horizon.timestamp_millis())?;
+            }
+            Ok(detection.pushed().len())
+        })?;
+        Ok((count, touched))
+    }
+
+    /// Checks the images `backup_ids` one by one (`GET /catalog/images/{backupId}`): UPDATE or
+    /// NO_LOCAL_COPY_AVAILABLE for a changed one, CREATE for one not seen yet, DELETE for a seen one that is
+    /// gone. Nothing before the first reconciliation (the baseline) has run.
+    async fn check_images(&self, backup_ids: &BTreeSet<String>) -> Result<usize, DetectError> {
+        let mut found = Vec::new();
+        let mut gone = Vec::new();
+        for backup_id in backup_ids {
+            match self.client.get_json(&format!("/catalog/images/{backup_id}"), &[]).await {
+                Ok(page) => found.extend(seen_image(&page["data"])),
+                Err(error) if error.status() == Some(404) => gone.push(backup_id.clone()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let count = self.outbox.detect(|detection| {
+            if detection.watermark(IMAGES_WATERMARK)?.is_none() {
+                return Ok(0);
+            }
+            for image in &found {
+                compare_image(detection, image.clone(), false)?;
+            }
+            for backup_id in &gone {
+                if let Some(seen) = detection.image(backup_id)? {
+                    detection.remove_image(backup_id)?;
+                    detection.push(image_record(&seen, ImageOperation::Delete));
+                }
             }
             Ok(detection.pushed().len())
         })?;

@@ -35,6 +35,22 @@ fn detector(
     api_version: &str,
     use_api_key: bool,
 ) -> Detector {
+    let config = DetectorConfig {
+        poll_interval: Duration::from_millis(100),
+        reconcile_interval: Duration::from_millis(300),
+        job_overlap: chrono::TimeDelta::minutes(5),
+        image_lookback: chrono::TimeDelta::hours(6),
+    };
+    detector_with(emulator, outbox, api_version, use_api_key, config)
+}
+
+fn detector_with(
+    emulator: &EmulatorHandle,
+    outbox: &Arc<Outbox>,
+    api_version: &str,
+    use_api_key: bool,
+    config: DetectorConfig,
+) -> Detector {
     let credentials = if use_api_key {
         PrimaryCredentials::ApiKey(Secret::new(emulator.create_api_key("admin")))
     } else {
@@ -48,12 +64,6 @@ fn detector(
     let client =
         PrimaryClient::new(&emulator.base_url(), Some(&emulator.certificate_pem()), credentials, api_version)
             .unwrap();
-    let config = DetectorConfig {
-        poll_interval: Duration::from_millis(100),
-        reconcile_interval: Duration::from_millis(300),
-        job_overlap: chrono::TimeDelta::minutes(5),
-        image_lookback: chrono::TimeDelta::hours(6),
-    };
     Detector::new(client, Arc::clone(outbox), config)
 }
 
@@ -204,6 +214,66 @@ fn assert_images(records: &[Record], events: &[EmulatorEvent], operation: ImageO
         assert_eq!(record.backup_time, image.backup_time);
         assert_eq!(serde_json::to_value(record).unwrap().as_object().unwrap().len(), 6);
     }
+}
+
+/// Image updates and deletions found through the jobs that make them, with no reconciliation: an SLP's
+/// DUPLICATE job adds a copy (UPDATE), an IMAGEDELETE job removes an image (DELETE). The reconciliation
+/// interval is an hour, so nothing but the IMAGEDELETE job's check can find the DELETE (without it this
+/// test times out); the UPDATE of this newest image the new-image poll may find first.
+#[tokio::test]
+async fn catalog_jobs_reveal_image_updates_and_deletions_at_once() {
+    let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = outbox_at(dir.path());
+    let config = DetectorConfig {
+        poll_interval: Duration::from_millis(100),
+        reconcile_interval: Duration::from_secs(3600),
+        job_overlap: chrono::TimeDelta::minutes(5),
+        image_lookback: chrono::TimeDelta::seconds(1),
+    };
+    let mut detector = detector_with(&emulator, &outbox, "14.0", false, config);
+    assert_eq!(detector.poll_once().await.unwrap(), 0, "the first poll is a silent baseline");
+
+    // An SLP-driven backup: CREATE when the backup ends, UPDATE when its duplication does.
+    let from = emulator.events().len();
+    emulator.start_backup("Standard_Apps", Some("FULL")).unwrap();
+    let mut records = Vec::new();
+    poll_until(&mut detector, &outbox, &mut records, "the duplication's UPDATE", |records| {
+        !images_of(records, &ImageOperation::Update).is_empty()
+    })
+    .await;
+    let events = emulator.events_since(from);
+    let updated = events
+        .iter()
+        .find_map(|event| match &event.kind {
+            EventKind::ImageUpdated(image) => Some(image.clone()),
+            _ => None,
+        })
+        .expect("the emulator journaled the duplication as an image update");
+    assert_eq!(updated.copies.len(), 2);
+    let update = &images_of(&records, &ImageOperation::Update)[0];
+    assert_eq!(
+        (update.backup_id.as_str(), update.client_type.as_str()),
+        (updated.backup_id.as_str(), "STANDARD")
+    );
+    assert_eq!(images_of(&records, &ImageOperation::Create)[0].backup_id, updated.backup_id);
+    let duplicate = jobs_of(&records)
+        .into_values()
+        .flatten()
+        .find(|job| job.job_type.as_str() == "DUPLICATE" && job.state == JobState::Done)
+        .expect("the DUPLICATE job's own records");
+    assert_eq!(duplicate.status, 0);
+
+    // Expiring it: the IMAGEDELETE job names it, and the check finds it gone.
+    emulator.expire_image(&updated.backup_id).unwrap();
+    let mut records = Vec::new();
+    poll_until(&mut detector, &outbox, &mut records, "the DELETE", |records| {
+        !images_of(records, &ImageOperation::Delete).is_empty()
+    })
+    .await;
+    let delete = &images_of(&records, &ImageOperation::Delete)[0];
+    assert_eq!(delete.backup_id, updated.backup_id);
+    assert_eq!(delete.backup_time, updated.backup_time);
 }
 
 #[tokio::test]
