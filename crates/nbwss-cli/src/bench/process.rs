@@ -137,20 +137,30 @@ impl ChildProcess {
     /// Starts `nbwss ARGS` with logs at `log_level` going to `log_file`.
     pub(crate) fn spawn(args: &[&str], log_file: &Path, log_level: &str) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the nbwss executable")?;
+        Self::spawn_program(&exe, args, log_file, log_level)
+    }
+
+    /// Starts `program ARGS` with logs at `log_level` going to `log_file`.
+    pub(crate) fn spawn_program(
+        program: &Path,
+        args: &[&str],
+        log_file: &Path,
+        log_level: &str,
+    ) -> anyhow::Result<Self> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_file)
             .with_context(|| format!("cannot open {}", log_file.display()))?;
         let started = Instant::now();
-        let child = Command::new(exe)
+        let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start nbwss {}", args.join(" ")))?;
+            .with_context(|| format!("cannot start {} {}", program.display(), args.join(" ")))?;
         Ok(Self { child, started })
     }
 
