@@ -88,9 +88,9 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let primary =
         Primary { dir, emulator_url: &emulator_url, emulator_cert: &emulator_cert, endpoint: &endpoint };
     let mut started =
-        vec![primary.start_service("nbwss service run", &full_binary, &["service", "run"]).await?];
+        vec![primary.start_service("full", "nbwss service run", &full_binary, &["service", "run"]).await?];
     if let Some(binary) = &service_binary {
-        started.push(primary.start_service("nbwss-service run", binary, &["run"]).await?);
+        started.push(primary.start_service("service-only", "nbwss-service run", binary, &["run"]).await?);
     }
 
     tokio::time::sleep(settle).await;
@@ -193,11 +193,16 @@ struct Primary<'a> {
 }
 
 impl Primary<'_> {
-    /// Starts `binary ARGS --config FILE` with a configuration of its own, saves the endpoint in it and
-    /// waits until it is connected.
-    async fn start_service(&self, label: &str, binary: &Path, args: &[&str]) -> anyhow::Result<Started> {
-        let name = label.replace(' ', "-");
-        let service_dir = self.dir.join(&name);
+    /// Starts `binary ARGS --config FILE` with a configuration and data directory of its own (named
+    /// `name`), saves the endpoint in it and waits until it is connected.
+    async fn start_service(
+        &self,
+        name: &str,
+        label: &str,
+        binary: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Started> {
+        let service_dir = self.dir.join(name);
         let admin_port = free_port()?;
         let config = format!(
             "data_dir = {service_dir:?}\n\n[primary]\nbase_url = {:?}\nca_file = {:?}\n\n\
