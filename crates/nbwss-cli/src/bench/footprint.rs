@@ -3,7 +3,8 @@
 //! the same run, side by side: as `nbwss service run` (this binary, every subcommand linked in) and as
 //! `nbwss-service run` (the service-only binary the package installs), each with one connection to an
 //! endpoint in this process, its own credentials on the emulator (so it polls for notifications as
-//! deployed) and default logging.
+//! deployed) and default logging. Then each relays a fixed number of calls, for its CPU time per call: what
+//! a build optimised for size costs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use nbwss_protocol::HostObject;
 use nbwss_service::AdminClient;
 
 use super::process::{self, free_port, https_client, wait_for, ChildProcess};
+use super::relay::{load, Target};
 use super::report::{Report, Table};
 use super::Common;
 
@@ -21,6 +23,11 @@ use super::Common;
 const START_DEADLINE: Duration = Duration::from_secs(60);
 /// The service-only binary, looked for next to this one when `--service-binary` is not given.
 const SERVICE_BINARY: &str = "nbwss-service";
+/// The relayed call whose CPU cost is measured (a job by id, about 1 KB), from this many clients, after this
+/// many untimed calls each.
+const CALL_PATH: &str = "/admin/jobs/1";
+const CALL_CLIENTS: usize = 8;
+const CALL_WARMUP: usize = 10;
 
 /// Arguments of `nbwss bench footprint`.
 #[derive(Debug, clap::Args)]
@@ -29,6 +36,10 @@ pub(crate) struct Args {
     /// every notification.scheduledRate = 5 s meanwhile).
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(0..=600))]
     settle: u64,
+    /// Relayed calls (`GET /admin/jobs/1`, about 1 KB, 8 clients) sent through each service after the idle
+    /// measurement, to measure its CPU time per call.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    calls: u64,
     /// The service-only binary to measure beside `nbwss service run` [default: nbwss-service next to this
     /// executable, e.g. target/release/nbwss-service after `cargo build --release -p nbwss-cli`].
     #[arg(long, value_name = "FILE")]
@@ -46,6 +57,7 @@ struct Measured {
     rss: u64,
     anon: u64,
     file: u64,
+    cpu_per_call: Duration,
 }
 
 /// A service process started and connected, not yet measured.
@@ -107,10 +119,45 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
             rss: process::rss_kib(service.child.pid())?,
             anon,
             file,
+            cpu_per_call: Duration::ZERO,
         });
     }
     let emulator_rss = process::rss_kib(emulator.pid())?;
     let (emulator_anon, emulator_file) = process::rss_split_kib(emulator.pid())?;
+
+    // CPU time per relayed call of each service: the endpoint's app API, through the service, to the emulator.
+    let api_key = endpoint.create_api_key("footprint")?;
+    let login = https_client(&std::fs::read_to_string(&emulator_cert)?)?
+        .post(format!("{emulator_url}/login"))
+        .json(&serde_json::json!({"userName": "admin", "password": "password"}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("logging in to the emulator")?;
+    let token: serde_json::Value = login.json().await?;
+    let token = token["token"].as_str().context("no token in the emulator's login answer")?.to_owned();
+    let calls = usize::try_from(args.calls)?;
+    for (service, measured) in started.iter().zip(&mut measured) {
+        let target = Target {
+            base: format!("{}/api/v1/primaries/{}/netbackup", endpoint.url(), service.primary),
+            certificate_pem: endpoint.certificate_pem().to_owned(),
+            headers: vec![
+                ("Authorization", token.clone()),
+                (nbwss_endpoint::API_KEY_HEADER, api_key.clone()),
+            ],
+        };
+        let before = process::cpu_time(service.child.pid())?;
+        let phase = load(&target, CALL_PATH, CALL_CLIENTS, calls, CALL_WARMUP).await?;
+        let used = process::cpu_time(service.child.pid())?.saturating_sub(before);
+        anyhow::ensure!(
+            phase.errors == 0,
+            "{}: {} of {} relayed calls failed",
+            service.label,
+            phase.errors,
+            phase.completed
+        );
+        measured.cpu_per_call = used / u32::try_from(phase.completed.max(1))?;
+    }
     for service in started {
         service.child.stop(Duration::from_secs(10)).await;
     }
@@ -121,7 +168,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     report.parameter("settle_s", args.settle);
     let mut table = Table::new(
         "Processes started from their binaries, idle",
-        &["process", "binary MiB", "start-up ms", "RSS MiB", "anon MiB", "file MiB", "notes"],
+        &["process", "binary MiB", "start-up ms", "RSS MiB", "anon MiB", "file MiB", "CPU µs/call", "notes"],
     );
     for service in &measured {
         table.row(vec![
@@ -131,6 +178,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
             format!("{:.1}", service.rss as f64 / 1024.0),
             format!("{:.1}", service.anon as f64 / 1024.0),
             format!("{:.1}", service.file as f64 / 1024.0),
+            format!("{:.0}", service.cpu_per_call.as_secs_f64() * 1e6),
             format!(
                 "one connection (save → connected {:.0} ms), polling the emulator, file log and audit on",
                 service.save_to_connected.as_secs_f64() * 1000.0
@@ -144,6 +192,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         format!("{:.1}", emulator_rss as f64 / 1024.0),
         format!("{:.1}", emulator_anon as f64 / 1024.0),
         format!("{:.1}", emulator_file as f64 / 1024.0),
+        String::new(),
         "default seed data".to_owned(),
     ]);
     report.table(table);
@@ -157,6 +206,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         report.figure(&format!("{prefix}_rss_kib"), service.rss as f64);
         report.figure(&format!("{prefix}_rss_anon_kib"), service.anon as f64);
         report.figure(&format!("{prefix}_rss_file_kib"), service.file as f64);
+        report.figure(&format!("{prefix}_cpu_us_per_call"), service.cpu_per_call.as_secs_f64() * 1e6);
     }
     report.figure("emulator_startup_ms", emulator_start.as_secs_f64() * 1000.0);
     report.figure("emulator_rss_kib", emulator_rss as f64);
@@ -181,6 +231,10 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     }
     report.note("anon: the process's own memory (heap, stacks); file: pages of its executable and the libraries mapped in, shared with other processes running them");
     report.note("start-up: from spawning the process to its first answered HTTPS call (emulator /ping, service admin API)");
+    report.note(format!(
+        "CPU µs/call: the service's CPU time (user + system, 10 ms ticks) over {calls} relayed GET {CALL_PATH} from \
+         {CALL_CLIENTS} clients, after the idle measurement"
+    ));
     Ok(report)
 }
 

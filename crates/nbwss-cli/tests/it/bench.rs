@@ -89,7 +89,7 @@ fn fleet_connects_idles_and_reconnects() {
 /// that cargo builds next to `nbwss` for these tests.
 #[test]
 fn footprint_measures_service_and_emulator_processes() {
-    let figures = bench(&["footprint", "--settle", "1"]);
+    let figures = bench(&["footprint", "--settle", "1", "--calls", "50"]);
     positive(
         &figures,
         &[
@@ -104,6 +104,10 @@ fn footprint_measures_service_and_emulator_processes() {
             "emulator_startup_ms",
         ],
     );
+    // CPU time comes in 10 ms ticks: 50 calls may round to zero, but the figure is there for both.
+    for name in ["service_cpu_us_per_call", "service_only_cpu_us_per_call"] {
+        assert!(figures[name].as_f64().is_some_and(|value| value >= 0.0 && value.is_finite()), "{name}");
+    }
     assert!(
         figures["service_only_binary_bytes"].as_f64() < figures["service_binary_bytes"].as_f64(),
         "the service-only binary is not smaller than nbwss: {figures:?}"
