@@ -264,5 +264,18 @@ fn the_packaged_endpoint_configuration_shows_the_defaults() {
     let defaults = EndpointConfig::new("/tmp");
     assert_eq!(shown.limits, defaults.limits, "{uncommented}");
     assert_eq!(shown.keepalive, defaults.keepalive, "{uncommented}");
-    assert!(uncommented.contains("max_missed_pongs"), "{uncommented}");
+    assert_eq!(shown.retention, defaults.retention, "{uncommented}");
+    // Every key of those sections is shown, so that a new limit does not go unmentioned.
+    let shown: toml::Table = uncommented.parse().unwrap();
+    let sections = [
+        ("limits", toml::Value::try_from(&defaults.limits).unwrap()),
+        ("keepalive", toml::Value::try_from(&defaults.keepalive).unwrap()),
+        ("retention", toml::Value::try_from(&defaults.retention).unwrap()),
+    ];
+    for (section, all) in sections {
+        let keys = |value: &toml::Value| {
+            value.as_table().unwrap().keys().cloned().collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(keys(&shown[section]), keys(&all), "[{section}] in the packaged endpoint.toml");
+    }
 }
