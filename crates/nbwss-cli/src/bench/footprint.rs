@@ -311,7 +311,7 @@ async fn wait_answering(child: &mut ChildProcess, cert_file: &Path, url: &str) -
             START_DEADLINE.as_secs()
         );
         if client.is_none() {
-            if let Ok(pem) = std::fs::read_to_string(cert_file) {
+            if let Some(pem) = process::read_written_certificate(cert_file) {
                 client = https_client(&pem).ok();
             }
         }

@@ -223,6 +223,13 @@ where
     }
 }
 
+/// The certificate a child process writes when it starts, once the file is complete: a client built from a
+/// file caught half-written would trust nothing, and the wait for the server would time out.
+pub(crate) fn read_written_certificate(path: &Path) -> Option<String> {
+    let pem = std::fs::read_to_string(path).ok()?;
+    pem.trim_end().ends_with("-----END CERTIFICATE-----").then_some(pem)
+}
+
 /// An HTTPS client for loopback servers with self-signed certificates that the benchmark trusts.
 pub(crate) fn https_client(certificate_pem: &str) -> anyhow::Result<reqwest::Client> {
     let certificate = reqwest::Certificate::from_pem(certificate_pem.as_bytes())?;
