@@ -3,7 +3,7 @@
 //! token's session, and ends a revoked API key's streams, within `limits.revocation_check_interval_ms`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -66,8 +66,16 @@ impl Location {
     }
 
     fn store(&self) -> anyhow::Result<Store> {
-        Store::open(&self.config()?.data_dir)
+        open_store(&self.config()?.data_dir)
     }
+}
+
+/// Opens the store for a management command; files that root creates there go to the data directory's owner
+/// (the endpoint's system user when installed from the package).
+fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    let store = Store::open(data_dir)?;
+    crate::state::hand_back(data_dir)?;
+    Ok(store)
 }
 
 #[derive(Debug, clap::Args)]
@@ -225,14 +233,14 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Create { name, group, priority, url, location } => {
             let config = location.config()?;
             let url = details_url(&config, url)?;
-            let details = Store::open(&config.data_dir)?.create_token(&name, &group, priority, &url)?;
+            let details = open_store(&config.data_dir)?.create_token(&name, &group, priority, &url)?;
             println!("{}", serde_json::to_string_pretty(&details.to_value())?);
             eprintln!("token of '{name}' created; it is shown only here: hand this file to the NetBackup administrator");
         }
         TokenCommand::Rotate { name, url, location } => {
             let config = location.config()?;
             let url = details_url(&config, url)?;
-            let store = Store::open(&config.data_dir)?;
+            let store = open_store(&config.data_dir)?;
             let Some(old) = store.token(&name)? else {
                 anyhow::bail!(
                     "no token named '{name}': create one with `nbwss endpoint token create --name {name}`"

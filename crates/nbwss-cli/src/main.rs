@@ -1,20 +1,11 @@
 //! The `nbwss` command: one binary for the protocol tools, the emulator, the service, the endpoint and
-//! `nbwss up`. Each subcommand lives in its own module and calls into the library crates.
-
-mod bench;
-mod conformance;
-mod emulator;
-mod endpoint;
-mod notify;
-mod protocol;
-mod servers;
-mod service;
-mod up;
-mod wire;
+//! `nbwss up`. Each subcommand lives in its own module of the `nbwss_cli` library, which the smaller
+//! `nbwss-service` and `nbwss-endpoint` binaries share.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nbwss_cli::{bench, conformance, emulator, endpoint, notify, protocol, servers, service, up};
 
 /// nbwss: an open implementation of the NetBackup WebSocket Service (NBWSS), both ends of it.
 ///
@@ -52,7 +43,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    nbwss_cli::exit_code(match cli.command {
         Command::Protocol(args) => protocol::run(args),
         Command::Emulator(args) => emulator::run(args),
         Command::Service(args) => service::run(args),
@@ -62,74 +53,5 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Conformance(args) => conformance::run(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Sets up logging to stderr; `RUST_LOG` overrides the default level (info).
-pub(crate) fn init_tracing() {
-    init_tracing_at("info");
-}
-
-/// Sets up logging to stderr for commands whose own output tells the story (`nbwss up`): warnings and
-/// errors only unless `RUST_LOG` says otherwise.
-pub(crate) fn init_tracing_quiet() {
-    init_tracing_at("warn");
-}
-
-fn init_tracing_at(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
-/// Raises the soft limit of open files to the hard limit, for thousands of sockets; children inherit it.
-pub(crate) fn raise_open_files_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
-        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
-        if let Err(error) = setrlimit(Resource::Nofile, raised) {
-            tracing::warn!(%error, "cannot raise the open-files limit");
-        }
-    }
-}
-
-/// The soft limit of open files now.
-pub(crate) fn open_files_limit() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
+    })
 }

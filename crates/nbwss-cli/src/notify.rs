@@ -124,6 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(not_stored(&error)),
     }
+    // NetBackup runs its notify scripts as root; the service runs as its own user.
+    crate::state::hand_back(&args.data_dir)?;
     for record in &records {
         match record {
             Record::Job(job) => println!("enqueued JOB {} {}", job.job_id, job.state),

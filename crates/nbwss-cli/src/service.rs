@@ -1,6 +1,6 @@
 //! `nbwss service ...`: run the NBWSS service.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -13,9 +13,13 @@ pub struct Args {
     command: Command,
 }
 
+/// The subcommands of `nbwss service`, which `nbwss-service` has at its top level.
 #[derive(Debug, clap::Subcommand)]
-enum Command {
+pub enum Command {
     /// Run the service until Ctrl-C or SIGTERM.
+    ///
+    /// Exits with status 78 (EX_CONFIG) when the configuration cannot be used, so that systemd does not
+    /// restart it in a loop: fix the file named in the message and start it again.
     Run {
         /// The service's TOML configuration file.
         #[arg(long, short, value_name = "FILE")]
@@ -27,65 +31,38 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Print an example configuration file.
+    /// Print an example configuration file (the one the nbwss-service package installs).
     ExampleConfig,
 }
 
-const EXAMPLE: &str = r#"# nbwss service configuration. Relative paths are relative to this file.
-data_dir = "/var/lib/nbwss"
+/// The example configuration, installed by the package as /etc/nbwss-service/service.toml.
+const EXAMPLE: &str = include_str!("../../../packaging/nbwss-service/service.toml");
 
-# Guide properties (nbwss.properties): a file, and/or inline values that override it.
-# properties_file = "nbwss.properties"
-# [properties]
-# "connectionInfo.period" = 60
-
-[primary]
-base_url = "https://localhost:1556/netbackup"
-# Trust exactly these certificates for the primary server (else the system roots).
-# ca_file = "/usr/openv/var/webtruststore/cacert.pem"
-# The service's own login, for notifications (never added to relayed calls).
-# [primary.credentials]
-# api_key = "..."
-
-[admin]
-bind = "127.0.0.1:0"
-
-[proxy]
-# url = "http://user:password@proxy.example.com:3128"
-# no_proxy = [".internal.example.com"]
-use_environment = true
-
-# Relay allow-list; when empty, everything under /netbackup/ is allowed. Paths are matched as the primary
-# server reads them (decoded, doubled slashes collapsed); a COMMAND with ;, . or .. segments, encoded
-# slashes or backslashes is refused (400) before the allow-list is consulted.
-# [[policy.allow]]
-# method = "GET"
-# path = "/netbackup/admin/jobs*"
-
-[log]
-file = true
-max_files = 7
-audit = true
-# audit.log rotates at this size; this many files are kept (audit.log included); each line quotes at
-# most this much of the request body.
-audit_max_file_bytes = 10485760
-audit_max_files = 5
-audit_body_max_bytes = 4096
-"#;
+/// Exit status of `run` for a configuration that cannot be used (sysexits' EX_CONFIG); the packaged unit
+/// names it in `RestartPreventExitStatus=`.
+const EX_CONFIG: u8 = 78;
 
 /// Runs `nbwss service`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match args.command {
+    run_command(args.command)
+}
+
+/// Runs one of the service's subcommands.
+pub fn run_command(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::ExampleConfig => {
             print!("{EXAMPLE}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => {
-            let config = load(&config)?;
+        Command::Check { config: path } => {
+            let config = load(&path)?;
             let (_, warnings) =
                 config.properties().map_err(|error| anyhow::anyhow!("invalid property {error}"))?;
             for warning in warnings {
                 eprintln!("warning: {warning}");
+            }
+            if let Some(problem) = unedited(&config, &path) {
+                eprintln!("warning: {problem}");
             }
             println!("configuration OK");
             Ok(ExitCode::SUCCESS)
@@ -94,7 +71,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<ServiceConfig> {
+/// Whether the configuration still names the example's placeholder primary server: a host under `.invalid`
+/// (RFC 6761), which can never resolve, so the service could only fail at every relayed call.
+fn unedited(config: &ServiceConfig, path: &Path) -> Option<String> {
+    let host = url::Url::parse(&config.primary.base_url).ok()?.host_str()?.to_ascii_lowercase();
+    (host == "invalid" || host.ends_with(".invalid")).then(|| {
+        format!(
+            "primary.base_url in {} still names the placeholder host {host}: edit it to the primary server's \
+             REST API, e.g. https://nbu-primary.example.com:1556/netbackup (the host name its web service \
+             certificate names), and set primary.ca_file to the CA that signed that certificate",
+            path.display()
+        )
+    })
+}
+
+fn load(path: &Path) -> anyhow::Result<ServiceConfig> {
     let config = ServiceConfig::load(path)?;
     config
         .validate()
@@ -102,10 +93,22 @@ fn load(path: &std::path::Path) -> anyhow::Result<ServiceConfig> {
     Ok(config)
 }
 
-fn run_service(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = load(path)?;
-    let (properties, warnings) =
-        config.properties().map_err(|error| anyhow::anyhow!("invalid property {error}"))?;
+fn run_service(path: &Path) -> anyhow::Result<ExitCode> {
+    let configured = load(path).and_then(|config| {
+        if let Some(problem) = unedited(&config, path) {
+            anyhow::bail!("{problem}; the service was not started");
+        }
+        let (properties, warnings) =
+            config.properties().map_err(|error| anyhow::anyhow!("invalid property {error}"))?;
+        Ok((config, properties, warnings))
+    });
+    let (config, properties, warnings) = match configured {
+        Ok(configured) => configured,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return Ok(ExitCode::from(EX_CONFIG));
+        }
+    };
     // Owner-only (0700) from the start: it holds keys, sealed tokens and the audit log.
     nbwss_service::files::ensure_dir(&config.data_dir)?;
     let _guard = init_logging(&config)?;
@@ -139,7 +142,11 @@ fn init_logging(config: &ServiceConfig) -> anyhow::Result<Option<impl Drop>> {
         Some((writer, guard)) => {
             let _ = tracing_subscriber::registry()
                 .with(filter())
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(crate::stderr_is_terminal())
+                        .with_writer(std::io::stderr),
+                )
                 .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer))
                 .try_init();
             Ok(Some(guard))

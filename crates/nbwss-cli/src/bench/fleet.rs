@@ -325,7 +325,7 @@ async fn wait_listening(
         }
         anyhow::ensure!(Instant::now() < deadline, "the endpoint did not answer /healthz within 30 s");
         if client.is_none() {
-            if let Ok(pem) = std::fs::read_to_string(data_dir.join(GENERATED_CERT_FILE)) {
+            if let Some(pem) = process::read_written_certificate(&data_dir.join(GENERATED_CERT_FILE)) {
                 client = Some(process::https_client(&pem)?);
             }
         }

@@ -137,20 +137,30 @@ impl ChildProcess {
     /// Starts `nbwss ARGS` with logs at `log_level` going to `log_file`.
     pub(crate) fn spawn(args: &[&str], log_file: &Path, log_level: &str) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the nbwss executable")?;
+        Self::spawn_program(&exe, args, log_file, log_level)
+    }
+
+    /// Starts `program ARGS` with logs at `log_level` going to `log_file`.
+    pub(crate) fn spawn_program(
+        program: &Path,
+        args: &[&str],
+        log_file: &Path,
+        log_level: &str,
+    ) -> anyhow::Result<Self> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_file)
             .with_context(|| format!("cannot open {}", log_file.display()))?;
         let started = Instant::now();
-        let child = Command::new(exe)
+        let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start nbwss {}", args.join(" ")))?;
+            .with_context(|| format!("cannot start {} {}", program.display(), args.join(" ")))?;
         Ok(Self { child, started })
     }
 
@@ -211,6 +221,13 @@ where
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// The certificate a child process writes when it starts, once the file is complete: a client built from a
+/// file caught half-written would trust nothing, and the wait for the server would time out.
+pub(crate) fn read_written_certificate(path: &Path) -> Option<String> {
+    let pem = std::fs::read_to_string(path).ok()?;
+    pem.trim_end().ends_with("-----END CERTIFICATE-----").then_some(pem)
 }
 
 /// An HTTPS client for loopback servers with self-signed certificates that the benchmark trusts.

@@ -48,19 +48,19 @@ pub(crate) struct Args {
 
 /// Where the clients send their calls.
 #[derive(Debug, Clone)]
-struct Target {
-    base: String,
-    certificate_pem: String,
-    headers: Vec<(&'static str, String)>,
+pub(crate) struct Target {
+    pub(crate) base: String,
+    pub(crate) certificate_pem: String,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 /// What one phase measured.
 #[derive(Debug)]
-struct Phase {
+pub(crate) struct Phase {
     latencies: Latencies,
     elapsed: Duration,
-    completed: usize,
-    errors: usize,
+    pub(crate) completed: usize,
+    pub(crate) errors: usize,
     body_bytes: usize,
 }
 
@@ -211,7 +211,7 @@ async fn create_large_policy(system: &System, token: &str) -> anyhow::Result<()>
 }
 
 /// Runs `requests` calls of `path` from `concurrency` clients after `warmup` untimed calls each.
-async fn load(
+pub(crate) async fn load(
     target: &Target,
     path: &str,
     concurrency: usize,

@@ -85,8 +85,31 @@ fn fleet_connects_idles_and_reconnects() {
     zero(&figures, &["idle_disconnects"]);
 }
 
+/// Both service binaries are measured side by side: `nbwss service run` and the service-only `nbwss-service`
+/// that cargo builds next to `nbwss` for these tests.
 #[test]
 fn footprint_measures_service_and_emulator_processes() {
-    let figures = bench(&["footprint", "--settle", "1"]);
-    positive(&figures, &["service_rss_kib", "service_startup_ms", "emulator_rss_kib", "emulator_startup_ms"]);
+    let figures = bench(&["footprint", "--settle", "1", "--calls", "50"]);
+    positive(
+        &figures,
+        &[
+            "service_rss_kib",
+            "service_startup_ms",
+            "service_binary_bytes",
+            "service_only_rss_kib",
+            "service_only_startup_ms",
+            "service_only_binary_bytes",
+            "service_only_rss_ratio",
+            "emulator_rss_kib",
+            "emulator_startup_ms",
+        ],
+    );
+    // CPU time comes in 10 ms ticks: 50 calls may round to zero, but the figure is there for both.
+    for name in ["service_cpu_us_per_call", "service_only_cpu_us_per_call"] {
+        assert!(figures[name].as_f64().is_some_and(|value| value >= 0.0 && value.is_finite()), "{name}");
+    }
+    assert!(
+        figures["service_only_binary_bytes"].as_f64() < figures["service_binary_bytes"].as_f64(),
+        "the service-only binary is not smaller than nbwss: {figures:?}"
+    );
 }

@@ -1,4 +1,4 @@
-//! Tests of the `nbwss` binary as a user runs it.
+//! Tests of the `nbwss`, `nbwss-service` and `nbwss-endpoint` binaries as a user runs them.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure with its location
 
 mod bench;
@@ -7,6 +7,7 @@ mod durability;
 mod endpoint;
 mod interop;
 mod notify;
+mod packaged;
 mod protocol;
 #[path = "../support/running_endpoint.rs"]
 mod running_endpoint;
