@@ -216,6 +216,7 @@ impl Store {
             writer.execute_batch("ALTER TABLE notifications ADD COLUMN problems TEXT")?;
         }
         writer.execute_batch(SCHEMA)?;
+        writer.execute_batch(crate::webhooks::store::SCHEMA)?;
         // IMMEDIATE: two processes opening an older store at once must not both create the counts.
         let transaction =
             rusqlite::Transaction::new_unchecked(&writer, rusqlite::TransactionBehavior::Immediate)?;
@@ -254,12 +255,12 @@ impl Store {
             .map_err(|error| anyhow::anyhow!("store task failed: {error}"))?
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back): keep going.
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn read(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn read(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -522,6 +523,13 @@ impl Store {
             .query_row("SELECT COALESCE(MAX(cursor), 0) FROM notifications", [], |row| row.get(0))?)
     }
 
+    /// The cursor of the oldest record still kept (0 when there is none): records before it were pruned.
+    pub fn first_cursor(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .read()
+            .query_row("SELECT COALESCE(MIN(cursor), 0) FROM notifications", [], |row| row.get(0))?)
+    }
+
     /// Records stored per primary server.
     pub fn notification_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let connection = self.read();
@@ -638,11 +646,16 @@ pub(crate) fn token_hash(token: &Secret) -> String {
 /// A new secret: 256 random bits, base64url without padding (43 characters).
 pub(crate) fn new_secret() -> String {
     let mut bytes = [0u8; 32];
-    // SystemRandom only fails when the OS has no randomness at all; fall back to rand's OS generator.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        rand::Rng::fill(&mut rand::rng(), &mut bytes);
-    }
+    random_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Fills `bytes` from the operating system's randomness.
+pub(crate) fn random_bytes(bytes: &mut [u8]) {
+    // SystemRandom only fails when the OS has no randomness at all; fall back to rand's OS generator.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes).is_err() {
+        rand::Rng::fill(&mut rand::rng(), bytes);
+    }
 }
 
 fn token_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
@@ -661,7 +674,7 @@ pub(crate) fn sha256_hex(secret: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()))
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
