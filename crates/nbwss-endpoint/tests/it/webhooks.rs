@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use base64::Engine as _;
 use nbwss_endpoint::webhooks::NewWebhook;
 use nbwss_endpoint::{EndpointConfig, Store};
 use nbwss_protocol::{JobState, NotificationGroup};
@@ -505,5 +506,118 @@ async fn a_webhook_added_from_another_process_starts_and_removed_stops() {
     notify_jobs(&mut primary, 3, 1, 1).await;
     eventually(|| async { kept_receiver.delivered().len() == 3 }).await;
     assert_eq!(removed_receiver.requests().len(), 2);
+    harness.endpoint.shutdown().await;
+}
+
+/// The program `names` finds first on the PATH; the test fails, saying what to install, when none is there.
+fn program(names: &[&str], install: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("{} not found on the PATH: docs/webhooks.md's snippets are tested with it. {install}", names[0]);
+}
+
+/// The code of the first fenced block in `language` in the guide.
+fn snippet(guide: &str, language: &str) -> String {
+    let start = guide.find(&format!("```{language}\n")).unwrap_or_else(|| panic!("no {language} block"));
+    let code = &guide[start + language.len() + 4..];
+    code[..code.find("```").unwrap()].to_owned()
+}
+
+/// Runs `program file` with `input` on stdin; its trimmed stdout.
+fn run(program: &std::path::Path, file: &std::path::Path, input: &Value) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .arg(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_guides_python_and_javascript_verify_a_real_delivery() {
+    let python = program(&["python3"], "Install it (apt-get install -y python3).");
+    let node = program(&["node", "nodejs"], "Install Node.js (apt-get install -y nodejs).");
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/webhooks.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let python_file = dir.path().join("verify.py");
+    std::fs::write(
+        &python_file,
+        format!(
+            "{}\nimport json, sys\ncase = json.load(sys.stdin)\n\
+             print('valid' if verify(case['secret'], case['headers'], case['body'].encode()) else 'invalid')\n",
+            snippet(&guide, "python")
+        ),
+    )
+    .unwrap();
+    let node_file = dir.path().join("verify.js");
+    std::fs::write(
+        &node_file,
+        format!(
+            "{}\nconst input = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));\n\
+             console.log(verify(input.secret, input.headers, Buffer.from(input.body, 'utf8')) ? 'valid' : 'invalid');\n",
+            snippet(&guide, "javascript")
+        ),
+    )
+    .unwrap();
+
+    // A real delivery, with characters that a careless receiver would re-encode.
+    let harness = Harness::start_with(quick).await;
+    let receiver = Receiver::ok().await;
+    let (_, secret) = harness.subscribe(&receiver, json!({})).await;
+    let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
+    let record = nbwss_protocol::JobRecord {
+        client_name: "Zürich-db01 ☃ \"quoted\"".into(),
+        ..job(1, JobState::Done)
+    };
+    primary.notify("M1", vec![NotificationGroup::jobs(vec![record])]).await;
+    eventually(|| async { receiver.delivered().len() == 1 }).await;
+    let delivery = receiver.delivered().remove(0);
+    assert!(delivery.body.contains("Zürich-db01 ☃"), "sent as UTF-8, not escaped: {}", delivery.body);
+    let case = |secret: &str, body: &str, timestamp: &str, signature: &str| {
+        json!({
+            "secret": secret,
+            "headers": { "webhook-id": delivery.id, "webhook-timestamp": timestamp, "webhook-signature": signature },
+            "body": body,
+        })
+    };
+    let tampered = delivery.body.replace("\"status\":0", "\"status\":1");
+    assert_ne!(tampered, delivery.body);
+    // Ten minutes old, correctly signed (here): refused for its age alone.
+    let old = (delivery.timestamp.parse::<i64>().unwrap() - 600).to_string();
+    let key =
+        base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let old_signature = ring::hmac::sign(&key, format!("{}.{old}.{}", delivery.id, delivery.body).as_bytes());
+    let old_signature =
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(old_signature.as_ref()));
+    // Several signatures (while a secret is rotated): one valid is enough.
+    let rotating = format!("v1,bm90IHRoaXMgb25l {}", delivery.signature);
+    let (now, signature) = (delivery.timestamp.as_str(), delivery.signature.as_str());
+    let other = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    for (language, program, file) in [("python", &python, &python_file), ("javascript", &node, &node_file)] {
+        for (input, verdict, what) in [
+            (case(&secret, &delivery.body, now, signature), "valid", "as delivered"),
+            (case(&secret, &delivery.body, now, &rotating), "valid", "among two signatures"),
+            (case(&secret, &tampered, now, signature), "invalid", "a tampered body"),
+            (case(other, &delivery.body, now, signature), "invalid", "another secret"),
+            (case(&secret, &delivery.body, &old, &old_signature), "invalid", "ten minutes old"),
+        ] {
+            assert_eq!(run(program, file, &input), verdict, "{language}: {what}");
+        }
+    }
     harness.endpoint.shutdown().await;
 }
