@@ -264,10 +264,26 @@ mod tests {
             "/relay/{apiKey}/{name}/netbackup/{path}",
             "/api/v1/notifications",
             "/api/v1/notifications/stream",
+            "/api/v1/stats/activity",
+            "/api/v1/stats/relay",
+            "/api/v1/webhooks",
+            "/api/v1/webhooks/{id}",
+            "/api/v1/webhooks/{id}/test",
+            "/api/v1/webhooks/{id}/pause",
+            "/api/v1/webhooks/{id}/resume",
+            "/api/v1/webhooks/{id}/deliveries",
             "/healthz",
             "/metrics",
         ] {
             assert!(document["paths"].get(path).is_some(), "{path}");
+        }
+        // Every reference resolves.
+        let text = document.to_string();
+        let references: Vec<&str> = text.split("\"$ref\":\"#/components/").skip(1).collect();
+        assert!(references.len() > 20, "{}", references.len());
+        for reference in references {
+            let pointer = format!("/components/{}", &reference[..reference.find('"').unwrap()]);
+            assert!(document.pointer(&pointer).is_some(), "{pointer}");
         }
     }
 }

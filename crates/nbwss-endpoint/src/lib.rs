@@ -3,8 +3,11 @@
 //! * [`Endpoint::start`] runs one TLS listener serving the WebSocket endpoint (`wss://…/nbwss`), the app API
 //!   (`/api/v1/...`, authenticated by the `X-NBWSS-API-Key` header), the capability relay (`/relay/{key}/...`),
 //!   the dashboard (`/`), `/healthz` and `/metrics`;
-//! * [`Store`] is the SQLite state (tokens and API keys as SHA-256 hashes, notifications), usable offline by
-//!   the command line while the endpoint runs: it notices revocations within seconds.
+//! * [`Store`] is the SQLite state (tokens and API keys as SHA-256 hashes, notifications, webhooks), usable
+//!   offline by the command line while the endpoint runs: it notices revocations and webhook changes within
+//!   seconds;
+//! * [`webhooks`] POST each stored record to the HTTPS URLs subscribed to it, signed the Standard Webhooks
+//!   way, in order, retried and durable.
 //!
 //! The name a primary server is known by is the name of the token it presents in CONNECT.
 
