@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     /// Woken when webhook subscriptions change through the app API, so the dispatcher need not wait for its
     /// next look at the store.
     pub webhook_changes: Notify,
+    /// The dashboard's counts of completed hours.
+    pub activity: Mutex<crate::stats::ActivityCache>,
     /// One-time provider URLs: id → (expiry, endpoint details JSON with the token).
     pub providers: Mutex<HashMap<String, (Instant, serde_json::Value)>>,
 }
@@ -68,6 +70,7 @@ impl Shared {
             feed: watch::channel(last_cursor).0,
             credentials: watch::channel(0).0,
             webhook_changes: Notify::new(),
+            activity: Mutex::default(),
             providers: Mutex::new(HashMap::new()),
         })
     }

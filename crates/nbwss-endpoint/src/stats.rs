@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
 use axum::Json;
-use chrono::{DateTime, Duration as ChronoDuration, Timelike as _, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,11 +47,19 @@ pub(crate) struct LastJob {
 }
 
 impl Store {
-    /// Activity per primary server and hour, from the records received at or after `since` (RFC 3339, as the
-    /// store writes it).
-    pub(crate) fn activity_since(&self, since: &str) -> anyhow::Result<Vec<HourActivity>> {
+    /// Activity per primary server and hour, from the records received at or after `since` and, when
+    /// given, before `until` (RFC 3339, as the store writes it).
+    pub(crate) fn activity_between(
+        &self,
+        since: &str,
+        until: Option<&str>,
+    ) -> anyhow::Result<Vec<HourActivity>> {
         let Some(from) = self.first_cursor_received_since(since)? else {
             return Ok(Vec::new());
+        };
+        let to = match until {
+            Some(until) => self.first_cursor_received_since(until)?.unwrap_or(i64::MAX),
+            None => i64::MAX,
         };
         let connection = self.read();
         let mut statement = connection.prepare_cached(
@@ -66,13 +74,15 @@ impl Store {
                        CAST(json_extract(record, '$.status') AS INTEGER) AS status,
                        json_extract(record, '$.jobId') AS job,
                        json_extract(record, '$.operationId') AS operation
-                   FROM notifications WHERE cursor >= ?1 AND received_at >= ?2 AND json_valid(record))
+                   FROM notifications
+                   WHERE cursor >= ?1 AND cursor < ?2 AND received_at >= ?3 AND (?4 IS NULL OR received_at < ?4)
+                       AND json_valid(record))
              GROUP BY primary_name, hour ORDER BY primary_name, hour",
         )?;
         let count = |row: &rusqlite::Row<'_>, index: usize| {
             row.get::<_, i64>(index).map(|count| u64::try_from(count).unwrap_or(0))
         };
-        let rows = statement.query_map(params![from, since], |row| {
+        let rows = statement.query_map(params![from, to, since, until], |row| {
             Ok(HourActivity {
                 primary: row.get(0)?,
                 hour: row.get(1)?,
@@ -135,6 +145,82 @@ impl Store {
     }
 }
 
+/// Completed hours' activity, kept in memory: counted by time of arrival, an hour that has ended does not
+/// change (but for pruning, which the cache does not follow). The current hour is always counted afresh.
+#[derive(Debug, Default)]
+pub(crate) struct ActivityCache {
+    /// By hour (hours since the epoch).
+    hours: BTreeMap<i64, Vec<HourActivity>>,
+}
+
+/// Hours kept in the cache: older ones are counted afresh when asked for.
+const CACHED_HOURS: i64 = 48;
+/// An hour is cached once it ended this long ago, so that a record received just before its end but
+/// committed just after is in it.
+const SETTLE_SECONDS: i64 = 60;
+
+impl ActivityCache {
+    /// The activity of `hours` (hours since the epoch, oldest first) from the cache where it may be, from
+    /// the store for the rest (and caching what may be).
+    fn activity(
+        cache: &std::sync::Mutex<Self>,
+        store: &Store,
+        hours: &[i64],
+        now: i64,
+    ) -> anyhow::Result<Vec<HourActivity>> {
+        let settled = (now - SETTLE_SECONDS).div_euclid(3600);
+        let current = now.div_euclid(3600);
+        let cacheable = |hour: i64| hour < settled && hour > current - CACHED_HOURS;
+        let missing: Vec<i64> = {
+            let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            hours.iter().copied().filter(|hour| cacheable(*hour) && !cache.hours.contains_key(hour)).collect()
+        };
+        let mut rows = Vec::new();
+        if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
+            let counted = store.activity_between(&hour_start(*first), Some(&hour_start(last + 1)))?;
+            let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for hour in *first..=*last {
+                cache.hours.entry(hour).or_default();
+            }
+            for row in counted {
+                if let Some(hour) = hour_of(&row.hour).filter(|hour| cacheable(*hour)) {
+                    cache.hours.entry(hour).or_default().push(row);
+                }
+            }
+            cache.hours.retain(|hour, _| *hour > current - CACHED_HOURS);
+        }
+        {
+            let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for hour in hours.iter().filter(|hour| cacheable(**hour)) {
+                rows.extend(cache.hours.get(hour).into_iter().flatten().cloned());
+            }
+        }
+        // The rest: hours too old for the cache (a prefix), and those not settled yet (a suffix).
+        let direct: Vec<i64> = hours.iter().copied().filter(|hour| !cacheable(*hour)).collect();
+        let old: Vec<i64> = direct.iter().copied().filter(|hour| *hour < settled).collect();
+        if let (Some(first), Some(last)) = (old.first(), old.last()) {
+            rows.extend(store.activity_between(&hour_start(*first), Some(&hour_start(last + 1)))?);
+        }
+        if let Some(first) = direct.iter().copied().find(|hour| *hour >= settled) {
+            rows.extend(store.activity_between(&hour_start(first), None)?);
+        }
+        Ok(rows)
+    }
+}
+
+/// The start of an hour (hours since the epoch) as the store writes times.
+fn hour_start(hour: i64) -> String {
+    DateTime::from_timestamp(hour * 3600, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The hour (hours since the epoch) of a `YYYY-MM-DDTHH` key.
+fn hour_of(key: &str) -> Option<i64> {
+    let start = DateTime::parse_from_rfc3339(&format!("{key}:00:00Z")).ok()?;
+    Some(start.timestamp().div_euclid(3600))
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct ActivityParams {
     hours: Option<u32>,
@@ -149,14 +235,20 @@ pub(crate) async fn activity(
     if !(1..=MAX_HOURS).contains(&hours) {
         return Err(ApiError::bad_request(format!("hours: from 1 to {MAX_HOURS}")));
     }
-    let now = Utc::now();
-    let current = now.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0));
-    let current = current.unwrap_or(now);
+    let now = Utc::now().timestamp();
+    let current = now.div_euclid(3600);
+    let indexes: Vec<i64> = (current - i64::from(hours) + 1..=current).collect();
+    let shared = state.clone();
+    let lookup = indexes.clone();
+    let (rows, last_jobs) = state
+        .store
+        .run(move |store| {
+            let rows = ActivityCache::activity(&shared.activity, store, &lookup, now)?;
+            Ok((rows, store.last_jobs()?))
+        })
+        .await?;
     let starts: Vec<DateTime<Utc>> =
-        (0..i64::from(hours)).rev().map(|back| current - ChronoDuration::hours(back)).collect();
-    let since = starts[0].to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let (rows, last_jobs) =
-        state.store.run(move |store| Ok((store.activity_since(&since)?, store.last_jobs()?))).await?;
+        indexes.iter().map(|hour| DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default()).collect();
     let keys: Vec<String> = starts.iter().map(|start| start.format("%Y-%m-%dT%H").to_string()).collect();
     let index = |hour: &str| keys.iter().position(|key| key == hour);
     let width = keys.len();
@@ -280,7 +372,7 @@ mod tests {
                  UPDATE notifications SET received_at = '2026-01-01T12:00:00.000Z' WHERE primary_name = 'p2';",
             )
             .unwrap();
-        let rows = store.activity_since("2026-01-01T10:00:00.000Z").unwrap();
+        let rows = store.activity_between("2026-01-01T10:00:00.000Z", None).unwrap();
         let hour = |primary: &str, hour: &str| {
             rows.iter().find(|row| row.primary == primary && row.hour == hour).cloned().unwrap_or_default()
         };
@@ -291,13 +383,60 @@ mod tests {
         let noon = hour("p2", "2026-01-01T12");
         assert_eq!((noon.images_created, noon.images_deleted), (1, 1));
         // From 11:00 on: the bisection finds the first record of that hour.
-        let later = store.activity_since("2026-01-01T11:00:00.000Z").unwrap();
+        let later = store.activity_between("2026-01-01T11:00:00.000Z", None).unwrap();
         assert!(later.iter().all(|row| row.hour.as_str() >= "2026-01-01T11"), "{later:?}");
         assert_eq!(later.len(), 2);
-        assert!(store.activity_since("2026-01-02T00:00:00.000Z").unwrap().is_empty());
+        assert!(store.activity_between("2026-01-02T00:00:00.000Z", None).unwrap().is_empty());
+        let ten =
+            store.activity_between("2026-01-01T10:00:00.000Z", Some("2026-01-01T11:00:00.000Z")).unwrap();
+        assert_eq!(ten.len(), 1, "until is exclusive: {ten:?}");
+        assert_eq!(ten[0].hour, "2026-01-01T10");
         let last = store.last_jobs().unwrap();
         let p1 = last.iter().find(|job| job.primary == "p1").unwrap();
         assert_eq!(p1.record["jobId"], 3);
         assert_eq!(p1.received_at, "2026-01-01T11:59:59.999Z");
+    }
+
+    #[test]
+    fn completed_hours_are_cached_and_the_current_one_is_counted_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at = |message: &str, time: &str| {
+            store.store_notification("p1", message, &[job(message.len() as i64 * 100, "DONE", 96)]).unwrap();
+            store
+                .lock()
+                .execute(
+                    "UPDATE notifications SET received_at = ?1 WHERE message_id = ?2",
+                    params![time, message],
+                )
+                .unwrap();
+        };
+        at("A", "2026-01-01T08:00:00.000Z"); // 52 hours before now: beyond the cache
+        at("BB", "2026-01-03T10:15:00.000Z"); // two hours before now: cached once counted
+        at("CCC", "2026-01-03T12:10:00.000Z"); // the current hour
+        let now = DateTime::parse_from_rfc3339("2026-01-03T12:30:00Z").unwrap().timestamp();
+        let current = now / 3600;
+        let hours: Vec<i64> = (current - 59..=current).collect();
+        let cache = std::sync::Mutex::new(ActivityCache::default());
+        let failed = |rows: &[HourActivity], hour: &str| -> u64 {
+            rows.iter().filter(|row| row.hour == hour).map(|row| row.failed).sum()
+        };
+        let first = ActivityCache::activity(&cache, &store, &hours, now).unwrap();
+        assert_eq!(
+            [
+                failed(&first, "2026-01-01T08"),
+                failed(&first, "2026-01-03T10"),
+                failed(&first, "2026-01-03T12")
+            ],
+            [1, 1, 1]
+        );
+        assert_eq!(cache.lock().unwrap().hours.len(), 47, "the settled hours within 48 hours");
+        // A record that could not arrive in a completed hour (put there by hand): the cache does not see it.
+        at("EEEEE", "2026-01-03T10:45:00.000Z");
+        at("FFFFFF", "2026-01-03T12:20:00.000Z");
+        let second = ActivityCache::activity(&cache, &store, &hours, now).unwrap();
+        assert_eq!(failed(&second, "2026-01-03T10"), 1, "from the cache");
+        assert_eq!(failed(&second, "2026-01-03T12"), 2, "the current hour, afresh");
+        assert_eq!(failed(&second, "2026-01-01T08"), 1, "beyond the cache, counted again");
     }
 }

@@ -93,7 +93,9 @@ impl WebhookClient {
                     self.timeout.as_millis()
                 ))
             }
-            Err(error) => return failed(error_chain(&error)),
+            // Without the URL: its path may be a capability (many receivers' URLs are), and this text is
+            // logged and listed. The webhook's id and origin say which receiver it was.
+            Err(error) => return failed(error_chain(&error.without_url())),
         };
         let status = response.status();
         if status.is_success() {

@@ -4,15 +4,15 @@
 //! and `webhook-signature` (`v1,` and the base64 HMAC-SHA256 of `{id}.{timestamp}.{body}` under the
 //! subscription's `whsec_` secret).
 //!
-//! * [`store`]: subscriptions and their deliveries in the endpoint's SQLite store. A delivery keeps its own
+//! * `store.rs`: subscriptions and their deliveries in the endpoint's SQLite store. A delivery keeps its own
 //!   copy of the body, so retention pruning never takes a record a receiver has not had;
-//! * [`dispatcher`]: one task per subscription queues matching records, then delivers them one at a time, in
+//! * `dispatcher.rs`: one task per subscription queues matching records, then delivers them one at a time, in
 //!   order, retrying with exponential backoff and jitter for `webhooks.retry_window_ms`; a delivery that
 //!   exhausts it is marked failed (kept, counted) and its subscription paused until resumed;
-//! * [`client`]: the HTTPS client: TLS verified (public roots and the subscription's own CA), no redirects,
+//! * `client.rs`: the HTTPS client: TLS verified (public roots and the subscription's own CA), no redirects,
 //!   no proxy, and only addresses the [`AddressPolicy`] allows (no loopback, private or link-local network
 //!   unless `webhooks.allow_networks` names it), checked on every connection;
-//! * [`api`]: the app API (`/api/v1/webhooks...`).
+//! * `api.rs`: the app API (`/api/v1/webhooks...`).
 
 pub(crate) mod address;
 pub(crate) mod api;

@@ -271,7 +271,7 @@ async fn a_delivery_failing_for_its_whole_window_fails_pauses_and_is_sent_first_
 }
 
 #[tokio::test]
-async fn a_receiver_that_is_gone_pauses_its_webhook_and_redirects_are_not_followed() {
+async fn gone_pauses_a_webhook_redirects_are_not_followed_and_errors_hide_the_path() {
     let harness = Harness::start_with(quick).await;
     let gone = Receiver::start(|_| async { 410 }).await;
     let moving = Receiver::start(|_| async {
@@ -280,6 +280,18 @@ async fn a_receiver_that_is_gone_pauses_its_webhook_and_redirects_are_not_follow
     .await;
     let (gone_id, _) = harness.subscribe(&gone, json!({})).await;
     let (moving_id, _) = harness.subscribe(&moving, json!({})).await;
+    // Nothing listens there; the path is a capability, which errors (logged, listed) must not show.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = harness
+        .post_json(
+            "/api/v1/webhooks",
+            &json!({ "url": format!("https://127.0.0.1:{port}/hooks/capability-7f3a9c") }),
+        )
+        .await;
+    let refused: Value = refused.json().await.unwrap();
+    let refused_id = refused["id"].as_str().unwrap().to_owned();
     let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
     notify_jobs(&mut primary, 1, 1, 1).await;
     eventually(|| async { harness.webhook(&gone_id).await["pausedReason"] == "gone" }).await;
@@ -294,6 +306,9 @@ async fn a_receiver_that_is_gone_pauses_its_webhook_and_redirects_are_not_follow
     );
     assert_eq!(webhook["health"], "failing");
     assert_eq!(webhook["retrying"]["lastStatus"], 307);
+    eventually(|| async { harness.webhook(&refused_id).await["lastError"].is_string() }).await;
+    let error = harness.webhook(&refused_id).await["lastError"].as_str().unwrap().to_owned();
+    assert!(error.to_lowercase().contains("connect") && !error.contains("capability-7f3a9c"), "{error}");
     harness.endpoint.shutdown().await;
 }
 
