@@ -7,6 +7,10 @@
 //! the subscription is resumed: retried, or discarded on request), and counted either way. So what the
 //! dispatcher needs of the notification store is narrow: the records after a cursor, the newest cursor and
 //! the oldest one still kept (`Store::notifications`, `last_cursor`, `first_cursor`).
+//!
+//! Delivery progress (queueing, acknowledgements, failed attempts) is committed through a connection of its
+//! own with `synchronous = NORMAL` (see `Store::open` for why that loses nothing); creating, pausing,
+//! resuming and removing subscriptions go through the main writer, durable at once.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
@@ -487,7 +491,7 @@ impl Store {
         missed: u64,
     ) -> anyhow::Result<Option<u64>> {
         let created_at = crate::store::now();
-        let mut connection = self.lock();
+        let mut connection = self.lock_deliveries();
         let transaction = connection.transaction()?;
         let moved = transaction.execute(
             "UPDATE webhooks SET cursor = ?3, missed = missed + ?4 WHERE id = ?1 AND cursor = ?2",
@@ -546,7 +550,7 @@ impl Store {
 
     /// The receiver acknowledged a delivery: it is deleted and counted.
     pub(crate) fn delivery_succeeded(&self, id: &str, seq: i64) -> anyhow::Result<()> {
-        let mut connection = self.lock();
+        let mut connection = self.lock_deliveries();
         let transaction = connection.transaction()?;
         transaction.execute("DELETE FROM webhook_deliveries WHERE seq = ?1", params![seq])?;
         transaction.execute(
@@ -559,7 +563,7 @@ impl Store {
 
     /// An attempt failed and the delivery will be retried at `attempt.next_attempt_ms`.
     pub(crate) fn delivery_retried(&self, id: &str, seq: i64, attempt: &FailedAttempt) -> anyhow::Result<()> {
-        let mut connection = self.lock();
+        let mut connection = self.lock_deliveries();
         let transaction = connection.transaction()?;
         transaction.execute(
             "UPDATE webhook_deliveries SET attempts = ?2, first_attempt_ms = ?3, next_attempt_ms = ?4,
@@ -591,7 +595,7 @@ impl Store {
         detail: &str,
     ) -> anyhow::Result<()> {
         let now = crate::store::now();
-        let mut connection = self.lock();
+        let mut connection = self.lock_deliveries();
         let transaction = connection.transaction()?;
         transaction.execute(
             "UPDATE webhook_deliveries SET failed = 1, attempts = ?2, first_attempt_ms = ?3, last_status = ?4,
