@@ -61,8 +61,9 @@ pub const DEFAULT_WEBHOOK_REQUEST_TIMEOUT_MS: u64 = 15_000;
 pub const DEFAULT_WEBHOOK_MAX_PENDING: u64 = 10_000;
 /// Default number of webhook subscriptions.
 pub const DEFAULT_MAX_WEBHOOKS: usize = 100;
-/// Default largest webhook body: a record that would make a larger one is sent without its record.
-pub const DEFAULT_WEBHOOK_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Default largest webhook body: a record that would make a larger one is sent without its record. A JOB
+/// record's body is about 600 bytes; Standard Webhooks recommends bodies under 20 KB.
+pub const DEFAULT_WEBHOOK_MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 
 /// The endpoint's configuration (TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
