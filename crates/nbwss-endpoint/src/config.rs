@@ -62,7 +62,7 @@ pub const DEFAULT_WEBHOOK_MAX_PENDING: u64 = 10_000;
 /// Default number of webhook subscriptions.
 pub const DEFAULT_MAX_WEBHOOKS: usize = 100;
 /// Default largest webhook body: a record that would make a larger one is sent without its record. A JOB
-/// record's body is about 600 bytes; Standard Webhooks recommends bodies under 20 KB.
+/// record's body is about 500 bytes; Standard Webhooks recommends bodies under 20 KB.
 pub const DEFAULT_WEBHOOK_MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 
 /// The endpoint's configuration (TOML).
