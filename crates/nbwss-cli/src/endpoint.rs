@@ -1,12 +1,14 @@
-//! `nbwss endpoint ...`: run the cloud endpoint, and manage its tokens and API keys (on its data directory,
-//! while it runs or not: they share the SQLite store, and a running endpoint closes a revoked or rotated
-//! token's session, and ends a revoked API key's streams, within `limits.revocation_check_interval_ms`).
+//! `nbwss endpoint ...`: run the cloud endpoint, and manage its tokens, API keys and webhooks (on its data
+//! directory, while it runs or not: they share the SQLite store, and a running endpoint closes a revoked or
+//! rotated token's session, ends a revoked API key's streams, and starts, pauses or stops a webhook's
+//! deliveries, within `limits.revocation_check_interval_ms`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use nbwss_endpoint::webhooks::{NewWebhook, PauseReason, WebhookFilter, WebhookInfo};
 use nbwss_endpoint::{Endpoint, EndpointConfig, Store, TlsFiles};
 
 /// Default data directory when neither --data-dir nor a configuration file names one.
@@ -35,6 +37,12 @@ enum EndpointCommand {
     Apikey {
         #[command(subcommand)]
         command: ApiKeyCommand,
+    },
+    /// Webhooks: notification records POSTed to an HTTPS URL as they arrive, signed the Standard Webhooks
+    /// way (see docs/webhooks.md), retried until delivered, in order.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
     },
 }
 
@@ -170,6 +178,106 @@ enum ApiKeyCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum WebhookCommand {
+    /// Subscribe an HTTPS URL to notification records and print its id and signing secret (shown only this
+    /// once). Without filters it receives every record; each filter given narrows it. A running endpoint
+    /// starts delivering within a second.
+    Add {
+        /// The receiver: an https:// URL. Loopback, private and link-local addresses are refused unless the
+        /// configuration's webhooks.allow_networks names them.
+        url: String,
+        /// What the webhook is for, shown in lists.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Only this primary server's records (repeat for several).
+        #[arg(long = "primary", value_name = "NAME")]
+        primaries: Vec<String>,
+        /// Only this object kind, JOB or IMAGE (repeat for both).
+        #[arg(long = "object", value_name = "KIND")]
+        objects: Vec<String>,
+        /// Only JOB records in this state: QUEUED, ACTIVE, REQUEUED, DONE, SUSPENDED, INCOMPLETE (repeat for
+        /// several).
+        #[arg(long = "job-state", value_name = "STATE")]
+        job_states: Vec<String>,
+        /// Only JOB records whose status is not 0 (partially successful or failed). With --job-state DONE:
+        /// every job that did not fully succeed.
+        #[arg(long)]
+        nonzero_status: bool,
+        /// A file holding the signing secret (whsec_ and base64 of 24 to 64 bytes), or - for stdin; without
+        /// it one is generated.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// PEM CA certificates to trust for this receiver besides the public roots (a receiver whose
+        /// certificate a private CA issued). TLS is always verified.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Also deliver the stored records after this cursor [default: only records stored from now on].
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<i64>,
+        /// Print the webhook (and its secret) as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// List the webhooks with their state (active, failing, paused and why), held and delivered counts,
+    /// and the last error. Never their secrets.
+    List {
+        /// Print JSON, as GET /api/v1/webhooks does.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Remove a webhook and its held deliveries.
+    Remove {
+        /// The webhook's id (wh_...).
+        id: String,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Send a sample delivery (type webhook.test, signed) to a webhook's URL now and say what its receiver
+    /// answered. Exits non-zero when it was not delivered.
+    Test {
+        /// The webhook's id (wh_...).
+        id: String,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Pause a webhook: nothing is sent until it is resumed; records are still queued for it.
+    Pause {
+        /// The webhook's id (wh_...).
+        id: String,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Resume a paused webhook now: its failed deliveries are sent first, in order (or discarded with
+    /// --discard-failed), then the rest.
+    Resume {
+        /// The webhook's id (wh_...).
+        id: String,
+        /// Delete its failed deliveries instead of sending them again.
+        #[arg(long)]
+        discard_failed: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// List a webhook's held deliveries in order: pending (with attempts and the next one) and failed.
+    Deliveries {
+        /// The webhook's id (wh_...).
+        id: String,
+        /// Only the failed ones.
+        #[arg(long)]
+        failed: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+}
+
 /// Runs `nbwss endpoint`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -180,6 +288,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         EndpointCommand::Token { command } => token(command),
         EndpointCommand::Apikey { command } => api_key(command),
+        EndpointCommand::Webhook { command } => webhook(command),
     }
 }
 
@@ -312,4 +421,191 @@ fn api_key(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn webhook(command: WebhookCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        WebhookCommand::Add {
+            url,
+            description,
+            primaries,
+            objects,
+            job_states,
+            nonzero_status,
+            secret_file,
+            ca_file,
+            after,
+            json,
+            location,
+        } => {
+            let config = location.config()?;
+            let secret =
+                secret_file.map(|path| read_input(&path)).transpose()?.map(|text| text.trim().to_owned());
+            let ca_certificate = ca_file
+                .map(|path| {
+                    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+                })
+                .transpose()?;
+            let new = NewWebhook {
+                url,
+                description,
+                secret,
+                filter: WebhookFilter { primaries, objects, job_states, non_zero_status: nonzero_status },
+                ca_certificate,
+                after,
+            };
+            let created = Store::open(&config.data_dir)?.create_webhook(new, &config.webhooks, "cli")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!("id: {}", created.webhook.id);
+                println!("secret: {}", created.secret);
+            }
+            eprintln!(
+                "webhook {} created, from cursor {}. Its secret is shown only here: the receiver verifies each \
+                 delivery's signature with it (docs/webhooks.md). Try it with `nbwss endpoint webhook test {}`.",
+                created.webhook.id, created.webhook.cursor, created.webhook.id
+            );
+        }
+        WebhookCommand::List { json, location } => {
+            let webhooks = location.store()?.webhooks()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "webhooks": webhooks }))?);
+            } else if webhooks.is_empty() {
+                eprintln!("no webhooks");
+            }
+            if !json {
+                for webhook in &webhooks {
+                    println!("{}", webhook_line(webhook));
+                }
+            }
+        }
+        WebhookCommand::Remove { id, location } => {
+            if !location.store()?.remove_webhook(&id)? {
+                anyhow::bail!("no webhook '{id}' (see `nbwss endpoint webhook list`)");
+            }
+            println!("webhook {id} removed, with its held deliveries");
+        }
+        WebhookCommand::Test { id, location } => {
+            let config = location.config()?;
+            let store = Store::open(&config.data_dir)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let outcome =
+                runtime.block_on(nbwss_endpoint::webhooks::send_test(&config.webhooks, &store, &id))?;
+            let answered =
+                outcome.status.map_or_else(|| "no answer".to_owned(), |status| format!("HTTP {status}"));
+            if outcome.delivered {
+                println!(
+                    "delivered: {answered} in {} ms (webhook-id {})",
+                    outcome.elapsed_ms, outcome.message_id
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "not delivered: {} ({} ms, webhook-id {})",
+                outcome.error.unwrap_or(answered),
+                outcome.elapsed_ms,
+                outcome.message_id
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        WebhookCommand::Pause { id, location } => {
+            location.store()?.pause_webhook(&id, PauseReason::Manual, "paused from the command line")?;
+            println!("webhook {id} paused: records are queued, nothing is sent until `nbwss endpoint webhook resume {id}`");
+        }
+        WebhookCommand::Resume { id, discard_failed, location } => {
+            let store = location.store()?;
+            let failed = store.webhook(&id)?.map_or(0, |webhook| webhook.counts.failed);
+            store.resume_webhook(&id, discard_failed)?;
+            match (failed, discard_failed) {
+                (0, _) => println!("webhook {id} resumed"),
+                (failed, true) => println!("webhook {id} resumed; {failed} failed deliveries discarded"),
+                (failed, false) => {
+                    println!("webhook {id} resumed; its {failed} failed deliveries are sent first")
+                }
+            }
+        }
+        WebhookCommand::Deliveries { id, failed, json, location } => {
+            let store = location.store()?;
+            if store.webhook(&id)?.is_none() {
+                anyhow::bail!("no webhook '{id}' (see `nbwss endpoint webhook list`)");
+            }
+            let deliveries = store.webhook_deliveries(&id, failed.then_some(true), 1000)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "deliveries": deliveries }))?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if deliveries.is_empty() {
+                eprintln!("no deliveries held");
+            }
+            for delivery in deliveries {
+                let next = delivery.next_attempt_at.map(|at| format!("\tnext {at}")).unwrap_or_default();
+                let error =
+                    delivery.last_error.map(|error| format!("\tlast error: {error}")).unwrap_or_default();
+                println!(
+                    "{}\t{}\tcursor {}\t{} attempts{next}{error}",
+                    delivery.message_id,
+                    delivery.state,
+                    delivery.cursor.map_or_else(|| "-".to_owned(), |cursor| cursor.to_string()),
+                    delivery.attempts
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `webhook list`.
+fn webhook_line(webhook: &WebhookInfo) -> String {
+    let mut line = format!(
+        "{}\t{}\t{}\tpending {}\tfailed {}\tdelivered {}",
+        webhook.id,
+        webhook.health,
+        webhook.url,
+        webhook.counts.pending,
+        webhook.counts.failed,
+        webhook.counts.delivered_total
+    );
+    if webhook.counts.missed_total > 0 {
+        line.push_str(&format!("\tmissed {}", webhook.counts.missed_total));
+    }
+    let filter = &webhook.filter;
+    let mut filters = Vec::new();
+    for (name, values) in
+        [("primary", &filter.primaries), ("object", &filter.objects), ("job-state", &filter.job_states)]
+    {
+        if !values.is_empty() {
+            filters.push(format!("{name} {}", values.join(",")));
+        }
+    }
+    if filter.non_zero_status {
+        filters.push("nonzero-status".to_owned());
+    }
+    if !filters.is_empty() {
+        line.push_str(&format!("\t{}", filters.join(" ")));
+    }
+    if let Some(detail) = &webhook.pause_detail {
+        line.push_str(&format!("\tpaused: {detail}"));
+    } else if let Some(retry) = &webhook.retrying {
+        line.push_str(&format!(
+            "\tretrying ({} attempts, next {}): {}",
+            retry.attempts,
+            retry.next_attempt_at,
+            retry.last_error.as_deref().unwrap_or("")
+        ));
+    }
+    line
+}
+
+/// The text of a file, or of stdin for `-`.
+fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("cannot read stdin")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }

@@ -1,4 +1,4 @@
-//! The `nbwss-endpoint` command: the cloud endpoint and its tokens and API keys — the subcommands of
+//! The `nbwss-endpoint` command: the cloud endpoint and its tokens, API keys and webhooks — the subcommands of
 //! `nbwss endpoint` at the top level, with nothing else linked in.
 
 use std::path::Path;
@@ -32,8 +32,9 @@ struct Cli {
 const FILES: &str = "\
 Files (as installed from the nbwss-endpoint package):
   /etc/nbwss-endpoint/endpoint.toml  the configuration
-  /var/lib/nbwss-endpoint/           the data directory: the SQLite store of tokens, API keys and
-                                     notifications, and the generated certificate (endpoint-cert.pem)
+  /var/lib/nbwss-endpoint/           the data directory: the SQLite store of tokens, API keys,
+                                     notifications and webhooks, and the generated certificate
+                                     (endpoint-cert.pem)
   journalctl -u nbwss-endpoint       the log, with the certificate's SHA-256 fingerprint at each start";
 
 /// The command line of `nbwss-endpoint`; `packaged` makes the package's configuration file the default of
@@ -67,12 +68,12 @@ mod tests {
         command(true).debug_assert();
     }
 
-    /// run, token and apikey are at the top level; installed, every --config defaults to the package's file.
+    /// run, token, apikey and webhook are at the top level; installed, every --config defaults to the package's file.
     #[test]
     fn subcommands_and_packaged_defaults() {
         let command = command(true);
         let names: Vec<&str> = command.get_subcommands().map(clap::Command::get_name).collect();
-        assert_eq!(names, ["run", "token", "apikey"]);
+        assert_eq!(names, ["run", "token", "apikey", "webhook"]);
         let run = command.find_subcommand("run").expect("run");
         let config = run.get_arguments().find(|arg| arg.get_id() == "config").expect("--config");
         assert_eq!(config.get_default_values(), [ENDPOINT_CONFIG]);

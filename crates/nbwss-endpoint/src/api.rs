@@ -1,5 +1,6 @@
 //! The HTTP side: the router (`app(state)`), API-key checks, request logging with secrets redacted, the
-//! primary server list, and the unauthenticated routes (dashboard, OpenAPI document, health, metrics).
+//! primary server list, and the unauthenticated routes (dashboard, OpenAPI document, health, metrics). The
+//! feed is in `feed.rs`, the dashboard's aggregates in `stats.rs`, webhooks in `webhooks/api.rs`.
 
 use std::time::Instant;
 
@@ -7,13 +8,13 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{connection, feed, relay};
+use crate::{connection, feed, relay, stats, webhooks};
 
 /// The header that carries the app API key. `Authorization` is never used by the app API: on relay
 /// routes it belongs to NetBackup and passes through untouched.
@@ -33,6 +34,14 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/api/v1/primaries/{name}/netbackup/{*path}", any(relay::with_header))
         .route("/api/v1/notifications", get(feed::list))
         .route("/api/v1/notifications/stream", get(feed::stream))
+        .route("/api/v1/stats/activity", get(stats::activity))
+        .route("/api/v1/stats/relay", get(stats::relay))
+        .route("/api/v1/webhooks", get(webhooks::api::list).post(webhooks::api::create))
+        .route("/api/v1/webhooks/{id}", get(webhooks::api::show).delete(webhooks::api::remove))
+        .route("/api/v1/webhooks/{id}/test", post(webhooks::api::test))
+        .route("/api/v1/webhooks/{id}/pause", post(webhooks::api::pause))
+        .route("/api/v1/webhooks/{id}/resume", post(webhooks::api::resume))
+        .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::api::deliveries))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(keyed)
@@ -255,10 +264,26 @@ mod tests {
             "/relay/{apiKey}/{name}/netbackup/{path}",
             "/api/v1/notifications",
             "/api/v1/notifications/stream",
+            "/api/v1/stats/activity",
+            "/api/v1/stats/relay",
+            "/api/v1/webhooks",
+            "/api/v1/webhooks/{id}",
+            "/api/v1/webhooks/{id}/test",
+            "/api/v1/webhooks/{id}/pause",
+            "/api/v1/webhooks/{id}/resume",
+            "/api/v1/webhooks/{id}/deliveries",
             "/healthz",
             "/metrics",
         ] {
             assert!(document["paths"].get(path).is_some(), "{path}");
+        }
+        // Every reference resolves.
+        let text = document.to_string();
+        let references: Vec<&str> = text.split("\"$ref\":\"#/components/").skip(1).collect();
+        assert!(references.len() > 20, "{}", references.len());
+        for reference in references {
+            let pointer = format!("/components/{}", &reference[..reference.find('"').unwrap()]);
+            assert!(document.pointer(&pointer).is_some(), "{pointer}");
         }
     }
 }

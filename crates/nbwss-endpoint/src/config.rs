@@ -49,6 +49,21 @@ pub const DEFAULT_RETENTION_MAX_AGE_HOURS: u64 = 30 * 24;
 pub const DEFAULT_RETENTION_MAX_RECORDS: u64 = 500_000;
 /// Default interval between two prunings of the notification store.
 pub const DEFAULT_RETENTION_PRUNE_INTERVAL_MS: u64 = 60_000;
+/// Default time a webhook delivery is retried before it fails and its subscription is paused: a day.
+pub const DEFAULT_WEBHOOK_RETRY_WINDOW_MS: u64 = 24 * 3600 * 1000;
+/// Default delay before the first retry of a webhook delivery; each further retry waits twice as long.
+pub const DEFAULT_WEBHOOK_MIN_BACKOFF_MS: u64 = 5_000;
+/// Default longest delay between two attempts of a webhook delivery.
+pub const DEFAULT_WEBHOOK_MAX_BACKOFF_MS: u64 = 3600 * 1000;
+/// Default time a webhook receiver has to answer one delivery (Standard Webhooks recommends 15 to 30 s).
+pub const DEFAULT_WEBHOOK_REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// Default number of deliveries a subscription holds (pending or failed) before it stops queuing.
+pub const DEFAULT_WEBHOOK_MAX_PENDING: u64 = 10_000;
+/// Default number of webhook subscriptions.
+pub const DEFAULT_MAX_WEBHOOKS: usize = 100;
+/// Default largest webhook body: a record that would make a larger one is sent without its record. A JOB
+/// record's body is about 500 bytes; Standard Webhooks recommends bodies under 20 KB.
+pub const DEFAULT_WEBHOOK_MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 
 /// The endpoint's configuration (TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +94,9 @@ pub struct EndpointConfig {
     /// How long notifications are kept.
     #[serde(default)]
     pub retention: Retention,
+    /// Webhook deliveries.
+    #[serde(default)]
+    pub webhooks: Webhooks,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -143,6 +161,50 @@ pub struct Retention {
     pub max_records: u64,
     /// Interval between two prunings.
     pub prune_interval_ms: u64,
+}
+
+/// Webhook deliveries: how long and how often a delivery is retried, what a subscription may hold, and which
+/// private networks a webhook may reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// How long a delivery is retried, from its first attempt, before it is marked failed and its
+    /// subscription paused.
+    pub retry_window_ms: u64,
+    /// Delay before the first retry; each further retry waits twice as long (with jitter), up to
+    /// `max_backoff_ms`. A receiver's `Retry-After` lengthens it.
+    pub min_backoff_ms: u64,
+    /// Longest delay between two attempts.
+    pub max_backoff_ms: u64,
+    /// Time a receiver has to answer one delivery.
+    pub request_timeout_ms: u64,
+    /// Deliveries a subscription may hold (pending or failed); at the limit it stops queuing new records
+    /// until its receiver catches up, and records pruned meanwhile are counted as missed.
+    pub max_pending_per_webhook: u64,
+    /// Subscriptions the endpoint accepts.
+    pub max_webhooks: usize,
+    /// Largest body sent: a record that would make a larger one is sent without its record (`recordOmitted`),
+    /// for the receiver to read from the feed.
+    pub max_payload_bytes: usize,
+    /// Networks (CIDR, e.g. `10.1.0.0/16`, `127.0.0.1/32`) that webhooks may reach although they are
+    /// loopback, private, link-local or otherwise not public. Empty by default: webhooks reach public
+    /// addresses only.
+    pub allow_networks: Vec<String>,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Self {
+            retry_window_ms: DEFAULT_WEBHOOK_RETRY_WINDOW_MS,
+            min_backoff_ms: DEFAULT_WEBHOOK_MIN_BACKOFF_MS,
+            max_backoff_ms: DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
+            request_timeout_ms: DEFAULT_WEBHOOK_REQUEST_TIMEOUT_MS,
+            max_pending_per_webhook: DEFAULT_WEBHOOK_MAX_PENDING,
+            max_webhooks: DEFAULT_MAX_WEBHOOKS,
+            max_payload_bytes: DEFAULT_WEBHOOK_MAX_PAYLOAD_BYTES,
+            allow_networks: Vec::new(),
+        }
+    }
 }
 
 /// WebSocket keepalive: the endpoint pings every session and closes those that stop answering.
@@ -218,6 +280,7 @@ impl EndpointConfig {
             limits: Limits::default(),
             keepalive: Keepalive::default(),
             retention: Retention::default(),
+            webhooks: Webhooks::default(),
         }
     }
 
@@ -295,7 +358,7 @@ impl EndpointConfig {
         if self.keepalive.max_missed_pongs == 0 {
             anyhow::bail!("keepalive.max_missed_pongs: must be at least 1");
         }
-        Ok(())
+        self.webhooks.validate()
     }
 
     /// The `wss://` URL written into endpoint details: `public_url`, or one derived from `bind`.
@@ -337,6 +400,49 @@ impl EndpointConfig {
 
     pub(crate) fn ping_interval(&self) -> Duration {
         Duration::from_millis(self.keepalive.ping_interval_ms)
+    }
+}
+
+/// Longest webhook retry window accepted: 30 days.
+const MAX_WEBHOOK_RETRY_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
+
+impl Webhooks {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=MAX_WEBHOOK_RETRY_WINDOW_MS).contains(&self.retry_window_ms) {
+            anyhow::bail!(
+                "webhooks.retry_window_ms: must be from 1 to {MAX_WEBHOOK_RETRY_WINDOW_MS} milliseconds (30 days)"
+            );
+        }
+        for (key, value) in [
+            ("webhooks.min_backoff_ms", self.min_backoff_ms),
+            ("webhooks.max_backoff_ms", self.max_backoff_ms),
+            ("webhooks.request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if !(1..=MAX_INTERVAL_MS).contains(&value) {
+                anyhow::bail!("{key}: must be from 1 to {MAX_INTERVAL_MS} milliseconds (a day)");
+            }
+        }
+        if self.max_backoff_ms < self.min_backoff_ms {
+            anyhow::bail!(
+                "webhooks.max_backoff_ms: must be at least webhooks.min_backoff_ms ({})",
+                self.min_backoff_ms
+            );
+        }
+        if !(1..=10_000_000).contains(&self.max_pending_per_webhook) {
+            anyhow::bail!("webhooks.max_pending_per_webhook: must be from 1 to 10000000");
+        }
+        if !(1..=10_000).contains(&self.max_webhooks) {
+            anyhow::bail!("webhooks.max_webhooks: must be from 1 to 10000");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_payload_bytes) {
+            anyhow::bail!("webhooks.max_payload_bytes: must be from 1024 to 16777216");
+        }
+        crate::webhooks::AddressPolicy::new(&self.allow_networks)?;
+        Ok(())
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 }
 

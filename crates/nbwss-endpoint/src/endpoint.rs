@@ -1,6 +1,6 @@
 //! Starting and stopping a running endpoint: one TLS listener for the WebSocket endpoint, the app API and
-//! the dashboard, the revocation watcher and the notification pruner; every task owned and awaited at
-//! shutdown.
+//! the dashboard, the revocation watcher, the notification pruner and the webhook dispatcher; every task
+//! owned and awaited at shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::{loopback_if_wildcard, EndpointConfig};
 use crate::state::{AppState, Shared};
 use crate::store::Store;
-use crate::{api, listener, retention, revocation, tls};
+use crate::{api, listener, retention, revocation, tls, webhooks};
 
 /// The cloud WebSocket endpoint.
 pub struct Endpoint;
@@ -43,6 +43,7 @@ impl Endpoint {
             tokio::spawn(listener::serve(listener, tls, api::app(state.clone()), state.clone()));
         state.tracker.spawn(revocation::watch(state.clone()));
         state.tracker.spawn(retention::prune(state.clone()));
+        state.tracker.spawn(webhooks::dispatcher::supervise(state.clone()));
         let handle = EndpointHandle {
             state,
             local_addr,

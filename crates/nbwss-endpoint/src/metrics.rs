@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::relay_history::RelayHistory;
+
 type Labels = Vec<(String, String)>;
 
 /// The endpoint's metrics.
@@ -26,6 +28,13 @@ pub(crate) struct Metrics {
     pub notification_duplicates: Counter,
     pub nonconforming_records: Counter,
     pub notifications_pruned: Counter,
+    webhook_deliveries: Family<Labels, Counter>,
+    webhook_attempt_failures: Family<Labels, Counter>,
+    webhook_missed_records: Family<Labels, Counter>,
+    webhook_held: Family<Labels, Gauge>,
+    webhook_paused: Family<Labels, Gauge>,
+    /// Relayed calls per minute with their latency, for the dashboard.
+    pub relay_history: RelayHistory,
 }
 
 impl Metrics {
@@ -99,6 +108,32 @@ impl Metrics {
             "Notification records deleted by retention (retention.max_age_hours, retention.max_records)",
             notifications_pruned.clone(),
         );
+        let webhook_deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by subscription and outcome (delivered; failed: its retry window exhausted)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_attempt_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_attempt_failures",
+            "Failed attempts of webhook deliveries (retried), by subscription",
+            webhook_attempt_failures.clone(),
+        );
+        let webhook_missed_records = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_missed_records",
+            "Notification records pruned before a subscription could queue them, by subscription",
+            webhook_missed_records.clone(),
+        );
+        let webhook_held = Family::<Labels, Gauge>::default();
+        registry.register(
+            "webhook_held_deliveries",
+            "Deliveries a subscription holds, pending or failed (webhooks.max_pending_per_webhook)",
+            webhook_held.clone(),
+        );
+        let webhook_paused = Family::<Labels, Gauge>::default();
+        registry.register("webhook_paused", "1 when a subscription is paused", webhook_paused.clone());
         Self {
             registry,
             connected,
@@ -115,6 +150,12 @@ impl Metrics {
             notification_duplicates,
             nonconforming_records,
             notifications_pruned,
+            webhook_deliveries,
+            webhook_attempt_failures,
+            webhook_missed_records,
+            webhook_held,
+            webhook_paused,
+            relay_history: RelayHistory::default(),
         }
     }
 
@@ -126,9 +167,42 @@ impl Metrics {
         self.connections_refused.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).inc();
     }
 
-    pub fn relayed(&self, status: u16, seconds: f64) {
+    pub fn relayed(&self, primary: &str, status: u16, seconds: f64) {
         self.relayed.get_or_create(&vec![("status".to_owned(), status.to_string())]).inc();
         self.relay_seconds.observe(seconds);
+        self.relay_history.record(primary, status, seconds, chrono::Utc::now().timestamp());
+    }
+
+    pub fn webhook_delivered(&self, id: &str) {
+        self.webhook_deliveries.get_or_create(&webhook_outcome(id, "delivered")).inc();
+    }
+
+    pub fn webhook_failed(&self, id: &str) {
+        self.webhook_deliveries.get_or_create(&webhook_outcome(id, "failed")).inc();
+    }
+
+    pub fn webhook_attempt_failed(&self, id: &str) {
+        self.webhook_attempt_failures.get_or_create(&webhook(id)).inc();
+    }
+
+    pub fn webhook_missed(&self, id: &str, records: u64) {
+        self.webhook_missed_records.get_or_create(&webhook(id)).inc_by(records);
+    }
+
+    pub fn webhook_state(&self, id: &str, held: u64, paused: bool) {
+        self.webhook_held.get_or_create(&webhook(id)).set(i64::try_from(held).unwrap_or(i64::MAX));
+        self.webhook_paused.get_or_create(&webhook(id)).set(i64::from(paused));
+    }
+
+    /// Drops a removed subscription's series.
+    pub fn forget_webhook(&self, id: &str) {
+        for outcome in ["delivered", "failed"] {
+            self.webhook_deliveries.remove(&webhook_outcome(id, outcome));
+        }
+        self.webhook_attempt_failures.remove(&webhook(id));
+        self.webhook_missed_records.remove(&webhook(id));
+        self.webhook_held.remove(&webhook(id));
+        self.webhook_paused.remove(&webhook(id));
     }
 
     pub fn render(&self) -> String {
@@ -138,4 +212,12 @@ impl Metrics {
         }
         text
     }
+}
+
+fn webhook(id: &str) -> Labels {
+    vec![("webhook".to_owned(), id.to_owned())]
+}
+
+fn webhook_outcome(id: &str, outcome: &str) -> Labels {
+    vec![("webhook".to_owned(), id.to_owned()), ("outcome".to_owned(), outcome.to_owned())]
 }

@@ -87,7 +87,7 @@ async fn relay(state: AppState, name: String, uri: Option<String>, request: Requ
             response
         }
     };
-    state.metrics.relayed(response.status().as_u16(), started.elapsed().as_secs_f64());
+    state.metrics.relayed(&name, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 

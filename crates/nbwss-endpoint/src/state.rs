@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nbwss_protocol::Codec;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,6 +37,11 @@ pub(crate) struct Shared {
     /// Bumped when tokens or API keys changed (here or in another process); SSE streams then check that
     /// their API key is still valid.
     pub credentials: watch::Sender<u64>,
+    /// Woken when webhook subscriptions change through the app API, so the dispatcher need not wait for its
+    /// next look at the store.
+    pub webhook_changes: Notify,
+    /// The dashboard's counts of completed hours.
+    pub activity: Mutex<crate::stats::ActivityCache>,
     /// One-time provider URLs: id → (expiry, endpoint details JSON with the token).
     pub providers: Mutex<HashMap<String, (Instant, serde_json::Value)>>,
 }
@@ -64,6 +69,8 @@ impl Shared {
             tracker: TaskTracker::new(),
             feed: watch::channel(last_cursor).0,
             credentials: watch::channel(0).0,
+            webhook_changes: Notify::new(),
+            activity: Mutex::default(),
             providers: Mutex::new(HashMap::new()),
         })
     }

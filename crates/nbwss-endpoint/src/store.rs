@@ -3,8 +3,9 @@
 //! not conform to the guide's layout (liberal reception: stored and acknowledged all the same), pruned by
 //! age and count.
 //!
-//! Three connections: writes go through one, reads through another, and token and API-key checks (one on
-//! every call) through a third, so that they never wait behind a write's `fsync` or a page of the feed. In the running endpoint every call goes through
+//! Four connections: writes go through one, reads through another, and token and API-key checks (one on
+//! every call) through a third, so that they never wait behind a write's `fsync` or a page of the feed;
+//! webhook delivery progress is written through a fourth (see `webhooks/store.rs`). In the running endpoint every call goes through
 //! [`Store::run`], on tokio's blocking threads, never on the async workers. The command line uses the same
 //! store directly while the endpoint runs in another process; [`Store::credentials_version`] lets the
 //! endpoint notice its changes.
@@ -87,6 +88,8 @@ pub struct Store {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     credentials: Arc<Mutex<Connection>>,
+    /// Webhook delivery progress, committed without waiting for `fsync` (`synchronous = NORMAL`).
+    deliveries: Arc<Mutex<Connection>>,
     /// Changes to tokens and API keys made through this store (the other processes' show in
     /// `PRAGMA data_version`).
     credential_changes: Arc<AtomicU64>,
@@ -216,6 +219,7 @@ impl Store {
             writer.execute_batch("ALTER TABLE notifications ADD COLUMN problems TEXT")?;
         }
         writer.execute_batch(SCHEMA)?;
+        writer.execute_batch(crate::webhooks::store::SCHEMA)?;
         // IMMEDIATE: two processes opening an older store at once must not both create the counts.
         let transaction =
             rusqlite::Transaction::new_unchecked(&writer, rusqlite::TransactionBehavior::Immediate)?;
@@ -237,6 +241,17 @@ impl Store {
             writer: Arc::new(Mutex::new(writer)),
             reader: read_only()?,
             credentials: read_only()?,
+            deliveries: {
+                // NORMAL in WAL mode: a commit is atomic and survives a crash of the process, and a power
+                // loss can take only the last ones, those no later FULL commit has synced with the log. A
+                // lost queueing rolls back with its cursor (the records are queued again from the
+                // notifications, themselves committed with FULL); a lost acknowledgement sends a delivery
+                // again under the same webhook-id. Neither loses a record; one fsync per delivery would
+                // make the receivers wait on the disk, and the notifications behind them.
+                let connection = open()?;
+                connection.pragma_update(None, "synchronous", "NORMAL")?;
+                Arc::new(Mutex::new(connection))
+            },
             credential_changes: Arc::default(),
         })
     }
@@ -254,12 +269,17 @@ impl Store {
             .map_err(|error| anyhow::anyhow!("store task failed: {error}"))?
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back): keep going.
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn read(&self) -> MutexGuard<'_, Connection> {
+    /// The connection that records webhook delivery progress (see `webhooks/store.rs`).
+    pub(crate) fn lock_deliveries(&self) -> MutexGuard<'_, Connection> {
+        self.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn read(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -275,7 +295,8 @@ impl Store {
     /// Changes whenever tokens or API keys may have changed, through this store or another process's:
     /// compare two values to know whether to look again.
     pub fn credentials_version(&self) -> anyhow::Result<(i64, u64)> {
-        // data_version changes when another connection commits: on the writer, only other processes do.
+        // data_version changes when another connection commits: other processes, and this one's webhook
+        // delivery progress (then the watcher looks once for nothing, at most once per interval).
         let data_version: i64 = self.lock().query_row("PRAGMA data_version", [], |row| row.get(0))?;
         Ok((data_version, self.credential_changes.load(Ordering::Relaxed)))
     }
@@ -522,6 +543,13 @@ impl Store {
             .query_row("SELECT COALESCE(MAX(cursor), 0) FROM notifications", [], |row| row.get(0))?)
     }
 
+    /// The cursor of the oldest record still kept (0 when there is none): records before it were pruned.
+    pub fn first_cursor(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .read()
+            .query_row("SELECT COALESCE(MIN(cursor), 0) FROM notifications", [], |row| row.get(0))?)
+    }
+
     /// Records stored per primary server.
     pub fn notification_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let connection = self.read();
@@ -638,11 +666,16 @@ pub(crate) fn token_hash(token: &Secret) -> String {
 /// A new secret: 256 random bits, base64url without padding (43 characters).
 pub(crate) fn new_secret() -> String {
     let mut bytes = [0u8; 32];
-    // SystemRandom only fails when the OS has no randomness at all; fall back to rand's OS generator.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        rand::Rng::fill(&mut rand::rng(), &mut bytes);
-    }
+    random_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Fills `bytes` from the operating system's randomness.
+pub(crate) fn random_bytes(bytes: &mut [u8]) {
+    // SystemRandom only fails when the OS has no randomness at all; fall back to rand's OS generator.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes).is_err() {
+        rand::Rng::fill(&mut rand::rng(), bytes);
+    }
 }
 
 fn token_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
@@ -661,7 +694,7 @@ pub(crate) fn sha256_hex(secret: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()))
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 

@@ -9,8 +9,11 @@ mod interop;
 mod notify;
 mod packaged;
 mod protocol;
+#[path = "../../../nbwss-endpoint/tests/support/receiver.rs"]
+mod receiver;
 #[path = "../support/running_endpoint.rs"]
 mod running_endpoint;
 mod servers;
 mod up;
 mod util;
+mod webhooks;

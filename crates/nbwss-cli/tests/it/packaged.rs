@@ -265,12 +265,14 @@ fn the_packaged_endpoint_configuration_shows_the_defaults() {
     assert_eq!(shown.limits, defaults.limits, "{uncommented}");
     assert_eq!(shown.keepalive, defaults.keepalive, "{uncommented}");
     assert_eq!(shown.retention, defaults.retention, "{uncommented}");
+    assert_eq!(shown.webhooks, defaults.webhooks, "{uncommented}");
     // Every key of those sections is shown, so that a new limit does not go unmentioned.
     let shown: toml::Table = uncommented.parse().unwrap();
     let sections = [
         ("limits", toml::Value::try_from(&defaults.limits).unwrap()),
         ("keepalive", toml::Value::try_from(&defaults.keepalive).unwrap()),
         ("retention", toml::Value::try_from(&defaults.retention).unwrap()),
+        ("webhooks", toml::Value::try_from(&defaults.webhooks).unwrap()),
     ];
     for (section, all) in sections {
         let keys = |value: &toml::Value| {

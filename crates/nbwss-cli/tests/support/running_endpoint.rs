@@ -73,6 +73,12 @@ impl RunningEndpoint {
         }
     }
 
+    /// SIGKILL: no chance to finish a request, commit or say goodbye.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// The process id, for /proc/PID.
     pub fn pid(&self) -> u32 {
         self.child.id()

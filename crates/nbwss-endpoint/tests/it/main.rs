@@ -6,6 +6,9 @@ mod api;
 mod dashboard;
 mod edge;
 mod notifications;
+#[path = "../support/receiver.rs"]
+mod receiver;
 mod relay;
 mod util;
+mod webhooks;
 mod websocket;
