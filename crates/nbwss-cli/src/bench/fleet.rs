@@ -448,7 +448,7 @@ async fn keep_alive(mut socket: Socket, keepalive: Duration, index: usize, cance
                 }
             }
             incoming = socket.next() => match incoming {
-                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                None | Some(Err(_) | Ok(WsMessage::Close(_))) => return,
                 Some(Ok(_)) => {}
             },
         }

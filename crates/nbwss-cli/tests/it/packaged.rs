@@ -258,7 +258,7 @@ fn the_packaged_endpoint_configuration_shows_the_defaults() {
         .skip_while(|line| !line.starts_with("# Limits"))
         .map(|line| line.strip_prefix("# ").unwrap_or(line))
         .filter(|line| line.starts_with('[') || line.contains(" = "))
-        .map(|line| format!("{line}\n"))
+        .flat_map(|line| [line, "\n"])
         .collect();
     let shown = EndpointConfig::from_toml(&format!("data_dir = \"/tmp\"\n{uncommented}")).unwrap();
     let defaults = EndpointConfig::new("/tmp");
