@@ -18,7 +18,7 @@ use serde_json::json;
 
 /// Arguments of `nbwss notify`.
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["json", "job", "image"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["file", "job", "image"])))]
 pub struct Args {
     /// The service's data directory (its outbox is `notifications.sqlite3` there).
     #[arg(long, env = "NBWSS_DATA_DIR", value_name = "DIR")]
@@ -30,8 +30,9 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     wait: u64,
     /// Records as JSON (a record, an array of records, or payload elements): a file, or `-` for stdin.
-    #[arg(long, value_name = "FILE")]
-    json: Option<String>,
+    /// (`--json FILE`, the former spelling, is still accepted.)
+    #[arg(long, value_name = "FILE", alias = "json")]
+    file: Option<String>,
     /// Enqueue one JOB record built from the job flags.
     #[arg(long)]
     job: bool,
@@ -87,6 +88,9 @@ pub struct Args {
 
 /// Runs `nbwss notify`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if crate::used_flag("--json") {
+        eprintln!("note: `nbwss notify --json FILE` is deprecated; write `--file FILE`");
+    }
     let records = records_of(&args)?;
     anyhow::ensure!(
         args.data_dir.is_dir(),
@@ -136,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn records_of(args: &Args) -> anyhow::Result<Vec<Record>> {
-    let text = if let Some(source) = &args.json {
+    let text = if let Some(source) = &args.file {
         if source == "-" {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;

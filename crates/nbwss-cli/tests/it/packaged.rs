@@ -228,7 +228,7 @@ async fn the_endpoint_only_binary_runs_the_packaged_configuration() {
     let health = client.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
-    let token = run(ENDPOINT, &["token", "create", "--name", "primary1", "--config", &config_arg]);
+    let token = run(ENDPOINT, &["token", "create", "primary1", "--config", &config_arg]);
     assert_eq!(token.status, 0, "{}", token.stderr);
     // Without public_url the details name the loopback address of the configured port.
     assert!(token.stdout.contains("wss://127.0.0.1:8443/nbwss"), "{}", token.stdout);

@@ -153,7 +153,7 @@ fn validate_image(image: &ImageRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// Path of the admin API call that enqueues records (`POST`, body as for `nbwss notify --json`).
+/// Path of the admin API call that enqueues records (`POST`, body as for `nbwss notify --file`).
 pub const INGEST_PATH: &str = "/nbwss/notifications";
 
 /// The admin API route of local ingest, for the admin router (behind its authentication). The outbox comes
