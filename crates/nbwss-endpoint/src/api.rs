@@ -127,27 +127,9 @@ fn query_value(uri: &Uri, name: &str) -> Option<String> {
     })
 }
 
+/// A query value as a form encodes it: `+` is a space, `%XY` a byte (a malformed escape is kept as written).
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let decoded = (bytes[index] == b'%' && index + 2 < bytes.len())
-            .then(|| std::str::from_utf8(&bytes[index + 1..index + 3]).ok())
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match decoded {
-            Some(byte) => {
-                out.push(byte);
-                index += 3;
-            }
-            None => {
-                out.push(if bytes[index] == b'+' { b' ' } else { bytes[index] });
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&text.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 /// The request path and query with secrets replaced by `***`: the key segment of `/relay/{key}/...` and
@@ -278,6 +260,8 @@ mod tests {
         assert_eq!(redact(&uri), "/provider/***");
         let uri: Uri = "/api/v1/notifications/stream?api_key=a%2Bb&after=1".parse().unwrap();
         assert_eq!(query_value(&uri, API_KEY_QUERY).unwrap(), "a+b");
+        let uri: Uri = "/api/v1/notifications/stream?api_key=a+b%2%zz%41".parse().unwrap();
+        assert_eq!(query_value(&uri, API_KEY_QUERY).unwrap(), "a b%2%zzA");
     }
 
     #[test]
