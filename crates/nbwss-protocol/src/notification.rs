@@ -295,16 +295,20 @@ fn decode_image(record: &Fields<'_>) -> Result<ImageRecord, FieldError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn group_to_value_has_the_guide_keys() {
-        let group = NotificationGroup::images(vec![ImageRecord {
+    fn image() -> ImageRecord {
+        ImageRecord {
             client_type: "STANDARD".into(),
             client_name: "client1".into(),
             backup_time: 1,
             created_time: 2,
             operation_id: ImageOperation::Create,
             backup_id: "client1_1".into(),
-        }]);
+        }
+    }
+
+    #[test]
+    fn group_to_value_has_the_guide_keys() {
+        let group = NotificationGroup::images(vec![image()]);
         let value = group.to_value();
         assert_eq!(value["notificationType"], "INFO");
         assert_eq!(value["object"], "IMAGE");
@@ -315,14 +319,7 @@ mod tests {
     /// The public decoders read what `to_value` writes, and name the broken field under the path given.
     #[test]
     fn elements_and_bare_records_decode_with_their_path() {
-        let image = ImageRecord {
-            client_type: "STANDARD".into(),
-            client_name: "client1".into(),
-            backup_time: 1,
-            created_time: 2,
-            operation_id: ImageOperation::Create,
-            backup_id: "client1_1".into(),
-        };
+        let image = image();
         let group = NotificationGroup::images(vec![image.clone()]);
         assert_eq!(NotificationGroup::decode_element(&group.to_value(), "[0]").unwrap(), group);
         let record = serde_json::to_value(&image).unwrap();
