@@ -31,7 +31,6 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     wait: u64,
     /// Records as JSON (a record, an array of records, or payload elements): a file, or `-` for stdin.
-    /// (`--json FILE`, the former spelling, is still accepted.)
     #[arg(long, value_name = "FILE", alias = "json")]
     file: Option<String>,
     /// Enqueue one JOB record built from the job flags.

@@ -43,7 +43,7 @@ enum Scenario {
 /// Options every scenario has.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Common {
-    /// Also write the report as JSON to this file. (`--json FILE`, the former spelling, is still accepted.)
+    /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE", alias = "json")]
     out: Option<PathBuf>,
     /// Directory for the scenario's data directories (default: a new temporary directory, removed at the
