@@ -112,10 +112,13 @@ struct RunArgs {
 enum TokenCommand {
     /// Create (or rotate) the token of a primary server and print its endpoint details file (JSON) for the
     /// NetBackup administrator. The token is shown only this once.
+    #[command(group(clap::ArgGroup::new("primary").required(true).args(["name", "name_flag"])))]
     Create {
         /// The primary server's name.
-        #[arg(long)]
-        name: String,
+        name: Option<String>,
+        /// The same, as the deprecated `--name NAME` (still accepted).
+        #[arg(long = "name", value_name = "NAME", hide = true)]
+        name_flag: Option<String>,
         /// Server group of the endpoint in NetBackup.
         #[arg(long, default_value = "default")]
         group: String,
@@ -143,6 +146,9 @@ enum TokenCommand {
     /// List the primary servers that have a token: never the tokens, only their fingerprints (`sha256:` and
     /// 16 hexadecimal digits), which `nbwss servers show` on the NetBackup side shows for comparison.
     List {
+        /// Print JSON: an array of {name, groupId, priority, createdAt, tokenFingerprint}.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         location: Location,
     },
@@ -166,6 +172,9 @@ enum ApiKeyCommand {
     },
     /// List the API keys' names.
     List {
+        /// Print JSON: an array of {name, createdAt}.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         location: Location,
     },
@@ -339,7 +348,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TokenCommand::Create { name, group, priority, url, location } => {
+        TokenCommand::Create { name, name_flag, group, priority, url, location } => {
+            if name_flag.is_some() {
+                eprintln!("note: `token create NAME` is deprecated; write `token create NAME`");
+            }
+            let name = name.or(name_flag).unwrap_or_default();
             let config = location.config()?;
             let url = details_url(&config, url)?;
             let details = open_store(&config.data_dir)?.create_token(&name, &group, priority, &url)?;
@@ -352,7 +365,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let store = open_store(&config.data_dir)?;
             let Some(old) = store.token(&name)? else {
                 anyhow::bail!(
-                    "no token named '{name}': create one with `nbwss endpoint token create --name {name}`"
+                    "no token named '{name}': create one with `nbwss endpoint token create {name}`"
                 );
             };
             let details = store.create_token(&name, &old.group_id, old.priority, &url)?;
@@ -362,8 +375,12 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                  hand this file to the NetBackup administrator"
             );
         }
-        TokenCommand::List { location } => {
+        TokenCommand::List { json, location } => {
             let tokens = location.store()?.list_tokens()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if tokens.is_empty() {
                 eprintln!("no tokens");
             }
@@ -404,8 +421,12 @@ fn api_key(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 "API key '{name}' created; it is shown only here. Send it in the X-NBWSS-API-Key header."
             );
         }
-        ApiKeyCommand::List { location } => {
+        ApiKeyCommand::List { json, location } => {
             let keys = location.store()?.list_api_keys()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if keys.is_empty() {
                 eprintln!("no API keys");
             }

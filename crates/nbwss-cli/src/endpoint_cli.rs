@@ -66,6 +66,8 @@ mod tests {
     fn the_command_line_is_consistent() {
         command(false).debug_assert();
         command(true).debug_assert();
+        let violations = crate::conventions::violations(&command(true));
+        assert!(violations.is_empty(), "{}", violations.join("\n"));
     }
 
     /// run, token, apikey and webhook are at the top level; installed, every --config defaults to the package's file.

@@ -12,6 +12,8 @@
 pub mod bench;
 #[cfg(feature = "full")]
 pub mod conformance;
+#[doc(hidden)]
+pub mod conventions;
 #[cfg(feature = "full")]
 pub mod emulator;
 #[cfg(feature = "endpoint")]
@@ -39,6 +41,17 @@ mod wire;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
+
+/// Whether the process's arguments spell `flag` (`--flag` or `--flag=...`): how a deprecated spelling kept
+/// as an alias is noticed, to say what to write instead.
+#[cfg(feature = "service")]
+pub(crate) fn used_flag(flag: &str) -> bool {
+    std::env::args_os().skip(1).take_while(|arg| arg != "--").any(|arg| {
+        arg.to_str().is_some_and(|arg| {
+            arg == flag || arg.strip_prefix(flag).is_some_and(|rest| rest.starts_with('='))
+        })
+    })
+}
 
 /// Prints a command's error the same way in every binary and turns it into the exit status.
 pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {

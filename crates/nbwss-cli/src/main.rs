@@ -55,3 +55,25 @@ fn main() -> ExitCode {
         Command::Conformance(args) => conformance::run(args),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// The whole command tree follows the command-line conventions (README.md).
+    #[test]
+    fn the_command_line_follows_the_conventions() {
+        let command = super::Cli::command();
+        command.clone().debug_assert();
+        let violations = nbwss_cli::conventions::violations(&command);
+        assert!(violations.is_empty(), "{}", violations.join("\n"));
+        // The walk reaches the list and show commands (servers, token, apikey, webhook, ...).
+        let mut listings = 0;
+        let mut pending = vec![command];
+        while let Some(command) = pending.pop() {
+            listings += usize::from(matches!(command.get_name(), "list" | "show"));
+            pending.extend(command.get_subcommands().cloned());
+        }
+        assert!(listings >= 5, "{listings} list and show commands found");
+    }
+}

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::ArgGroup;
-use nbwss_protocol::{unix_now, Properties};
+use nbwss_protocol::{
+    unix_now, ImageOperation, ImageRecord, JobRecord, JobState, JobType, Properties, ScheduleType,
+};
 use nbwss_service::notify::{ingest, notifications, OutboxError, Record};
-use serde_json::json;
 
 /// Arguments of `nbwss notify`.
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["json", "job", "image"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["file", "job", "image"])))]
 pub struct Args {
     /// The service's data directory (its outbox is `notifications.sqlite3` there).
     #[arg(long, env = "NBWSS_DATA_DIR", value_name = "DIR")]
@@ -30,8 +31,8 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     wait: u64,
     /// Records as JSON (a record, an array of records, or payload elements): a file, or `-` for stdin.
-    #[arg(long, value_name = "FILE")]
-    json: Option<String>,
+    #[arg(long, value_name = "FILE", alias = "json")]
+    file: Option<String>,
     /// Enqueue one JOB record built from the job flags.
     #[arg(long)]
     job: bool,
@@ -87,6 +88,9 @@ pub struct Args {
 
 /// Runs `nbwss notify`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if crate::used_flag("--json") {
+        eprintln!("note: `nbwss notify --json FILE` is deprecated; write `--file FILE`");
+    }
     let records = records_of(&args)?;
     anyhow::ensure!(
         args.data_dir.is_dir(),
@@ -136,29 +140,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn records_of(args: &Args) -> anyhow::Result<Vec<Record>> {
-    let text = if let Some(source) = &args.json {
-        if source == "-" {
+    let invalid = |problem: String| anyhow::anyhow!("invalid notification record: {problem}");
+    let record = if let Some(source) = &args.file {
+        let text = if source == "-" {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
             text
         } else {
             std::fs::read_to_string(source).with_context(|| format!("cannot read {source}"))?
-        }
+        };
+        return ingest::parse_records(&text).map_err(invalid);
     } else if args.job {
         let job_id = args.job_id.context("--job needs --job-id")?;
-        json!({
-            "scheduleType": args.schedule_type,
-            "clientName": args.client_name.clone().unwrap_or_default(),
-            "status": args.status,
-            "startTime": args.start_time.unwrap_or_else(unix_now),
-            "state": args.state,
-            "policyName": args.policy_name,
-            "parentJobId": args.parent_job_id.unwrap_or(job_id),
-            "jobId": job_id,
-            "policyType": args.policy_type,
-            "jobType": args.job_type,
+        Record::Job(JobRecord {
+            schedule_type: ScheduleType::from(args.schedule_type.as_str()),
+            client_name: args.client_name.clone().unwrap_or_default(),
+            status: args.status,
+            start_time: args.start_time.unwrap_or_else(unix_now),
+            state: JobState::from(args.state.as_str()),
+            policy_name: args.policy_name.clone(),
+            parent_job_id: args.parent_job_id.unwrap_or(job_id),
+            job_id,
+            policy_type: args.policy_type.clone(),
+            job_type: JobType::from(args.job_type.as_str()),
         })
-        .to_string()
     } else {
         let backup_id = args.backup_id.clone().context("--image needs --backup-id")?;
         let (client, time) =
@@ -167,15 +172,15 @@ fn records_of(args: &Args) -> anyhow::Result<Vec<Record>> {
             Some(time) => time,
             None => time.parse().context("--backup-id must end with _<backupTime in Unix seconds>")?,
         };
-        json!({
-            "clientType": args.client_type,
-            "clientName": args.client_name.clone().unwrap_or_else(|| client.to_owned()),
-            "backupTime": backup_time,
-            "createdTime": args.created_time.unwrap_or_else(unix_now),
-            "operationId": args.operation,
-            "backupId": backup_id,
+        Record::Image(ImageRecord {
+            client_type: args.client_type.clone(),
+            client_name: args.client_name.clone().unwrap_or_else(|| client.to_owned()),
+            backup_time,
+            created_time: args.created_time.unwrap_or_else(unix_now),
+            operation_id: ImageOperation::from(args.operation.as_str()),
+            backup_id,
         })
-        .to_string()
     };
-    ingest::parse_records(&text).map_err(|problem| anyhow::anyhow!("invalid notification record: {problem}"))
+    ingest::validate(&record).map_err(invalid)?;
+    Ok(vec![record])
 }

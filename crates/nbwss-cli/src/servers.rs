@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use nbwss_protocol::{parse_endpoint_details, HostObject, HostState, HostUpdate};
+use nbwss_service::admin::ProbeFailure;
 use nbwss_service::{AdminClient, AdminError};
 
 /// Arguments of `nbwss servers`.
@@ -366,14 +367,16 @@ fn explain(client: &AdminClient, error: AdminError, host: Option<&str>) -> anyho
         (AdminError::Api { status: 409, .. }, Some(host)) => {
             format!("; renew it with `nbwss servers update {host}`")
         }
-        (AdminError::Api { status: 500, message, .. }, _) if message.contains("TLS handshake") => {
-            "; check that the URL is the endpoint's wss:// address and that it presents a valid certificate"
-                .to_owned()
-        }
-        (AdminError::Api { status: 500, message, .. }, _) if message.contains("cannot be reached") => {
-            "; check the URL, the outbound firewall and proxy, and the endpoint's TLS".to_owned()
-        }
-        _ => String::new(),
+        _ => match error.probe_failure() {
+            Some(ProbeFailure::TlsHandshake) => {
+                "; check that the URL is the endpoint's wss:// address and that it presents a valid certificate"
+                    .to_owned()
+            }
+            Some(ProbeFailure::Unreachable) => {
+                "; check the URL, the outbound firewall and proxy, and the endpoint's TLS".to_owned()
+            }
+            None => String::new(),
+        },
     };
     anyhow::anyhow!("{error}{hint}")
 }

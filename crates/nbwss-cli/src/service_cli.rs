@@ -81,6 +81,8 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         command().debug_assert();
+        let violations = crate::conventions::violations(&command());
+        assert!(violations.is_empty(), "{}", violations.join("\n"));
     }
 
     /// The subcommands an administrator needs on the primary server are there, at the top level, and the

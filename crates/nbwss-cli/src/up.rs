@@ -215,7 +215,11 @@ async fn demo_backups(emulator: &EmulatorHandle, interval: Duration) {
     for policy in rotation.iter().cycle() {
         ticker.tick().await;
         match emulator.start_backup(policy, None) {
-            Ok(jobs) => println!("demo: started a backup of policy {policy} (job {jobs:?})"),
+            Ok(jobs) => {
+                let jobs: Vec<String> = jobs.iter().map(ToString::to_string).collect();
+                let noun = if jobs.len() == 1 { "job" } else { "jobs" };
+                println!("demo: started a backup of policy {policy} ({noun} {})", jobs.join(", "));
+            }
             Err(error) => println!("demo: could not start a backup of {policy}: {error:#}"),
         }
     }

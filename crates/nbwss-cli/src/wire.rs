@@ -34,7 +34,10 @@ pub(crate) async fn save_and_connect(
     let until = tokio::time::Instant::now() + deadline;
     while !endpoint.connected_primaries().iter().any(|connected| connected == name) {
         if tokio::time::Instant::now() > until {
-            bail!("the service did not connect to the endpoint within {deadline:?}; see the logs above");
+            bail!(
+                "the service did not connect to the endpoint within {} s; see the logs above",
+                deadline.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

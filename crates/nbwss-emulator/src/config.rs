@@ -8,8 +8,8 @@ use std::time::Duration;
 /// The port of a real primary server (PBX).
 pub const DEFAULT_PORT: u16 = 1556;
 /// The API version assumed when a request names none: the newest the emulator serves, so that a client
-/// reading Veritas' current documents gets the shapes they describe (the REST API notes, §2.2, say a real
-/// server's default is not documented).
+/// reading Veritas' current documents gets the shapes they describe (`docs/netbackup-rest-api.md` §2.2 says a
+/// real server's default is not documented).
 pub const DEFAULT_API_VERSION: &str = "14.0";
 /// The emulated duration of a backup job when not configured.
 pub const DEFAULT_JOB_DURATION: Duration = Duration::from_secs(10 * 60);

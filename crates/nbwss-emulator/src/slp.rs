@@ -146,7 +146,7 @@ pub(crate) fn normalise(
     attributes.remove("versionNumber");
     let list = match attributes.get("operationList") {
         Some(Value::Array(list)) if !list.is_empty() => list.clone(),
-        Some(Value::Array(_)) | None | Some(Value::Null) => {
+        Some(Value::Array(_) | Value::Null) | None => {
             return Err(ApiError::bad_attribute("operationList", "required: at least one operation"))
         }
         Some(_) => return Err(ApiError::bad_attribute("operationList", "must be a list of operations")),

@@ -2,6 +2,7 @@
 //! order is the order in which clients could observe the changes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -183,7 +184,11 @@ impl Inner {
 
     /// A random token, hex.
     pub(crate) fn random_token(&mut self, bytes: usize) -> String {
-        (0..bytes).map(|_| format!("{:02x}", self.rng.random::<u8>())).collect()
+        let mut token = String::with_capacity(2 * bytes);
+        for _ in 0..bytes {
+            let _ = write!(token, "{:02x}", self.rng.random::<u8>());
+        }
+        token
     }
 
     /// The user a credential (token or API key) belongs to.

@@ -5,10 +5,10 @@
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, on, post, MethodFilter};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -31,7 +31,7 @@ const OPENAPI: &str = include_str!("openapi.json");
 pub(crate) fn app(state: AppState) -> Router {
     let keyed = Router::new()
         .route("/api/v1/primaries", get(primaries))
-        .route("/api/v1/primaries/{name}/netbackup/{*path}", any(relay::with_header))
+        .route("/api/v1/primaries/{name}/netbackup/{*path}", on(relayed_methods(), relay::with_header))
         .route("/api/v1/notifications", get(feed::list))
         .route("/api/v1/notifications/stream", get(feed::stream))
         .route("/api/v1/stats/activity", get(stats::activity))
@@ -45,16 +45,42 @@ pub(crate) fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(keyed)
-        .route("/relay/{key}/{name}/netbackup/{*path}", any(relay::with_capability))
+        .route("/relay/{key}/{name}/netbackup/{*path}", on(relayed_methods(), relay::with_capability))
         .route(&state.config.websocket_path, get(connection::upgrade))
         .route("/", get(dashboard))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/provider/{id}", get(provider))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        // Before the API key is checked (it guards routes, not their fallbacks), with `Allow` added by axum.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.limits.max_message_bytes))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// The methods the relay carries (a COMMAND's `method`, D6); any other is answered 405 before the API key is
+/// checked.
+fn relayed_methods() -> MethodFilter {
+    [
+        MethodFilter::POST,
+        MethodFilter::PUT,
+        MethodFilter::PATCH,
+        MethodFilter::DELETE,
+        MethodFilter::HEAD,
+        MethodFilter::OPTIONS,
+    ]
+    .into_iter()
+    .fold(MethodFilter::GET, MethodFilter::or)
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::method_not_allowed(&method)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::no_route(&redact(&uri))
 }
 
 /// The API key a request was authenticated with, as the store keeps it (its SHA-256): a stream checks it
@@ -101,27 +127,9 @@ fn query_value(uri: &Uri, name: &str) -> Option<String> {
     })
 }
 
+/// A query value as a form encodes it: `+` is a space, `%XY` a byte (a malformed escape is kept as written).
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let decoded = (bytes[index] == b'%' && index + 2 < bytes.len())
-            .then(|| std::str::from_utf8(&bytes[index + 1..index + 3]).ok())
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match decoded {
-            Some(byte) => {
-                out.push(byte);
-                index += 3;
-            }
-            None => {
-                out.push(if bytes[index] == b'+' { b' ' } else { bytes[index] });
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&text.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 /// The request path and query with secrets replaced by `***`: the key segment of `/relay/{key}/...` and
@@ -252,6 +260,8 @@ mod tests {
         assert_eq!(redact(&uri), "/provider/***");
         let uri: Uri = "/api/v1/notifications/stream?api_key=a%2Bb&after=1".parse().unwrap();
         assert_eq!(query_value(&uri, API_KEY_QUERY).unwrap(), "a+b");
+        let uri: Uri = "/api/v1/notifications/stream?api_key=a+b%2%zz%41".parse().unwrap();
+        assert_eq!(query_value(&uri, API_KEY_QUERY).unwrap(), "a b%2%zzA");
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! Errors of the app API as JSON bodies: `{"error": {"code": "...", "message": "..."}}`. Internal
 //! details go to the log, never to the client.
 
-use axum::http::StatusCode;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 /// An app API error.
@@ -41,6 +45,24 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
     }
 
+    /// A method the route does not answer; the router adds the `Allow` header naming those it does.
+    pub fn method_not_allowed(method: &Method) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route does not answer {method}; the Allow header lists the methods it answers"),
+        )
+    }
+
+    /// A path no route answers.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("no route answers {path}; see /api/v1/openapi.json"),
+        )
+    }
+
     /// Logs the real cause and answers a generic 500.
     pub fn internal(error: &anyhow::Error) -> Self {
         tracing::error!("internal error: {error:#}");
@@ -64,4 +86,23 @@ impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
         Self::internal(&error)
     }
+}
+
+/// `axum::extract::Query` whose rejection is an `ApiError` (the JSON error body, 400) rather than axum's
+/// plain-text one.
+pub(crate) struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(query_rejection(&rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: &QueryRejection) -> ApiError {
+    ApiError::bad_request(rejection.body_text())
 }

@@ -101,13 +101,9 @@ async fn relay_call(
     if state.registry.get(name).is_none() {
         return Err(not_connected(state, name).await);
     }
-    let method = Method::parse(request.method().as_str()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "NBWSS relays GET, POST, PUT, PATCH, DELETE, HEAD and OPTIONS",
-        )
-    })?;
+    // The router admits only the methods a COMMAND carries (`api::relayed_methods`).
+    let method = Method::parse(request.method().as_str())
+        .ok_or_else(|| ApiError::method_not_allowed(request.method()))?;
     let headers = relayed_headers(request.headers());
     let limit = state.config.limits.max_message_bytes;
     // The body is read before a relay slot is taken, under its own deadline: a slow upload holds no slot.

@@ -198,6 +198,12 @@ impl NotificationGroup {
         self.encode()
     }
 
+    /// Decodes one payload element (`{"notificationType", "object", "data"}`) as a NOTIFICATION REQUEST
+    /// carries it; an error names the field under `path` (e.g. `payload[0]`).
+    pub fn decode_element(element: &Value, path: &str) -> Result<Self, FieldError> {
+        Self::decode(&Fields::of(element, path)?)
+    }
+
     pub(crate) fn decode(group: &Fields<'_>) -> Result<Self, FieldError> {
         let notification_type = NotificationType::from(group.non_empty_string("notificationType")?);
         let object = group.non_empty_string("object")?;
@@ -243,6 +249,22 @@ fn to_values<T: Serialize>(records: &[T]) -> Vec<Value> {
     records.iter().map(|record| serde_json::to_value(record).unwrap_or(Value::Null)).collect()
 }
 
+impl JobRecord {
+    /// Decodes one JOB record as a payload element's `data` carries it (§6.3); an error names the field under
+    /// `path`.
+    pub fn decode_value(record: &Value, path: &str) -> Result<Self, FieldError> {
+        decode_job(&Fields::of(record, path)?)
+    }
+}
+
+impl ImageRecord {
+    /// Decodes one IMAGE record as a payload element's `data` carries it (§6.3); an error names the field
+    /// under `path`.
+    pub fn decode_value(record: &Value, path: &str) -> Result<Self, FieldError> {
+        decode_image(&Fields::of(record, path)?)
+    }
+}
+
 fn decode_job(record: &Fields<'_>) -> Result<JobRecord, FieldError> {
     Ok(JobRecord {
         schedule_type: ScheduleType::from(record.string("scheduleType")?),
@@ -273,20 +295,40 @@ fn decode_image(record: &Fields<'_>) -> Result<ImageRecord, FieldError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn group_to_value_has_the_guide_keys() {
-        let group = NotificationGroup::images(vec![ImageRecord {
+    fn image() -> ImageRecord {
+        ImageRecord {
             client_type: "STANDARD".into(),
             client_name: "client1".into(),
             backup_time: 1,
             created_time: 2,
             operation_id: ImageOperation::Create,
             backup_id: "client1_1".into(),
-        }]);
+        }
+    }
+
+    #[test]
+    fn group_to_value_has_the_guide_keys() {
+        let group = NotificationGroup::images(vec![image()]);
         let value = group.to_value();
         assert_eq!(value["notificationType"], "INFO");
         assert_eq!(value["object"], "IMAGE");
         assert_eq!(value["data"][0]["backupId"], "client1_1");
         assert_eq!(value["data"][0].as_object().unwrap().len(), 6);
+    }
+
+    /// The public decoders read what `to_value` writes, and name the broken field under the path given.
+    #[test]
+    fn elements_and_bare_records_decode_with_their_path() {
+        let image = image();
+        let group = NotificationGroup::images(vec![image.clone()]);
+        assert_eq!(NotificationGroup::decode_element(&group.to_value(), "[0]").unwrap(), group);
+        let record = serde_json::to_value(&image).unwrap();
+        assert_eq!(ImageRecord::decode_value(&record, "[0]").unwrap(), image);
+        let mut broken = record;
+        broken["backupTime"] = Value::String("yesterday".into());
+        let error = ImageRecord::decode_value(&broken, "[3]").unwrap_err();
+        assert_eq!(error.path, "[3].backupTime", "{error}");
+        let error = JobRecord::decode_value(&Value::Null, "[1]").unwrap_err();
+        assert_eq!(error.path, "[1]", "{error}");
     }
 }

@@ -153,6 +153,50 @@ fn host_object(value: &Value) -> Result<HostObject, ApiError> {
         .map_err(|error| ApiError::bad_request(format!("Invalid WebSocket server: {error}")))
 }
 
+/// Why a WebSocket server could not be validated (`validatehost`, `save`, `update`): answered as a 500 whose
+/// `errorMessage` is [`ProbeFailure::message`] (NetBackup's error body has no code for it);
+/// [`crate::AdminError::probe_failure`] reads it back, so that callers branch on this, not on English text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// No TCP connection (or through the proxy), or the connection ended before TLS began.
+    Unreachable,
+    /// TCP connected, and the TLS handshake failed or did not finish in time.
+    TlsHandshake,
+}
+
+impl ProbeFailure {
+    /// Every failure, for reading one back.
+    pub const ALL: [ProbeFailure; 2] = [ProbeFailure::Unreachable, ProbeFailure::TlsHandshake];
+
+    /// The text around the URL in the `errorMessage` that carries this failure.
+    fn around_url(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Unreachable => ("The WebSocket server at ", " cannot be reached."),
+            Self::TlsHandshake => ("The TLS handshake with the WebSocket server at ", " failed."),
+        }
+    }
+
+    /// The `errorMessage` that carries this failure for `url`.
+    pub fn message(self, url: &str) -> String {
+        let (before, after) = self.around_url();
+        format!("{before}{url}{after}")
+    }
+
+    /// The failure an `errorMessage` carries, if it carries one.
+    pub fn of_message(message: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|failure| {
+            let (before, after) = failure.around_url();
+            message.len() > before.len() + after.len()
+                && message.starts_with(before)
+                && message.ends_with(after)
+        })
+    }
+
+    fn error(self, url: &str, reason: String) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, self.message(url), vec![reason])
+    }
+}
+
 /// Connects to the URL's host and port and returns the certificate it presents.
 pub async fn fetch_certificate(
     connector: &Connector,
@@ -161,24 +205,14 @@ pub async fn fetch_certificate(
 ) -> Result<CertificateInfo, ApiError> {
     let verifier = PinnedVerifier::capturing();
     let result = crate::session::open_tls(connector, url, &verifier, handshake_timeout).await;
-    let unreachable = |reason: String| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("The WebSocket server at {url} cannot be reached."),
-            vec![reason],
-        )
-    };
+    let unreachable = |reason: String| ProbeFailure::Unreachable.error(url, reason);
     match (result, verifier.seen()) {
         (Ok(_stream), Some(der)) => {
             CertificateInfo::from_der(&der).map_err(|error| unreachable(error.to_string()))
         }
         (Ok(_), None) => Err(unreachable("the server presented no certificate".into())),
         (Err(ended), _) if ended.close_status == nbwss_protocol::CloseStatus::TlsHandshakeFailure => {
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("The TLS handshake with the WebSocket server at {url} failed."),
-                vec![ended.reason],
-            ))
+            Err(ProbeFailure::TlsHandshake.error(url, ended.reason))
         }
         (Err(ended), _) => Err(unreachable(ended.reason)),
     }

@@ -31,6 +31,16 @@ pub enum AdminError {
     },
 }
 
+impl AdminError {
+    /// Why the WebSocket server could not be validated, when that is what the service answered.
+    pub fn probe_failure(&self) -> Option<crate::admin::ProbeFailure> {
+        match self {
+            Self::Api { status: 500, message, .. } => crate::admin::ProbeFailure::of_message(message),
+            _ => None,
+        }
+    }
+}
+
 fn details_suffix(details: &[String]) -> String {
     if details.is_empty() {
         String::new()

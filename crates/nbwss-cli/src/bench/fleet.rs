@@ -98,14 +98,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let scratch = args.common.scratch()?;
     let data_dir = scratch.path().join("endpoint");
     let port = free_port()?;
-    let mut config = EndpointConfig::new(&data_dir);
-    config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    config.keepalive.ping_interval_ms = args.keepalive * 1000;
-    // Every simulated service connects from 127.0.0.1: in production each primary server has its own
-    // address, so the per-address cap of connections waiting for CONNECT must not throttle them here (the
-    // cap in all keeps its default, as in production).
-    config.limits.max_pending_per_address = config.limits.max_pending_per_address.max(services);
-    config.limits.max_connections = config.limits.max_connections.max(services + 1024);
+    let config = endpoint_config(args, services, &data_dir, port);
     let config_file = scratch.path().join("endpoint.toml");
     std::fs::write(&config_file, toml::to_string(&config)?)?;
     let websocket_url = config.websocket_url_for(config.bind);
@@ -219,6 +212,40 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     }
     let measured = outcome?;
 
+    let failed_attempts = fleet.failed_attempts.load(Ordering::SeqCst);
+    Ok(report(args, services, &Baseline { provisioning, first_start, rss_idle }, &measured, failed_attempts))
+}
+
+/// The endpoint's configuration for a fleet of `services` on `127.0.0.1:port`.
+fn endpoint_config(args: &Args, services: usize, data_dir: &std::path::Path, port: u16) -> EndpointConfig {
+    let mut config = EndpointConfig::new(data_dir);
+    config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    config.keepalive.ping_interval_ms = args.keepalive * 1000;
+    // Every simulated service connects from 127.0.0.1: in production each primary server has its own
+    // address, so the per-address cap of connections waiting for CONNECT must not throttle them here (the
+    // cap in all keeps its default, as in production).
+    config.limits.max_pending_per_address = config.limits.max_pending_per_address.max(services);
+    config.limits.max_connections = config.limits.max_connections.max(services + 1024);
+    config
+}
+
+/// The figures taken before any service connects.
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    provisioning: Duration,
+    first_start: Duration,
+    rss_idle: u64,
+}
+
+/// The run's report: its parameters, table, figures and target.
+fn report(
+    args: &Args,
+    services: usize,
+    baseline: &Baseline,
+    measured: &Measured,
+    failed_attempts: usize,
+) -> Report {
+    let Baseline { provisioning, first_start, rss_idle } = *baseline;
     let per_connection = (measured.rss_connected.saturating_sub(rss_idle) as f64 * 1024.0) / services as f64;
     let cpu_percent = measured.cpu_idle.as_secs_f64() / measured.idle_elapsed.as_secs_f64() * 100.0;
     let connect_rate = services as f64 / measured.connect_all.as_secs_f64().max(f64::EPSILON);
@@ -260,7 +287,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
             ),
         ),
         ("endpoint RSS after reconnection", format!("{:.1} MiB", measured.rss_reconnected as f64 / 1024.0)),
-        ("failed attempts (all phases)", fleet.failed_attempts.load(Ordering::SeqCst).to_string()),
+        ("failed attempts (all phases)", failed_attempts.to_string()),
     ];
     for (name, value) in rows {
         table.row(vec![name.to_owned(), value]);
@@ -287,7 +314,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         per_connection <= 50_000.0,
     );
     report.note("RSS per connection = (RSS with all connected − RSS before any) / connections, from /proc/PID/status VmRSS");
-    Ok(report)
+    report
 }
 
 /// The figures of the connected and restart phases.
@@ -448,7 +475,7 @@ async fn keep_alive(mut socket: Socket, keepalive: Duration, index: usize, cance
                 }
             }
             incoming = socket.next() => match incoming {
-                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                None | Some(Err(_) | Ok(WsMessage::Close(_))) => return,
                 Some(Ok(_)) => {}
             },
         }

@@ -208,7 +208,7 @@ async fn measure(system: &System, records: usize, batch_size: usize, chunk: usiz
     Ok(Phase { batch_size, records, ingest, end_to_end, latencies: Latencies::of(&mut latencies) })
 }
 
-/// JOB records `first+1 ..= end` as a JSON array, in the shape `nbwss notify --json` takes.
+/// JOB records `first+1 ..= end` as a JSON array, in the shape `nbwss notify --file` takes.
 fn job_records(first: usize, end: usize) -> String {
     let mut body = String::with_capacity((end - first) * 220 + 2);
     body.push('[');

@@ -147,7 +147,7 @@ impl Report {
             table.render(&mut out);
         }
         if !self.targets.is_empty() {
-            let mut table = Table::new("Targets (issue 7)", &["what", "target", "measured", "met"]);
+            let mut table = Table::new("Targets", &["what", "target", "measured", "met"]);
             for target in &self.targets {
                 table.row(vec![
                     target.what.clone(),

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::util::nbwss;
 
-/// Runs `nbwss bench ARGS --json FILE` and returns the report's figures.
+/// Runs `nbwss bench ARGS --out FILE` and returns the report's figures.
 fn bench(args: &[&str]) -> serde_json::Map<String, Value> {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
@@ -13,10 +13,12 @@ fn bench(args: &[&str]) -> serde_json::Map<String, Value> {
     let dir_arg = dir.path().to_string_lossy().into_owned();
     let mut all: Vec<&str> = vec!["bench"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--json", &json_arg, "--dir", &dir_arg]);
+    all.extend_from_slice(&["--out", &json_arg, "--dir", &dir_arg]);
     let run = nbwss(&all, "");
     assert_eq!(run.status, 0, "nbwss {all:?}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("Targets (issue 7)"), "{}", run.stdout);
+    assert!(run.stdout.contains("Targets\n"), "{}", run.stdout);
+    // Piped: no progress line (it is for a terminal).
+    assert!(!run.stderr.contains('\r') && !run.stderr.contains("running,"), "{}", run.stderr);
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
     report["figures"].as_object().unwrap().clone()

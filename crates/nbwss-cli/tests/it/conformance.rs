@@ -83,10 +83,8 @@ fn the_kit_passes_nbwss_endpoint_on_every_endpoint_rule() {
     }
     let _endpoint = Process(Some(child));
     let websocket = websocket.expect("the endpoint prints its WebSocket URL");
-    let created = nbwss(
-        &["endpoint", "token", "create", "--name", "primary1", "--url", &websocket, "--data-dir", data],
-        "",
-    );
+    let created =
+        nbwss(&["endpoint", "token", "create", "primary1", "--url", &websocket, "--data-dir", data], "");
     assert_eq!(created.status, 0, "{}", created.stderr);
     let details = dir.path().join("primary1.json");
     std::fs::write(&details, &created.stdout).unwrap();

@@ -25,19 +25,7 @@ fn tokens_and_api_keys_are_managed_offline() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let created = nbwss(
-        &[
-            "endpoint",
-            "token",
-            "create",
-            "--name",
-            "primary1",
-            "--group",
-            "sg1",
-            "--priority",
-            "2",
-            "--data-dir",
-            data,
-        ],
+        &["endpoint", "token", "create", "primary1", "--group", "sg1", "--priority", "2", "--data-dir", data],
         "",
     );
     assert_eq!(created.status, 0, "{}", created.stderr);
@@ -65,12 +53,22 @@ fn tokens_and_api_keys_are_managed_offline() {
     );
     assert_eq!(url.status, 0, "{}", url.stderr);
     assert!(url.stdout.contains("\"hostName\": \"cloud.example.com\""), "{}", url.stdout);
+    // The deprecated `--name NAME` spelling still works, and says what to write instead.
+    assert!(url.stderr.contains("deprecated; write `token create NAME`"), "{}", url.stderr);
 
     let listed = nbwss(&["endpoint", "token", "list", "--data-dir", data], "");
     assert_eq!(listed.status, 0);
     assert!(listed.stdout.contains("primary1\tgroup sg1\tpriority 2"), "{}", listed.stdout);
     assert!(listed.stdout.contains("primary2"));
     assert!(!listed.stdout.contains(&token), "tokens are never shown again");
+    let listed = nbwss(&["endpoint", "token", "list", "--json", "--data-dir", data], "");
+    assert_eq!(listed.status, 0, "{}", listed.stderr);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "primary1");
+    assert_eq!(listed[0]["groupId"], "sg1");
+    assert_eq!(listed[0]["priority"], 2);
+    assert!(listed[0]["tokenFingerprint"].as_str().unwrap().starts_with("sha256:"));
+    assert!(!listed.to_string().contains(&token), "tokens are never shown again");
 
     let revoked = nbwss(&["endpoint", "token", "revoke", "primary2", "--data-dir", data], "");
     assert_eq!(revoked.status, 0);
@@ -86,10 +84,15 @@ fn tokens_and_api_keys_are_managed_offline() {
     let keys = nbwss(&["endpoint", "apikey", "list", "--data-dir", data], "");
     assert!(keys.stdout.starts_with("app1\tcreated "), "{}", keys.stdout);
     assert!(!keys.stdout.contains(&key));
+    let keys = nbwss(&["endpoint", "apikey", "list", "--json", "--data-dir", data], "");
+    let keys: serde_json::Value = serde_json::from_str(&keys.stdout).unwrap();
+    assert_eq!(keys[0]["name"], "app1");
+    assert!(keys[0]["createdAt"].is_string());
+    assert!(!keys.to_string().contains(&key));
     assert_eq!(nbwss(&["endpoint", "apikey", "revoke", "app1", "--data-dir", data], "").status, 0);
     assert!(!nbwss(&["endpoint", "apikey", "list", "--data-dir", data], "").stdout.contains("app1"));
 
-    let bad = nbwss(&["endpoint", "token", "create", "--name", "a b", "--data-dir", data], "");
+    let bad = nbwss(&["endpoint", "token", "create", "a b", "--data-dir", data], "");
     assert_ne!(bad.status, 0);
 }
 
@@ -185,8 +188,7 @@ async fn revoking_from_the_command_line_reaches_the_running_endpoint_at_once() {
     let config = config.to_str().unwrap();
     let url = ["--url", "wss://127.0.0.1/nbwss"];
     let token = |name: &str| {
-        let created =
-            nbwss(&["endpoint", "token", "create", "--name", name, url[0], url[1], "--config", config], "");
+        let created = nbwss(&["endpoint", "token", "create", name, url[0], url[1], "--config", config], "");
         assert_eq!(created.status, 0, "{}", created.stderr);
         nbwss_protocol::parse_endpoint_details(&created.stdout).unwrap()[0].token.expose().to_owned()
     };

@@ -275,7 +275,7 @@ async fn concurrent_notify_processes_beside_a_busy_service_all_get_delivered_onc
     std::fs::write(&load_file, Value::from(load).to_string()).unwrap();
     let service_dir = deployment.service_dir();
     let data = service_dir.display().to_string();
-    let run = nbwss(&["notify", "--data-dir", &data, "--json", load_file.to_str().unwrap()], "");
+    let run = nbwss(&["notify", "--data-dir", &data, "--file", load_file.to_str().unwrap()], "");
     assert_eq!(run.status, 0, "{}", run.stderr);
 
     // Three waves of twelve processes at once, as many notify scripts of parallel jobs would run.

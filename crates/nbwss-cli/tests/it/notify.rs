@@ -34,15 +34,17 @@ fn records_from_flags_and_json_are_enqueued_and_bad_ones_refused() {
 
     let image = r#"{"clientType": "STANDARD", "clientName": "c1", "backupTime": 1700000000,
                     "createdTime": 1700000100, "operationId": "CREATE", "backupId": "c1_1700000000"}"#;
-    let run = nbwss(&["notify", "--data-dir", data, "--json", "-"], image);
+    let run = nbwss(&["notify", "--data-dir", data, "--file", "-"], image);
     assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(run.stdout.trim(), "enqueued IMAGE c1_1700000000 CREATE");
 
-    // A record that breaks D14 is refused with the field named, and nothing is enqueued.
+    // A record that breaks D14 is refused with the field named, and nothing is enqueued. (Through the
+    // deprecated `--json FILE` spelling, which still works and says what to write instead.)
     let bad = image.replace(r#""backupTime": 1700000000"#, r#""backupTime": "yesterday""#);
     let run = nbwss(&["notify", "--data-dir", data, "--json", "-"], &bad);
     assert_ne!(run.status, 0);
     assert!(run.stderr.contains("backupTime"), "{}", run.stderr);
+    assert!(run.stderr.contains("deprecated; write `--file FILE`"), "{}", run.stderr);
 
     let outbox = open_outbox(dir.path(), &Properties::default()).unwrap();
     assert_eq!(outbox.record_count().unwrap(), 2);

@@ -228,7 +228,7 @@ async fn the_endpoint_only_binary_runs_the_packaged_configuration() {
     let health = client.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
-    let token = run(ENDPOINT, &["token", "create", "--name", "primary1", "--config", &config_arg]);
+    let token = run(ENDPOINT, &["token", "create", "primary1", "--config", &config_arg]);
     assert_eq!(token.status, 0, "{}", token.stderr);
     // Without public_url the details name the loopback address of the configured port.
     assert!(token.stdout.contains("wss://127.0.0.1:8443/nbwss"), "{}", token.stdout);
@@ -258,7 +258,7 @@ fn the_packaged_endpoint_configuration_shows_the_defaults() {
         .skip_while(|line| !line.starts_with("# Limits"))
         .map(|line| line.strip_prefix("# ").unwrap_or(line))
         .filter(|line| line.starts_with('[') || line.contains(" = "))
-        .map(|line| format!("{line}\n"))
+        .flat_map(|line| [line, "\n"])
         .collect();
     let shown = EndpointConfig::from_toml(&format!("data_dir = \"/tmp\"\n{uncommented}")).unwrap();
     let defaults = EndpointConfig::new("/tmp");

@@ -94,6 +94,7 @@ fn details_and_properties_are_checked() {
     assert!(defaults.stdout.contains("notification.scheduledRate=5"));
     let check = nbwss(&["protocol", "properties", "-"], &defaults.stdout);
     assert_eq!(check.status, 0, "{}", check.stdout);
+    assert!(check.stdout.starts_with("-: ok: ") && check.stdout.contains(" keys set"), "{}", check.stdout);
     let bad = nbwss(&["protocol", "properties", "-"], "keepAlive.scheduledRate=often\n");
     assert_eq!(bad.status, 1);
     assert!(

@@ -1,6 +1,7 @@
 //! The kit's listener: TLS with the kit's certificate, the WebSocket upgrade (noting the path asked for), and
 //! R-CONN-2 counted as connections are established.
 
+use std::fmt::Write as _;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +30,11 @@ pub(super) fn random_token() -> Result<String, SetupError> {
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| SetupError::new("cannot generate a random token"))?;
-    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+    let mut token = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        let _ = write!(token, "{byte:02x}");
+    }
+    Ok(token)
 }
 
 pub(super) async fn accept_loop(

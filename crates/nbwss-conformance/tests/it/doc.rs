@@ -1,7 +1,8 @@
 //! The protocol document and the code agree: every rule the kit checks is stated (with its anchor) in
 //! docs/protocol.md and listed in its rule index with the same section, modes and wording; every rule id the
-//! document names exists; every decision (`D14`) and section (`§8.5`) the code cites resolves in it; and the
-//! kit depends on no implementation it checks (ARCHITECTURE.md, invariant 4).
+//! document names exists; every decision (`D14`) and section (`§8.5`) the code cites resolves in it (the
+//! emulator's, in docs/netbackup-rest-api.md); and the kit depends on no implementation it checks
+//! (ARCHITECTURE.md, invariant 4).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -96,32 +97,11 @@ fn every_decision_and_section_cited_in_the_code_resolves_in_the_document() {
         (1..=19).all(|number| decisions.contains(&number)),
         "D1–D19 are each stated in §15: {decisions:?}"
     );
-    // `## 2. Transport`, `### 5.3 Response payload`, `### 8.1–8.4 ...` (a range).
-    let mut headings = BTreeSet::new();
-    for number in doc
-        .lines()
-        .filter(|line| line.starts_with("## ") || line.starts_with("### "))
-        .filter_map(|line| line.split_whitespace().nth(1))
-    {
-        let number = number.trim_end_matches('.');
-        match number.split_once('–') {
-            Some((first, last)) => {
-                let (major, from) = first.split_once('.').unwrap();
-                let to = last.split_once('.').unwrap().1;
-                for minor in from.parse::<u32>().unwrap()..=to.parse().unwrap() {
-                    headings.insert(format!("{major}.{minor}"));
-                }
-                headings.insert(major.to_owned());
-            }
-            None => {
-                headings.insert(number.to_owned());
-            }
-        }
-    }
+    let headings = headings(&doc);
     let mut files = Vec::new();
     for entry in std::fs::read_dir(root().join("crates")).unwrap() {
         let crate_dir = entry.unwrap().path();
-        // The emulator cites the NetBackup REST API notes, another document (Appendix A).
+        // The emulator cites the NetBackup REST API notes, another document (Appendix A; checked below).
         if crate_dir.ends_with("nbwss-emulator") {
             continue;
         }
@@ -145,6 +125,58 @@ fn every_decision_and_section_cited_in_the_code_resolves_in_the_document() {
             );
         }
     }
+}
+
+/// The emulator's citations (`docs/netbackup-rest-api.md` §2.2) resolve in the REST API notes kept beside the
+/// protocol document.
+#[test]
+fn every_section_the_emulator_cites_resolves_in_the_rest_api_notes() {
+    let notes = std::fs::read_to_string(root().join("docs/netbackup-rest-api.md"))
+        .expect("docs/netbackup-rest-api.md");
+    let headings = headings(&notes);
+    let mut files = Vec::new();
+    collect(&root().join("crates/nbwss-emulator"), &mut files);
+    assert!(files.len() > 20, "the emulator's sources were found");
+    let mut cited = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for section in sections(&text) {
+            cited += 1;
+            assert!(
+                headings.contains(&section),
+                "{} cites §{section}, which docs/netbackup-rest-api.md has no section for",
+                file.display()
+            );
+        }
+    }
+    assert!(cited > 0, "the emulator cites the notes");
+}
+
+/// Section numbers of a document's headings: `## 2. Transport`, `### 5.3 Response payload`, `### 8.1–8.4 ...`
+/// (a range).
+fn headings(doc: &str) -> BTreeSet<String> {
+    let mut headings = BTreeSet::new();
+    for number in doc
+        .lines()
+        .filter(|line| line.starts_with("## ") || line.starts_with("### "))
+        .filter_map(|line| line.split_whitespace().nth(1))
+    {
+        let number = number.trim_end_matches('.');
+        match number.split_once('–') {
+            Some((first, last)) => {
+                let (major, from) = first.split_once('.').unwrap();
+                let to = last.split_once('.').unwrap().1;
+                for minor in from.parse::<u32>().unwrap()..=to.parse().unwrap() {
+                    headings.insert(format!("{major}.{minor}"));
+                }
+                headings.insert(major.to_owned());
+            }
+            None => {
+                headings.insert(number.to_owned());
+            }
+        }
+    }
+    headings
 }
 
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) {

@@ -186,8 +186,8 @@ pub(crate) fn normalize_path<B>(mut request: axum::http::Request<B>) -> axum::ht
     request
 }
 
-/// Picks the API version of each request, refuses what §2.2 says to refuse, and labels JSON answers with
-/// the versioned media type.
+/// Picks the API version of each request, refuses what `docs/netbackup-rest-api.md` §2.2 says to refuse,
+/// and labels JSON answers with the versioned media type.
 async fn negotiation(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
     let headers = request.headers();
     let header = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok());

@@ -1,4 +1,4 @@
-//! The request shapes of the real clients (Veritas samples, REST API notes §6), header quirks included.
+//! The request shapes of the real clients (Veritas samples, `docs/netbackup-rest-api.md` §6), header quirks included.
 
 use chrono::TimeDelta;
 use nbwss_emulator::EmulatorConfig;

@@ -2,7 +2,7 @@
 //! `.../test`, `.../pause`, `.../resume`, `.../deliveries`. Every change wakes the dispatcher at once.
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::store::{PauseReason, WebhookError};
 use super::{NewWebhook, TestOutcome, WebhookInfo};
 use crate::api::AuthenticatedKey;
-use crate::error::ApiError;
+use crate::error::{ApiError, Query};
 use crate::state::AppState;
 
 /// Largest page of deliveries.

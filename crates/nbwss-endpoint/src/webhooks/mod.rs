@@ -45,7 +45,7 @@ const MAX_DESCRIPTION_LEN: usize = 200;
 const MAX_FILTER_VALUES: usize = 100;
 /// Largest CA certificate bundle accepted.
 const MAX_CA_PEM_BYTES: usize = 64 * 1024;
-/// Job states a filter may name: NetBackup's (`netbackup-rest-api.md`, the jobs API).
+/// Job states a filter may name: NetBackup's (`docs/netbackup-rest-api.md`, the jobs API).
 pub const JOB_STATES: [&str; 6] = ["QUEUED", "ACTIVE", "REQUEUED", "DONE", "SUSPENDED", "INCOMPLETE"];
 
 /// Which records a subscription receives: each filter that is set must match. `jobStates` and

@@ -113,9 +113,10 @@ async fn health_metrics_openapi_and_dashboard_are_served() {
             .await
             .unwrap();
         if response.status() == 404 {
-            // Only the endpoint's own JSON "not found" (e.g. an unknown provider id), never the router's.
+            // Only a route's own "not found" (e.g. an unknown provider id), never the router's.
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            assert!(body["error"]["code"].is_string(), "{path} is documented but not served");
+            assert!(body["error"]["code"].is_string(), "{path}: {body}");
+            assert_ne!(body["error"]["code"], "no_route", "{path} is documented but not served");
         }
     }
     let page = harness.http.get(format!("{url}/")).send().await.unwrap();
@@ -237,4 +238,126 @@ async fn certificate_and_key_files_are_served() {
     let health = http.get(format!("{}/healthz", endpoint.url())).send().await.unwrap();
     assert_eq!(health.status(), 200);
     endpoint.shutdown().await;
+}
+
+/// A method a route does not answer is 405 with `Allow` and the JSON error body, before the API key is checked
+/// (the relay carries only a COMMAND's methods, D6); a path no route answers is 404 with the same body.
+#[tokio::test]
+async fn undeclared_methods_are_405_with_allow_and_unknown_paths_404_with_the_error_body() {
+    let harness = Harness::start().await;
+    let url = harness.endpoint.url();
+    let trace = Method::from_bytes(b"TRACE").unwrap();
+    let relayed = "GET,HEAD,DELETE,OPTIONS,PATCH,POST,PUT";
+    for (method, path, allowed) in [
+        (trace.clone(), "/api/v1/primaries/primary1/netbackup/admin/jobs", relayed),
+        (trace, "/relay/not-a-key/primary1/netbackup/admin/jobs", relayed),
+        (Method::DELETE, "/api/v1/primaries", "GET,HEAD"),
+        (Method::PUT, "/api/v1/webhooks", "GET,HEAD,POST"),
+        (Method::POST, "/healthz", "GET,HEAD"),
+    ] {
+        for key in [None, Some(harness.api_key.as_str())] {
+            let mut request = harness.http.request(method.clone(), format!("{url}{path}"));
+            if let Some(key) = key {
+                request = request.header("X-NBWSS-API-Key", key);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 405, "{method} {path} (key: {})", key.is_some());
+            let allow = response.headers()["allow"].to_str().unwrap().replace(' ', "");
+            let mut allow: Vec<&str> = allow.split(',').collect();
+            allow.sort_unstable();
+            let mut expected: Vec<&str> = allowed.split(',').collect();
+            expected.sort_unstable();
+            assert_eq!(allow, expected, "Allow of {path}");
+            assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "method_not_allowed", "{method} {path}");
+        }
+    }
+    let response = harness.get("/api/v1/nothing-here").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_route");
+    // A capability key in an unknown path is not echoed.
+    let response = harness.http.get(format!("{url}/relay/SECRET-KEY")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert!(!body.to_string().contains("SECRET-KEY"), "{body}");
+    harness.endpoint.shutdown().await;
+}
+
+/// A query string that does not parse is 400 with the JSON error body, not axum's plain text.
+#[tokio::test]
+async fn malformed_query_strings_are_400_with_the_error_body() {
+    let harness = Harness::start().await;
+    for path in [
+        "/api/v1/notifications?object=JOB&object=JOB",
+        "/api/v1/notifications?after=soon",
+        "/api/v1/stats/activity?hours=many",
+        "/api/v1/stats/relay?minutes=-",
+        "/api/v1/webhooks/wh_nope/deliveries?limit=x",
+    ] {
+        let response = harness.get(path).await;
+        assert_eq!(response.status(), 400, "{path}");
+        assert!(
+            response.headers()["content-type"].to_str().unwrap().starts_with("application/json"),
+            "{path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_request", "{path}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("query string"), "{path}: {body}");
+    }
+    let response = harness
+        .http
+        .post(format!("{}/api/v1/webhooks/wh_nope/resume?discardFailed=maybe", harness.endpoint.url()))
+        .header("X-NBWSS-API-Key", &harness.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    harness.endpoint.shutdown().await;
+}
+
+/// The OpenAPI document lists the error codes the endpoint answers: every code the sources build an
+/// `ApiError` with is in the Error schema's enum.
+#[test]
+fn every_error_code_the_endpoint_answers_is_documented() {
+    let document: Value = serde_json::from_str(include_str!("../../src/openapi.json")).unwrap();
+    let documented: Vec<&str> = document["components"]["schemas"]["Error"]["properties"]["error"]
+        ["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|code| code.as_str().unwrap())
+        .collect();
+    let mut sources = Vec::new();
+    let mut directories = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(directory) = directories.pop() {
+        for entry in std::fs::read_dir(directory).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                directories.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                sources.push(std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let mut found = 0;
+    for source in &sources {
+        for constructor in
+            ["ApiError::new(", "Self::new(\n            StatusCode::", "Self::new(StatusCode::"]
+        {
+            for (index, _) in source.match_indices(constructor) {
+                // The code is the first string literal after the status.
+                let rest = &source[index..];
+                let rest = &rest[rest.find(',').unwrap()..];
+                let start = rest.find('"').unwrap() + 1;
+                let code = &rest[start..start + rest[start..].find('"').unwrap()];
+                assert!(documented.contains(&code), "the code {code} is not in the Error schema's enum");
+                found += 1;
+            }
+        }
+    }
+    assert!(found > 15, "the constructors were found ({found})");
 }

@@ -97,7 +97,7 @@ async fn a_fragmented_connect_is_accepted_and_then_the_full_limit_applies() {
     let pieces: Vec<&[u8]> = connect.as_bytes().chunks(connect.len() / 4).collect();
     let mut wire = Vec::new();
     for (index, piece) in pieces.iter().enumerate() {
-        let opcode = if index == 0 { 1 } else { 0 };
+        let opcode = u8::from(index == 0);
         wire.extend(client_frame(opcode, index + 1 == pieces.len(), piece));
         if index == 1 {
             wire.extend(client_frame(9, true, b"are you there"));

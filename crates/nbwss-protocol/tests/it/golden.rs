@@ -108,7 +108,7 @@ fn expected(name: &str) -> Option<Message> {
                 status: 0,
                 start_time: 1459830185,
                 state: JobState::Done,
-                policy_name: "".into(),
+                policy_name: String::new(),
                 parent_job_id: 147,
                 job_id: 147,
                 policy_type: "STANDARD".into(),

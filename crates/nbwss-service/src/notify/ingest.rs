@@ -6,10 +6,10 @@
 //! its keys (`jobId`, `jobType` → JOB; `backupId`, `operationId` → IMAGE).
 
 use nbwss_protocol::{
-    Body, Codec, ImageOperation, ImageRecord, JobRecord, JobState, Message, NotificationGroup, ScheduleType,
-    IMAGE_KEYS, JOB_KEYS,
+    ErrorBody, ImageOperation, ImageRecord, JobRecord, JobState, NotificationGroup, ScheduleType, IMAGE_KEYS,
+    JOB_KEYS,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::Record;
 
@@ -23,48 +23,43 @@ pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
     if elements.is_empty() {
         return Err("no records given".to_owned());
     }
-    let mut payload = Vec::new();
-    for (index, element) in elements.into_iter().enumerate() {
-        let object = element.as_object().ok_or_else(|| format!("[{index}]: must be a JSON object"))?;
-        if object.contains_key("data") {
-            payload.push(element);
-        } else if ["jobId", "jobType", "parentJobId"].iter().any(|key| object.contains_key(*key)) {
-            payload.push(json!({"notificationType": "INFO", "object": "JOB", "data": [element]}));
-        } else if ["backupId", "operationId"].iter().any(|key| object.contains_key(*key)) {
-            payload.push(json!({"notificationType": "INFO", "object": "IMAGE", "data": [element]}));
-        } else {
-            return Err(format!("[{index}]: neither a JOB record (jobId) nor an IMAGE record (backupId)"));
-        }
-    }
-    for (index, element) in payload.iter().enumerate() {
-        let object = element["object"].as_str().unwrap_or_default();
-        let keys: &[(&str, bool)] = match object {
-            "JOB" => &JOB_KEYS,
-            "IMAGE" => &IMAGE_KEYS,
-            other => return Err(format!("[{index}].object: must be JOB or IMAGE, not {other:?}")),
-        };
-        for (position, record) in element["data"].as_array().into_iter().flatten().enumerate() {
-            check_keys(record, keys).map_err(|problem| format!("[{index}].data[{position}]: {problem}"))?;
-        }
-    }
-    let envelope = json!({
-        "version": "1.0", "id": "INGEST", "type": "NOTIFICATION", "subType": "REQUEST",
-        "timeStamp": 0, "payload": payload,
-    });
-    let message: Message = Codec::default().decode_value(&envelope).map_err(|error| error.to_string())?;
-    let Body::NotificationRequest(groups) = message.body else {
-        return Err("not a notification".to_owned());
-    };
+    // The wire shapes are the protocol crate's: a payload element or a bare record is decoded by it, after
+    // the strict key check local ingest adds (exactly the guide's keys).
     let mut records = Vec::new();
-    for group in groups {
-        match group {
-            NotificationGroup::Jobs { records: jobs, .. } => {
-                records.extend(jobs.into_iter().map(Record::Job))
+    for (index, element) in elements.iter().enumerate() {
+        let at = format!("[{index}]");
+        let object = element.as_object().ok_or_else(|| format!("{at}: must be a JSON object"))?;
+        if object.contains_key("data") {
+            let keys: &[(&str, bool)] = match element["object"].as_str().unwrap_or_default() {
+                "JOB" => &JOB_KEYS,
+                "IMAGE" => &IMAGE_KEYS,
+                other => return Err(format!("{at}.object: must be JOB or IMAGE, not {other:?}")),
+            };
+            for (position, record) in element["data"].as_array().into_iter().flatten().enumerate() {
+                check_keys(record, keys).map_err(|problem| format!("{at}.data[{position}]: {problem}"))?;
             }
-            NotificationGroup::Images { records: images, .. } => {
-                records.extend(images.into_iter().map(Record::Image))
+            match NotificationGroup::decode_element(element, &at).map_err(|error| error.to_string())? {
+                NotificationGroup::Jobs { records: jobs, .. } => {
+                    records.extend(jobs.into_iter().map(Record::Job))
+                }
+                NotificationGroup::Images { records: images, .. } => {
+                    records.extend(images.into_iter().map(Record::Image));
+                }
+                NotificationGroup::Other { object, .. } => {
+                    return Err(format!("{at}: unknown object {object}"))
+                }
             }
-            NotificationGroup::Other { object, .. } => return Err(format!("unknown object {object}")),
+        } else if ["jobId", "jobType", "parentJobId"].iter().any(|key| object.contains_key(*key)) {
+            check_keys(element, &JOB_KEYS).map_err(|problem| format!("{at}: {problem}"))?;
+            records
+                .push(Record::Job(JobRecord::decode_value(element, &at).map_err(|error| error.to_string())?));
+        } else if ["backupId", "operationId"].iter().any(|key| object.contains_key(*key)) {
+            check_keys(element, &IMAGE_KEYS).map_err(|problem| format!("{at}: {problem}"))?;
+            records.push(Record::Image(
+                ImageRecord::decode_value(element, &at).map_err(|error| error.to_string())?,
+            ));
+        } else {
+            return Err(format!("{at}: neither a JOB record (jobId) nor an IMAGE record (backupId)"));
         }
     }
     for record in &records {
@@ -153,7 +148,7 @@ fn validate_image(image: &ImageRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// Path of the admin API call that enqueues records (`POST`, body as for `nbwss notify --json`).
+/// Path of the admin API call that enqueues records (`POST`, body as for `nbwss notify --file`).
 pub const INGEST_PATH: &str = "/nbwss/notifications";
 
 /// The admin API route of local ingest, for the admin router (behind its authentication). The outbox comes
@@ -162,18 +157,26 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     axum::Router::new().route(INGEST_PATH, axum::routing::post(enqueue))
 }
 
+/// What `POST /nbwss/notifications` answers: `{"enqueued": N}` (201), or NetBackup's error body.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum EnqueueAnswer {
+    Enqueued { enqueued: usize },
+    Error(ErrorBody),
+}
+
 async fn enqueue(
     outbox: Option<axum::Extension<std::sync::Arc<super::Outbox>>>,
     body: String,
-) -> (axum::http::StatusCode, axum::Json<Value>) {
+) -> (axum::http::StatusCode, axum::Json<EnqueueAnswer>) {
     use axum::http::StatusCode;
     let error = |status: StatusCode, message: &str, detail: String| {
-        (
-            status,
-            axum::Json(
-                json!({"errorCode": status.as_u16(), "errorMessage": message, "errorDetails": [detail]}),
-            ),
-        )
+        let body = ErrorBody {
+            error_code: i64::from(status.as_u16()),
+            error_message: message.to_owned(),
+            error_details: vec![detail],
+        };
+        (status, axum::Json(EnqueueAnswer::Error(body)))
     };
     let Some(axum::Extension(outbox)) = outbox else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "Notifications are not running.", String::new());
@@ -183,7 +186,7 @@ async fn enqueue(
         Err(problem) => return error(StatusCode::BAD_REQUEST, "Invalid notification records.", problem),
     };
     match outbox.append(&records) {
-        Ok(count) => (StatusCode::CREATED, axum::Json(json!({"enqueued": count}))),
+        Ok(count) => (StatusCode::CREATED, axum::Json(EnqueueAnswer::Enqueued { enqueued: count })),
         Err(full @ super::OutboxError::Full { .. }) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "The notification outbox is full; try again later.",

@@ -2,6 +2,7 @@
 //! /healthz and /metrics, and a restart with the store intact.
 
 use nbwss_protocol::{HostObject, HostState, Secret};
+use nbwss_service::admin::ProbeFailure;
 use nbwss_service::AdminClient;
 
 use crate::util::*;
@@ -91,6 +92,7 @@ async fn admin_api_end_to_end_and_restart_keeps_the_store() {
     let error = client.validate_host(&host("dead", &dead_url)).await.unwrap_err();
     assert_eq!(error.status(), Some(500));
     assert!(error.to_string().contains("cannot be reached"), "{error}");
+    assert_eq!(error.probe_failure(), Some(ProbeFailure::Unreachable), "{error}");
 
     // Not a TLS server: the handshake fails, and the answer says so.
     let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -104,6 +106,7 @@ async fn admin_api_end_to_end_and_restart_keeps_the_store() {
     let error = client.validate_host(&host("plain", &plain_url)).await.unwrap_err();
     assert_eq!(error.status(), Some(500));
     assert!(error.to_string().contains("TLS handshake"), "{error}");
+    assert_eq!(error.probe_failure(), Some(ProbeFailure::TlsHandshake), "{error}");
 
     // save needs the token and the accepted certificate.
     let mut no_token = host("ep1", &endpoint.url);

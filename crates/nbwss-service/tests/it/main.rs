@@ -8,3 +8,4 @@ mod groups;
 mod notify;
 mod relay;
 mod util;
+mod wire_shapes;

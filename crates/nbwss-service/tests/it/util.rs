@@ -791,7 +791,7 @@ impl OneGroup {
     }
 }
 
-/// An IMAGE CREATE record as `nbwss notify --json` takes it.
+/// An IMAGE CREATE record as `nbwss notify --file` takes it.
 pub fn image_record_json(backup_time: i64) -> String {
     format!(
         r#"{{"clientType":"STANDARD","clientName":"c1","backupTime":{backup_time},"createdTime":{backup_time},
