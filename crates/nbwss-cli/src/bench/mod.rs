@@ -6,12 +6,14 @@
 
 mod fleet;
 mod footprint;
+mod instructions;
 mod notifications;
 mod process;
 mod relay;
 mod report;
 mod stats;
 mod system;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,8 @@ enum Scenario {
     Fleet(fleet::Args),
     /// Resident memory and start-up time of an idle service process and of the emulator process.
     Footprint(footprint::Args),
+    /// CPU instructions per call, direct, through a byte tunnel and relayed (under valgrind's callgrind).
+    Instructions(instructions::Args),
 }
 
 /// Options every scenario has.
@@ -78,6 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Scenario::Notifications(_) => "notifications",
         Scenario::Fleet(_) => "fleet",
         Scenario::Footprint(_) => "footprint",
+        Scenario::Instructions(_) => "instructions",
     });
     let (mut report, common) = runtime.block_on(async {
         match args.scenario {
@@ -85,6 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::Notifications(args) => Ok((notifications::run(&args).await?, args.common)),
             Scenario::Fleet(args) => Ok((fleet::run(&args).await?, args.common)),
             Scenario::Footprint(args) => Ok((footprint::run(&args).await?, args.common)),
+            Scenario::Instructions(args) => Ok((instructions::run(&args).await?, args.common)),
         }
     })?;
     // In-process servers may leave tasks behind that only the runtime's end stops.
