@@ -9,6 +9,7 @@ mod footprint;
 mod instructions;
 mod notifications;
 mod process;
+mod reconcile;
 mod relay;
 mod report;
 mod stats;
@@ -40,6 +41,8 @@ enum Scenario {
     Fleet(fleet::Args),
     /// Resident memory and start-up time of an idle service process and of the emulator process.
     Footprint(footprint::Args),
+    /// The service reconciling a large emulated image catalog: its resident memory and the time taken.
+    Reconcile(reconcile::Args),
     /// CPU instructions per call, direct, through a byte tunnel and relayed (under valgrind's callgrind).
     Instructions(instructions::Args),
 }
@@ -82,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Scenario::Notifications(_) => "notifications",
         Scenario::Fleet(_) => "fleet",
         Scenario::Footprint(_) => "footprint",
+        Scenario::Reconcile(_) => "reconcile",
         Scenario::Instructions(_) => "instructions",
     });
     let (mut report, common) = runtime.block_on(async {
@@ -90,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::Notifications(args) => Ok((notifications::run(&args).await?, args.common)),
             Scenario::Fleet(args) => Ok((fleet::run(&args).await?, args.common)),
             Scenario::Footprint(args) => Ok((footprint::run(&args).await?, args.common)),
+            Scenario::Reconcile(args) => Ok((reconcile::run(&args).await?, args.common)),
             Scenario::Instructions(args) => Ok((instructions::run(&args).await?, args.common)),
         }
     })?;

@@ -78,6 +78,22 @@ fn relay_compares_relayed_and_tunnelled_with_direct_calls() {
     assert!(figures["job_response_bytes"].as_f64() < figures["small_response_bytes"].as_f64(), "{figures:?}");
 }
 
+#[test]
+fn reconcile_reports_memory_and_time_of_two_reconciliations() {
+    let figures = bench(&["reconcile", "--images", "300"]);
+    positive(
+        &figures,
+        &[
+            "reconcile_1_seconds",
+            "reconcile_2_seconds",
+            "reconcile_1_peak_rss_kib",
+            "peak_rss_kib",
+            "idle_rss_kib",
+        ],
+    );
+    assert!(figures["images"].as_f64().unwrap() >= 300.0);
+}
+
 /// Runs under valgrind: fails, saying what to install, where it is missing.
 #[test]
 fn instructions_counts_each_path_under_callgrind() {

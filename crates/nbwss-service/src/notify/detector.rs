@@ -359,6 +359,7 @@ impl Detector {
     /// (a restart, an error, a full outbox) commits what it compared and the next one starts over, repeating
     /// no record, and a first one (the baseline) stays a baseline until it completes.
     async fn reconcile_images(&self) -> Result<usize, DetectError> {
+        let started = Instant::now();
         let page_size = self.config.reconcile_page_size.max(1);
         let (baseline, mut newest) = self.outbox.detect(|detection| {
             detection.start_listing()?;
@@ -417,6 +418,9 @@ impl Detector {
             let newest = newest.unwrap_or_else(|| DateTime::from_timestamp(0, 0).unwrap_or_default());
             detection.set_watermark(IMAGES_WATERMARK, &format_time(newest))
         })?;
+        let metrics = self.outbox.metrics();
+        metrics.reconciliations.inc();
+        metrics.reconciliation_seconds.set(started.elapsed().as_secs_f64());
         Ok(appended)
     }
 }
