@@ -270,6 +270,32 @@ impl EmulatorHandle {
         self.shared.lock().policies.keys().cloned().collect()
     }
 
+    /// Adds `count` catalog images, copies of the oldest one, each a second older than the last (backup ids
+    /// `client_unixtime`), with no job and no journal event: a large catalog for benchmarks and tests of
+    /// paging. Returns how many images the catalog then holds.
+    pub fn add_catalog_images(&self, count: usize) -> anyhow::Result<usize> {
+        let mut inner = self.shared.lock();
+        let template = inner
+            .images
+            .values()
+            .min_by_key(|image| image.backup_time)
+            .cloned()
+            .context("the catalog holds no image to copy (start the emulator with its seed data)")?;
+        let mut backup_time = template.backup_time;
+        let mut added = 0;
+        while added < count {
+            backup_time -= chrono::TimeDelta::seconds(1);
+            let backup_id = format!("{}_{}", template.client_name, backup_time.timestamp());
+            if inner.images.contains_key(&backup_id) {
+                continue;
+            }
+            let image = model::Image { backup_id: backup_id.clone(), backup_time, ..template.clone() };
+            inner.images.insert(backup_id, image);
+            added += 1;
+        }
+        Ok(inner.images.len())
+    }
+
     /// The backup ids of the images in the catalog.
     pub fn image_ids(&self) -> Vec<String> {
         self.shared.lock().images.keys().cloned().collect()

@@ -449,12 +449,10 @@ impl Store {
 
     /// The name of the API key whose SHA-256 is `key_sha256`, if it is still valid.
     pub fn check_api_key_hash(&self, key_sha256: &str) -> anyhow::Result<Option<String>> {
+        // Checked on every app API call: the statement is prepared once per connection, not per call.
         let connection = self.read_credentials();
-        Ok(connection
-            .query_row("SELECT name FROM api_keys WHERE key_sha256 = ?1", params![key_sha256], |row| {
-                row.get(0)
-            })
-            .optional()?)
+        let mut select = connection.prepare_cached("SELECT name FROM api_keys WHERE key_sha256 = ?1")?;
+        Ok(select.query_row(params![key_sha256], |row| row.get(0)).optional()?)
     }
 
     /// Stores the records of one NOTIFICATION REQUEST from `primary` in one committed transaction, unless

@@ -169,7 +169,7 @@ impl Headers {
     }
 }
 
-fn is_header_name_byte(byte: u8) -> bool {
+pub(crate) fn is_header_name_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 

@@ -17,6 +17,7 @@ mod codec;
 mod command;
 mod connect;
 mod details;
+mod direct;
 mod error;
 mod fields;
 mod host;

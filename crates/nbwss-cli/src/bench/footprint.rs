@@ -61,10 +61,11 @@ struct Measured {
 }
 
 /// A service process started and connected, not yet measured.
-struct Started {
+pub(crate) struct Started {
     label: String,
     binary: PathBuf,
-    child: ChildProcess,
+    pub(crate) child: ChildProcess,
+    pub(crate) admin: AdminClient,
     primary: String,
     startup: Duration,
     save_to_connected: Duration,
@@ -97,8 +98,13 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
 
     // The endpoint, in this process, and the services.
     let endpoint = Endpoint::start(EndpointConfig::new(dir.join("endpoint"))).await?;
-    let primary =
-        Primary { dir, emulator_url: &emulator_url, emulator_cert: &emulator_cert, endpoint: &endpoint };
+    let primary = Primary {
+        dir,
+        emulator_url: &emulator_url,
+        emulator_cert: &emulator_cert,
+        endpoint: &endpoint,
+        extra_config: "",
+    };
     let mut started =
         vec![primary.start_service("full", "nbwss service run", &full_binary, &["service", "run"]).await?];
     if let Some(binary) = &service_binary {
@@ -239,17 +245,19 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
 }
 
 /// What every service process is started against.
-struct Primary<'a> {
-    dir: &'a Path,
-    emulator_url: &'a str,
-    emulator_cert: &'a Path,
-    endpoint: &'a EndpointHandle,
+pub(crate) struct Primary<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) emulator_url: &'a str,
+    pub(crate) emulator_cert: &'a Path,
+    pub(crate) endpoint: &'a EndpointHandle,
+    /// More of the service's configuration file (e.g. a `[properties]` table).
+    pub(crate) extra_config: &'a str,
 }
 
 impl Primary<'_> {
     /// Starts `binary ARGS --config FILE` with a configuration and data directory of its own (named
     /// `name`), saves the endpoint in it and waits until it is connected.
-    async fn start_service(
+    pub(crate) async fn start_service(
         &self,
         name: &str,
         label: &str,
@@ -260,8 +268,8 @@ impl Primary<'_> {
         let admin_port = free_port()?;
         let config = format!(
             "data_dir = {service_dir:?}\n\n[primary]\nbase_url = {:?}\nca_file = {:?}\n\n\
-             [primary.credentials]\nuser_name = \"admin\"\npassword = \"password\"\n\n[admin]\nbind = \"127.0.0.1:{admin_port}\"\n",
-            self.emulator_url, self.emulator_cert
+             [primary.credentials]\nuser_name = \"admin\"\npassword = \"password\"\n\n[admin]\nbind = \"127.0.0.1:{admin_port}\"\n{}",
+            self.emulator_url, self.emulator_cert, self.extra_config
         );
         let config_file = self.dir.join(format!("{name}.toml"));
         std::fs::write(&config_file, config)?;
@@ -290,6 +298,7 @@ impl Primary<'_> {
             label: label.to_owned(),
             binary: binary.to_path_buf(),
             child,
+            admin,
             primary,
             startup,
             save_to_connected,

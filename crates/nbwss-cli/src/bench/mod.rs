@@ -6,12 +6,15 @@
 
 mod fleet;
 mod footprint;
+mod instructions;
 mod notifications;
 mod process;
+mod reconcile;
 mod relay;
 mod report;
 mod stats;
 mod system;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +41,10 @@ enum Scenario {
     Fleet(fleet::Args),
     /// Resident memory and start-up time of an idle service process and of the emulator process.
     Footprint(footprint::Args),
+    /// The service reconciling a large emulated image catalog: its resident memory and the time taken.
+    Reconcile(reconcile::Args),
+    /// CPU instructions per call, direct, through a byte tunnel and relayed (under valgrind's callgrind).
+    Instructions(instructions::Args),
 }
 
 /// Options every scenario has.
@@ -78,6 +85,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Scenario::Notifications(_) => "notifications",
         Scenario::Fleet(_) => "fleet",
         Scenario::Footprint(_) => "footprint",
+        Scenario::Reconcile(_) => "reconcile",
+        Scenario::Instructions(_) => "instructions",
     });
     let (mut report, common) = runtime.block_on(async {
         match args.scenario {
@@ -85,6 +94,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Scenario::Notifications(args) => Ok((notifications::run(&args).await?, args.common)),
             Scenario::Fleet(args) => Ok((fleet::run(&args).await?, args.common)),
             Scenario::Footprint(args) => Ok((footprint::run(&args).await?, args.common)),
+            Scenario::Reconcile(args) => Ok((reconcile::run(&args).await?, args.common)),
+            Scenario::Instructions(args) => Ok((instructions::run(&args).await?, args.common)),
         }
     })?;
     // In-process servers may leave tasks behind that only the runtime's end stops.

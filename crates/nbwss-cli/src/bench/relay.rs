@@ -1,7 +1,8 @@
 //! `nbwss bench relay`: C concurrent clients, each on its own keep-alive HTTPS connection, call the
-//! emulator directly and then through the endpoint's app API (endpoint → wss → service → emulator), for
-//! a small response (`GET /admin/jobs?page[limit]=10`) and a large one (a policy of about 1 MiB, created
-//! through the emulator's own policy API).
+//! emulator three ways: directly, through a byte tunnel with the relay's hops (the baseline, see
+//! [`super::tunnel`]) and through the endpoint's app API (endpoint → wss → service → emulator), for a
+//! single job by id (about 1 KB), a page of jobs (`GET /admin/jobs?page[limit]=10`, about 21 KB) and a
+//! policy of about 1 MiB (created through the emulator's own policy API).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +14,12 @@ use super::process::https_client;
 use super::report::{Report, Table};
 use super::stats::{grouped, ms, ms_f, ratio, Latencies};
 use super::system::{Options, System, USER};
+use super::tunnel::Tunnel;
 use super::Common;
 
-/// The small call of the issue.
+/// A single job by id (about 1 KB): the small call a dashboard or an automation makes most.
+pub(crate) const JOB_PATH: &str = "/admin/jobs/1";
+/// A page of jobs (about 21 KB).
 const SMALL_PATH: &str = "/admin/jobs?page%5Blimit%5D=10";
 /// The policy whose body is about 1 MiB.
 const LARGE_POLICY: &str = "bench-large-policy";
@@ -33,10 +37,17 @@ pub(crate) struct Args {
     /// Timed requests of the small call, per path (direct and relayed each).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     requests: u64,
+    /// Concurrent clients of the job-by-id call.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    job_concurrency: u64,
+    /// Timed requests of the job-by-id call from --job-concurrency clients, per path.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    job_requests: u64,
     /// Timed requests of the 1 MiB call, per path.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     large_requests: u64,
-    /// Timed requests of the small call from one client alone (the unloaded cost of a call), per path.
+    /// Timed requests of the job-by-id call and of the page from one client alone (the unloaded cost of a
+    /// call), per path.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     single_requests: u64,
     /// Untimed warm-up requests per client before each phase.
@@ -73,109 +84,232 @@ impl Phase {
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let scratch = args.common.scratch()?;
     let concurrency = usize::try_from(args.concurrency)?;
-    let options =
-        Options { max_in_flight: concurrency, properties: String::new(), service_credentials: false };
+    let job_concurrency = usize::try_from(args.job_concurrency)?;
+    let options = Options {
+        max_in_flight: concurrency.max(job_concurrency),
+        properties: String::new(),
+        service_credentials: false,
+    };
     let system = System::start(scratch.path(), &options).await?;
     let token = system.emulator.create_token(USER);
     create_large_policy(&system, &token).await?;
+    let targets = Targets::of(&system, &token).await?;
 
-    let direct = Target {
-        base: system.emulator.base_url(),
-        certificate_pem: system.emulator.certificate_pem(),
-        headers: vec![("Authorization", token.clone())],
-    };
-    let relayed = Target {
-        base: system.relay_base(),
-        certificate_pem: system.endpoint.certificate_pem().to_owned(),
-        headers: vec![
-            ("Authorization", token.clone()),
-            (nbwss_endpoint::API_KEY_HEADER, system.api_key.clone()),
-        ],
-    };
     let large_path = format!("/config/policies/{LARGE_POLICY}");
     let warmup = usize::try_from(args.warmup)?;
     let requests = usize::try_from(args.requests)?;
+    let job_requests = usize::try_from(args.job_requests)?;
     let large_requests = usize::try_from(args.large_requests)?;
     let single_requests = usize::try_from(args.single_requests)?;
 
-    let single_direct = load(&direct, SMALL_PATH, 1, single_requests, warmup).await?;
-    let single_relayed = load(&relayed, SMALL_PATH, 1, single_requests, warmup).await?;
-    let small_direct = load(&direct, SMALL_PATH, concurrency, requests, warmup).await?;
-    let small_relayed = load(&relayed, SMALL_PATH, concurrency, requests, warmup).await?;
-    let large_direct = load(&direct, &large_path, concurrency, large_requests, warmup).await?;
-    let large_relayed = load(&relayed, &large_path, concurrency, large_requests, warmup).await?;
+    let cases = [
+        Case {
+            key: "job_single",
+            title: "GET /admin/jobs/{id}, unloaded",
+            path: JOB_PATH,
+            clients: 1,
+            requests: single_requests,
+        },
+        Case {
+            key: "job",
+            title: "GET /admin/jobs/{id}",
+            path: JOB_PATH,
+            clients: job_concurrency,
+            requests: job_requests,
+        },
+        Case {
+            key: "single",
+            title: "GET /admin/jobs?page[limit]=10, unloaded",
+            path: SMALL_PATH,
+            clients: 1,
+            requests: single_requests,
+        },
+        Case {
+            key: "small",
+            title: "GET /admin/jobs?page[limit]=10",
+            path: SMALL_PATH,
+            clients: concurrency,
+            requests,
+        },
+        Case {
+            key: "large",
+            title: "GET /config/policies/{1 MiB policy}",
+            path: &large_path,
+            clients: concurrency,
+            requests: large_requests,
+        },
+    ];
+    let mut measured = Vec::new();
+    for case in &cases {
+        let mut phases = Vec::new();
+        for target in [&targets.direct, &targets.tunnel, &targets.relayed] {
+            phases.push(load(target, case.path, case.clients, case.requests, warmup).await?);
+        }
+        measured.push(phases);
+    }
+    targets.tunnel_handle.shutdown();
     system.shutdown().await;
 
     let mut report = Report::new("relay");
     report.parameter("concurrency", concurrency);
+    report.parameter("job_concurrency", job_concurrency);
     report.parameter("requests", requests);
+    report.parameter("job_requests", job_requests);
     report.parameter("large_requests", large_requests);
     report.parameter("single_requests", single_requests);
     report.parameter("warmup_per_client", warmup);
-    let cases = [
-        ("small", "GET /admin/jobs?page[limit]=10", concurrency, &small_direct, &small_relayed),
-        ("single", "GET /admin/jobs?page[limit]=10, unloaded", 1, &single_direct, &single_relayed),
-        ("large", "GET /config/policies/{1 MiB policy}", concurrency, &large_direct, &large_relayed),
-    ];
-    for (key, title, clients, direct, relayed) in cases {
-        let mut table = Table::new(
-            &format!(
-                "{title}: {} B response, {} timed requests per path, {clients} client(s)",
-                grouped(direct.body_bytes as f64),
-                grouped(direct.completed as f64)
-            ),
-            &["path", "req/s", "p50 ms", "p99 ms", "max ms", "errors"],
+    for (case, phases) in cases.iter().zip(&measured) {
+        let [direct, tunnel, relayed] = [&phases[0], &phases[1], &phases[2]];
+        report_case(&mut report, case, direct, tunnel, relayed);
+    }
+    let figure = |key: &str, path: &str| {
+        let phases = &measured[cases.iter().position(|case| case.key == key).unwrap_or(0)];
+        let phase = match path {
+            "direct" => &phases[0],
+            "tunnel" => &phases[1],
+            _ => &phases[2],
+        };
+        (phase.rate(), ms_f(phase.latencies.p50))
+    };
+    let job_ratio = figure("job", "relayed").0 / figure("job", "direct").0.max(f64::EPSILON);
+    let job_tunnel_ratio = figure("job", "tunnel").0 / figure("job", "direct").0.max(f64::EPSILON);
+    report.target(
+        &format!("relayed throughput (job by id, {job_concurrency} clients)"),
+        "≥ 0.75× direct",
+        ratio(job_ratio),
+        job_ratio >= 0.75,
+    );
+    report.target(
+        &format!("relayed throughput (job by id, {job_concurrency} clients)"),
+        "≥ tunnel ratio − 0.1",
+        format!("{} (tunnel {})", ratio(job_ratio), ratio(job_tunnel_ratio)),
+        job_ratio >= job_tunnel_ratio - 0.1,
+    );
+    let added = figure("job_single", "relayed").1 - figure("job_single", "direct").1;
+    report.target(
+        "relayed p50 (job by id, 1 client)",
+        "≤ direct p50 + 0.25 ms",
+        format!("{added:+.3} ms"),
+        added <= 0.25,
+    );
+    for (key, what) in [("small", "21 KB page"), ("large", "1 MiB policy")] {
+        let throughput = figure(key, "relayed").0 / figure(key, "direct").0.max(f64::EPSILON);
+        report.target(
+            &format!("relayed throughput ({what}, {concurrency} clients)"),
+            "≥ 0.8× direct",
+            ratio(throughput),
+            throughput >= 0.8,
         );
-        for (name, phase) in [("direct", direct), ("relayed", relayed)] {
-            table.row(vec![
-                name.to_owned(),
-                grouped(phase.rate()),
-                ms(phase.latencies.p50),
-                ms(phase.latencies.p99),
-                ms(phase.latencies.max),
-                phase.errors.to_string(),
-            ]);
-            report.figure(&format!("{key}_{name}_rps"), phase.rate());
-            report.figure(&format!("{key}_{name}_p50_ms"), ms_f(phase.latencies.p50));
-            report.figure(&format!("{key}_{name}_p99_ms"), ms_f(phase.latencies.p99));
-            report.figure(&format!("{key}_{name}_max_ms"), ms_f(phase.latencies.max));
-            report.figure(&format!("{key}_{name}_errors"), phase.errors as f64);
-        }
-        let throughput_ratio = relayed.rate() / direct.rate().max(f64::EPSILON);
-        let ratio_of = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
+    }
+    report.note("clients, emulator, endpoint, service and tunnel share this process and its CPUs");
+    report.note(
+        "tunnel: TCP → one TLS WebSocket per connection → TCP, the client's TLS end to end, no parsing",
+    );
+    Ok(report)
+}
+
+/// One call measured on every path.
+struct Case<'a> {
+    key: &'static str,
+    title: &'static str,
+    path: &'a str,
+    clients: usize,
+    requests: usize,
+}
+
+/// The three ways to the emulator, and the tunnel that makes one of them.
+pub(crate) struct Targets {
+    pub(crate) direct: Target,
+    pub(crate) tunnel: Target,
+    pub(crate) relayed: Target,
+    pub(crate) tunnel_handle: Tunnel,
+}
+
+impl Targets {
+    pub(crate) async fn of(system: &System, token: &str) -> anyhow::Result<Self> {
+        let direct = Target {
+            base: system.emulator.base_url(),
+            certificate_pem: system.emulator.certificate_pem(),
+            headers: vec![("Authorization", token.to_owned())],
+        };
+        let mut url = url::Url::parse(&direct.base).context("the emulator's URL")?;
+        let upstream = url
+            .socket_addrs(|| None)
+            .context("the emulator's address")?
+            .into_iter()
+            .next()
+            .context("the emulator has no address")?;
+        let tunnel_handle = Tunnel::start(upstream).await?;
+        url.set_port(Some(tunnel_handle.entry.port()))
+            .map_err(|()| anyhow::anyhow!("cannot set the tunnel's port"))?;
+        let tunnel = Target { base: url.as_str().trim_end_matches('/').to_owned(), ..direct.clone() };
+        let relayed = Target {
+            base: system.relay_base(),
+            certificate_pem: system.endpoint.certificate_pem().to_owned(),
+            headers: vec![
+                ("Authorization", token.to_owned()),
+                (nbwss_endpoint::API_KEY_HEADER, system.api_key.clone()),
+            ],
+        };
+        Ok(Self { direct, tunnel, relayed, tunnel_handle })
+    }
+}
+
+/// The case's table (direct, tunnel, relayed and their ratios to direct) and figures.
+fn report_case(report: &mut Report, case: &Case<'_>, direct: &Phase, tunnel: &Phase, relayed: &Phase) {
+    let key = case.key;
+    let mut table = Table::new(
+        &format!(
+            "{}: {} B response, {} timed requests per path, {} client(s)",
+            case.title,
+            grouped(direct.body_bytes as f64),
+            grouped(direct.completed as f64),
+            case.clients
+        ),
+        &["path", "req/s", "p50 ms", "p99 ms", "max ms", "errors"],
+    );
+    for (name, phase) in [("direct", direct), ("tunnel", tunnel), ("relayed", relayed)] {
         table.row(vec![
-            "relayed/direct".to_owned(),
+            name.to_owned(),
+            grouped(phase.rate()),
+            ms(phase.latencies.p50),
+            ms(phase.latencies.p99),
+            ms(phase.latencies.max),
+            phase.errors.to_string(),
+        ]);
+        report.figure(&format!("{key}_{name}_rps"), phase.rate());
+        report.figure(&format!("{key}_{name}_p50_ms"), ms_f(phase.latencies.p50));
+        report.figure(&format!("{key}_{name}_p99_ms"), ms_f(phase.latencies.p99));
+        report.figure(&format!("{key}_{name}_max_ms"), ms_f(phase.latencies.max));
+        report.figure(&format!("{key}_{name}_errors"), phase.errors as f64);
+    }
+    let ratio_of = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
+    for (name, phase, figure) in [
+        ("tunnel/direct", tunnel, "tunnel_throughput_ratio"),
+        ("relayed/direct", relayed, "throughput_ratio"),
+    ] {
+        let throughput_ratio = phase.rate() / direct.rate().max(f64::EPSILON);
+        table.row(vec![
+            name.to_owned(),
             ratio(throughput_ratio),
-            ratio(ratio_of(relayed.latencies.p50, direct.latencies.p50)),
-            ratio(ratio_of(relayed.latencies.p99, direct.latencies.p99)),
-            ratio(ratio_of(relayed.latencies.max, direct.latencies.max)),
+            ratio(ratio_of(phase.latencies.p50, direct.latencies.p50)),
+            ratio(ratio_of(phase.latencies.p99, direct.latencies.p99)),
+            ratio(ratio_of(phase.latencies.max, direct.latencies.max)),
             String::new(),
         ]);
-        report.figure(&format!("{key}_throughput_ratio"), throughput_ratio);
-        report
-            .figure(&format!("{key}_p50_added_ms"), ms_f(relayed.latencies.p50) - ms_f(direct.latencies.p50));
-        report.figure(&format!("{key}_response_bytes"), direct.body_bytes as f64);
-        report.table(table);
-        if direct.errors + relayed.errors > 0 {
-            report.note(format!("{key}: {} calls failed", direct.errors + relayed.errors));
-        }
+        report.figure(&format!("{key}_{figure}"), throughput_ratio);
     }
-    let throughput_ratio = small_relayed.rate() / small_direct.rate().max(f64::EPSILON);
-    report.target(
-        "relayed throughput (small)",
-        "≥ 0.5× direct",
-        ratio(throughput_ratio),
-        throughput_ratio >= 0.5,
+    report.figure(&format!("{key}_p50_added_ms"), ms_f(relayed.latencies.p50) - ms_f(direct.latencies.p50));
+    report.figure(
+        &format!("{key}_tunnel_p50_added_ms"),
+        ms_f(tunnel.latencies.p50) - ms_f(direct.latencies.p50),
     );
-    for (what, direct, relayed) in [
-        (format!("relayed p50 (small, {concurrency} clients)"), &small_direct, &small_relayed),
-        ("relayed p50 (small, 1 client)".to_owned(), &single_direct, &single_relayed),
-    ] {
-        let added = ms_f(relayed.latencies.p50) - ms_f(direct.latencies.p50);
-        report.target(&what, "≤ direct p50 + 0.5 ms", format!("{added:+.3} ms"), added <= 0.5);
+    report.figure(&format!("{key}_response_bytes"), direct.body_bytes as f64);
+    report.table(table);
+    let errors = direct.errors + tunnel.errors + relayed.errors;
+    if errors > 0 {
+        report.note(format!("{key}: {errors} calls failed"));
     }
-    report.note("clients, emulator, endpoint and service share this process and its CPUs");
-    Ok(report)
 }
 
 /// Creates a policy with enough clients that its GET response is about 1 MiB, through the emulator's API.

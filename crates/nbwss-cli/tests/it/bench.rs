@@ -16,7 +16,9 @@ fn bench(args: &[&str]) -> serde_json::Map<String, Value> {
     all.extend_from_slice(&["--out", &json_arg, "--dir", &dir_arg]);
     let run = nbwss(&all, "");
     assert_eq!(run.status, 0, "nbwss {all:?}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("Targets\n"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("nbwss bench {}", args[0])), "{}", run.stdout);
+    // Every scenario but the instruction count compares with the targets.
+    assert!(args[0] == "instructions" || run.stdout.contains("Targets\n"), "{}", run.stdout);
     // Piped: no progress line (it is for a terminal).
     assert!(!run.stderr.contains('\r') && !run.stderr.contains("running,"), "{}", run.stderr);
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -41,27 +43,65 @@ fn zero(figures: &serde_json::Map<String, Value>, names: &[&str]) {
 }
 
 #[test]
-fn relay_compares_relayed_with_direct_calls() {
-    let figures =
-        bench(&["relay", "--concurrency", "2", "--requests", "20", "--large-requests", "4", "--warmup", "1"]);
+fn relay_compares_relayed_and_tunnelled_with_direct_calls() {
+    let figures = bench(&[
+        "relay",
+        "--concurrency",
+        "2",
+        "--requests",
+        "20",
+        "--large-requests",
+        "4",
+        "--job-concurrency",
+        "2",
+        "--job-requests",
+        "20",
+        "--single-requests",
+        "10",
+        "--warmup",
+        "1",
+    ]);
+    for case in ["job_single", "job", "single", "small", "large"] {
+        let names: Vec<String> =
+            ["direct_rps", "tunnel_rps", "relayed_rps", "relayed_p99_ms", "tunnel_p50_ms"]
+                .iter()
+                .chain(&["throughput_ratio", "tunnel_throughput_ratio", "response_bytes"])
+                .map(|name| format!("{case}_{name}"))
+                .collect();
+        positive(&figures, &names.iter().map(String::as_str).collect::<Vec<_>>());
+        let errors: Vec<String> =
+            ["direct", "tunnel", "relayed"].iter().map(|path| format!("{case}_{path}_errors")).collect();
+        zero(&figures, &errors.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    assert!(figures["large_response_bytes"].as_f64().unwrap() >= 1024.0 * 1024.0);
+    // A job by id is about 1 KB, the page about 21 KB.
+    assert!(figures["job_response_bytes"].as_f64() < figures["small_response_bytes"].as_f64(), "{figures:?}");
+}
+
+#[test]
+fn reconcile_reports_memory_and_time_of_two_reconciliations() {
+    let figures = bench(&["reconcile", "--images", "300"]);
     positive(
         &figures,
         &[
-            "small_direct_rps",
-            "small_relayed_rps",
-            "small_direct_p50_ms",
-            "small_relayed_p99_ms",
-            "small_throughput_ratio",
-            "large_direct_rps",
-            "large_relayed_rps",
-            "large_throughput_ratio",
+            "reconcile_1_seconds",
+            "reconcile_2_seconds",
+            "reconcile_1_peak_rss_kib",
+            "peak_rss_kib",
+            "idle_rss_kib",
         ],
     );
-    zero(
+    assert!(figures["images"].as_f64().unwrap() >= 300.0);
+}
+
+/// Runs under valgrind: fails, saying what to install, where it is missing.
+#[test]
+fn instructions_counts_each_path_under_callgrind() {
+    let figures = bench(&["instructions", "--calls", "3"]);
+    positive(
         &figures,
-        &["small_direct_errors", "small_relayed_errors", "large_direct_errors", "large_relayed_errors"],
+        &["direct_instructions_per_call", "tunnel_instructions_per_call", "relayed_instructions_per_call"],
     );
-    assert!(figures["large_response_bytes"].as_f64().unwrap() >= 1024.0 * 1024.0);
 }
 
 #[test]

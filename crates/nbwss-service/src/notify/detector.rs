@@ -37,6 +37,9 @@ const PAGE_LIMIT: usize = 100;
 /// Pages of one listing, at most: a server whose pagination never ends cannot hold the detector (or its
 /// memory) forever. 10,000 pages of 100 are a million jobs or images.
 const MAX_PAGES: usize = 10_000;
+/// The default pause between two requests of a reconciliation: 100,000 images take 1,000 pages and at
+/// least 10 s of pauses, well within the default `notification.reconcileInterval` (300 s).
+pub const RECONCILE_PAGE_PAUSE: Duration = Duration::from_millis(10);
 /// A time before every image, to lift the catalog's default "last 24 hours" filter.
 const EPOCH_FILTER: &str = "1970-01-01T00:00:00.000Z";
 /// Job types that add, change or remove catalog images other than by a backup: a job of one of these
@@ -69,6 +72,11 @@ pub struct DetectorConfig {
     /// image's `backupTime` is its job's start, and it enters the catalog when the job ends. Longer jobs'
     /// images are found by the reconciliation.
     pub image_lookback: TimeDelta,
+    /// Images asked for per catalog request during a reconciliation (and images confirmed per chunk).
+    pub reconcile_page_size: usize,
+    /// The pause between two requests of a reconciliation: a catalog of N images costs the primary server
+    /// N / `reconcile_page_size` listing requests at most this often.
+    pub reconcile_page_pause: Duration,
 }
 
 impl DetectorConfig {
@@ -79,6 +87,8 @@ impl DetectorConfig {
             reconcile_interval: properties.notification_reconcile_interval,
             job_overlap: TimeDelta::minutes(5),
             image_lookback: TimeDelta::hours(6),
+            reconcile_page_size: PAGE_LIMIT,
+            reconcile_page_pause: RECONCILE_PAGE_PAUSE,
         }
     }
 }
@@ -281,26 +291,39 @@ impl Detector {
     /// Images with `backupTime` at or after `since`, oldest first.
     async fn list_images(&self, since: &str) -> Result<Vec<Value>, DetectError> {
         let mut images = Vec::new();
-        let mut offset = 0usize;
         for _ in 0..MAX_PAGES {
-            let query = [
-                ("filter", format!("backupTime ge {since}")),
-                ("sort", "backupTime".to_owned()),
-                ("page[limit]", PAGE_LIMIT.to_string()),
-                ("page[offset]", offset.to_string()),
-            ];
-            let page = self.client.get_json("/catalog/images", &query).await?;
-            let data =
-                page["data"].as_array().ok_or_else(|| DetectError::Shape("images: no data array".into()))?;
-            images.extend(data.iter().cloned());
-            offset += data.len();
-            let total = page["meta"]["pagination"]["count"].as_u64();
-            if data.is_empty() || total.is_some_and(|total| offset as u64 >= total) || data.len() < PAGE_LIMIT
-            {
+            let (page, more) = self.images_page(since, images.len(), PAGE_LIMIT).await?;
+            images.extend(page);
+            if !more {
                 return Ok(images);
             }
         }
         Err(too_many_pages("images"))
+    }
+
+    /// One page of at most `limit` images with `backupTime` at or after `since`, oldest first, from
+    /// `offset`; and whether more may follow.
+    async fn images_page(
+        &self,
+        since: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Value>, bool), DetectError> {
+        let query = [
+            ("filter", format!("backupTime ge {since}")),
+            ("sort", "backupTime".to_owned()),
+            ("page[limit]", limit.to_string()),
+            ("page[offset]", offset.to_string()),
+        ];
+        let mut page = self.client.get_json("/catalog/images", &query).await?;
+        let total = page["meta"]["pagination"]["count"].as_u64();
+        let Value::Array(data) = page["data"].take() else {
+            return Err(DetectError::Shape("images: no data array".into()));
+        };
+        let listed = offset + data.len();
+        let more =
+            !data.is_empty() && total.is_none_or(|total| (listed as u64) < total) && data.len() >= limit;
+        Ok((data, more))
     }
 
     async fn poll_new_images(&self) -> Result<usize, DetectError> {
@@ -327,41 +350,78 @@ impl Detector {
     /// Lists the whole catalog: CREATE for images not seen, UPDATE / NO_LOCAL_COPY_AVAILABLE for changed
     /// ones, DELETE for seen images that are gone (confirmed one by one, so that an image skipped by offset
     /// pagination while the catalog changed is not reported deleted).
+    ///
+    /// Page by page, so that the service's memory does not grow with the catalog: each page of
+    /// `reconcile_page_size` images is compared with what the outbox remembers and committed with its
+    /// records in one transaction, the images listed are noted in the outbox, and the requests to the
+    /// primary server are `reconcile_page_pause` apart. Then the images remembered but not listed are
+    /// confirmed in chunks of the same size. The images watermark is set last: a reconciliation cut short
+    /// (a restart, an error, a full outbox) commits what it compared and the next one starts over, repeating
+    /// no record, and a first one (the baseline) stays a baseline until it completes.
     async fn reconcile_images(&self) -> Result<usize, DetectError> {
-        let images = self.list_images(EPOCH_FILTER).await?;
-        let listed: BTreeSet<String> =
-            images.iter().filter_map(|image| image["id"].as_str().map(str::to_owned)).collect();
-        let missing: Vec<SeenImage> = self
-            .outbox
-            .detect(|detection| detection.images())?
-            .into_iter()
-            .filter(|seen| !listed.contains(&seen.backup_id))
-            .collect();
-        let mut gone = Vec::new();
-        for seen in missing {
-            match self.client.get_json(&format!("/catalog/images/{}", seen.backup_id), &[]).await {
-                Err(error) if error.status() == Some(404) => gone.push(seen),
-                Ok(_) => {}
-                Err(error) => return Err(error.into()),
+        let started = Instant::now();
+        let page_size = self.config.reconcile_page_size.max(1);
+        let (baseline, mut newest) = self.outbox.detect(|detection| {
+            detection.start_listing()?;
+            let watermark = detection.watermark(IMAGES_WATERMARK)?;
+            Ok((watermark.is_none(), watermark.as_deref().and_then(parse_time)))
+        })?;
+        let mut appended = 0;
+        let mut offset = 0;
+        let mut complete = false;
+        for index in 0..MAX_PAGES {
+            if index > 0 {
+                tokio::time::sleep(self.config.reconcile_page_pause).await;
+            }
+            let (images, more) = self.images_page(EPOCH_FILTER, offset, page_size).await?;
+            offset += images.len();
+            appended += self.outbox.detect(|detection| {
+                for image in &images {
+                    let Some(seen) = seen_image(image) else { continue };
+                    newest = newest.max(DateTime::from_timestamp(seen.backup_time, 0));
+                    detection.mark_listed(&seen.backup_id)?;
+                    compare_image(detection, seen, baseline)?;
+                }
+                Ok(detection.pushed().len())
+            })?;
+            if !more {
+                complete = true;
+                break;
             }
         }
-        let count = self.outbox.detect(|detection| {
-            let baseline = detection.watermark(IMAGES_WATERMARK)?.is_none();
-            let mut newest = detection.watermark(IMAGES_WATERMARK)?.as_deref().and_then(parse_time);
-            for image in &images {
-                let Some(seen) = seen_image(image) else { continue };
-                newest = newest.max(DateTime::from_timestamp(seen.backup_time, 0));
-                compare_image(detection, seen, baseline)?;
+        if !complete {
+            return Err(too_many_pages("images"));
+        }
+        let mut after = String::new();
+        loop {
+            let unlisted = self.outbox.detect(|detection| detection.unlisted_images(&after, page_size))?;
+            let Some(last) = unlisted.last() else { break };
+            after.clone_from(&last.backup_id);
+            let mut gone = Vec::new();
+            for seen in unlisted {
+                tokio::time::sleep(self.config.reconcile_page_pause).await;
+                match self.client.get_json(&format!("/catalog/images/{}", seen.backup_id), &[]).await {
+                    Err(error) if error.status() == Some(404) => gone.push(seen),
+                    Ok(_) => {}
+                    Err(error) => return Err(error.into()),
+                }
             }
-            for seen in &gone {
-                detection.remove_image(&seen.backup_id)?;
-                detection.push(image_record(seen, ImageOperation::Delete));
-            }
+            appended += self.outbox.detect(|detection| {
+                for seen in &gone {
+                    detection.remove_image(&seen.backup_id)?;
+                    detection.push(image_record(seen, ImageOperation::Delete));
+                }
+                Ok(detection.pushed().len())
+            })?;
+        }
+        self.outbox.detect(|detection| {
             let newest = newest.unwrap_or_else(|| DateTime::from_timestamp(0, 0).unwrap_or_default());
-            detection.set_watermark(IMAGES_WATERMARK, &format_time(newest))?;
-            Ok(detection.pushed().len())
+            detection.set_watermark(IMAGES_WATERMARK, &format_time(newest))
         })?;
-        Ok(count)
+        let metrics = self.outbox.metrics();
+        metrics.reconciliations.inc();
+        metrics.reconciliation_seconds.set(started.elapsed().as_secs_f64());
+        Ok(appended)
     }
 }
 

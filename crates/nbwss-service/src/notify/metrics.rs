@@ -72,6 +72,10 @@ pub struct NotifyMetrics {
     pub appended_records: Counter,
     /// Seconds between an event on the primary server and its detection.
     pub detection_lag_seconds: Histogram,
+    /// Image catalog reconciliations completed.
+    pub reconciliations: Counter,
+    /// How long the last completed reconciliation took, in seconds.
+    pub reconciliation_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for NotifyMetrics {
@@ -88,6 +92,8 @@ impl Default for NotifyMetrics {
             outbox_full: Gauge::default(),
             unsendable_records: Counter::default(),
             appended_records: Counter::default(),
+            reconciliations: Counter::default(),
+            reconciliation_seconds: Gauge::default(),
             detection_lag_seconds: Histogram::new([
                 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
             ]),
@@ -143,6 +149,16 @@ impl NotifyMetrics {
             "detection_lag_seconds",
             "Time between an event on the primary server and its detection",
             self.detection_lag_seconds.clone(),
+        );
+        registry.register(
+            "reconciliations",
+            "Image catalog reconciliations completed",
+            self.reconciliations.clone(),
+        );
+        registry.register(
+            "reconciliation_seconds",
+            "Duration of the last completed image catalog reconciliation",
+            self.reconciliation_seconds.clone(),
         );
     }
 }

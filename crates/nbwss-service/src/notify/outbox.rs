@@ -811,12 +811,11 @@ impl Detection<'_> {
     pub fn image(&self, backup_id: &str) -> Result<Option<SeenImage>, OutboxError> {
         Ok(self
             .transaction
-            .query_row(
+            .prepare_cached(
                 "SELECT backup_id, client_name, client_type, backup_time, fingerprint, has_local_copy \
                  FROM seen_images WHERE backup_id = ?1",
-                [backup_id],
-                seen_image,
-            )
+            )?
+            .query_row([backup_id], seen_image)
             .optional()?)
     }
 
@@ -830,15 +829,46 @@ impl Detection<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Starts a catalog listing: forgets which images the previous one listed. The list is a temporary
+    /// table of this connection (on disk, not in memory: SQLite's default `temp_store`), so a catalog of
+    /// any size costs the service no memory; a restart forgets it, and the next listing starts over.
+    pub fn start_listing(&self) -> Result<(), OutboxError> {
+        self.transaction.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS listed_images (backup_id TEXT PRIMARY KEY); \
+             DELETE FROM temp.listed_images;",
+        )?;
+        Ok(())
+    }
+
+    /// Notes that the current listing holds an image.
+    pub fn mark_listed(&self, backup_id: &str) -> Result<(), OutboxError> {
+        self.transaction
+            .prepare_cached("INSERT OR IGNORE INTO temp.listed_images (backup_id) VALUES (?1)")?
+            .execute([backup_id])?;
+        Ok(())
+    }
+
+    /// Up to `limit` images seen before but not in the current listing, by backup id after `after`.
+    pub fn unlisted_images(&self, after: &str, limit: usize) -> Result<Vec<SeenImage>, OutboxError> {
+        let mut select = self.transaction.prepare_cached(
+            "SELECT backup_id, client_name, client_type, backup_time, fingerprint, has_local_copy \
+             FROM seen_images WHERE backup_id > ?1 \
+             AND backup_id NOT IN (SELECT backup_id FROM temp.listed_images) ORDER BY backup_id LIMIT ?2",
+        )?;
+        let rows = select.query_map(params![after, i64::try_from(limit).unwrap_or(i64::MAX)], seen_image)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Remembers an image.
     pub fn set_image(&self, image: &SeenImage) -> Result<(), OutboxError> {
-        self.transaction.execute(
+        self.transaction.prepare_cached(
             "INSERT INTO seen_images (backup_id, client_name, client_type, backup_time, fingerprint, has_local_copy) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (backup_id) DO UPDATE SET \
              client_name = excluded.client_name, client_type = excluded.client_type, \
              backup_time = excluded.backup_time, fingerprint = excluded.fingerprint, \
              has_local_copy = excluded.has_local_copy",
-            params![
+        )?
+        .execute(params![
                 image.backup_id,
                 image.client_name,
                 image.client_type,

@@ -473,6 +473,8 @@ async fn odd_numbers_from_the_primary_server_never_panic_the_detector() {
         reconcile_interval: Duration::from_secs(3600),
         job_overlap: chrono::TimeDelta::minutes(5),
         image_lookback: chrono::TimeDelta::hours(6),
+        reconcile_page_size: 100,
+        reconcile_page_pause: Duration::ZERO,
     };
     let mut detector = Detector::new(client, outbox.clone(), config);
     // A cursor that never advances is an error, not an endless loop.

@@ -40,6 +40,9 @@ fn detector(
         reconcile_interval: Duration::from_millis(300),
         job_overlap: chrono::TimeDelta::minutes(5),
         image_lookback: chrono::TimeDelta::hours(6),
+        // Small pages: every reconciliation of the seed catalog takes several.
+        reconcile_page_size: 3,
+        reconcile_page_pause: Duration::ZERO,
     };
     detector_with(emulator, outbox, api_version, use_api_key, config)
 }
@@ -230,6 +233,8 @@ async fn catalog_jobs_reveal_image_updates_and_deletions_at_once() {
         reconcile_interval: Duration::from_secs(3600),
         job_overlap: chrono::TimeDelta::minutes(5),
         image_lookback: chrono::TimeDelta::seconds(1),
+        reconcile_page_size: 100,
+        reconcile_page_pause: Duration::ZERO,
     };
     let mut detector = detector_with(&emulator, &outbox, "14.0", false, config);
     assert_eq!(detector.poll_once().await.unwrap(), 0, "the first poll is a silent baseline");
@@ -274,6 +279,49 @@ async fn catalog_jobs_reveal_image_updates_and_deletions_at_once() {
     let delete = &images_of(&records, &ImageOperation::Delete)[0];
     assert_eq!(delete.backup_id, updated.backup_id);
     assert_eq!(delete.backup_time, updated.backup_time);
+}
+
+/// A catalog many pages long is reconciled page by page: the baseline remembers every image and reports
+/// none; a later reconciliation (a new detector: its first poll reconciles) reports exactly the images
+/// deleted meanwhile, wherever they were in the catalog, and nothing else.
+#[tokio::test]
+async fn a_catalog_of_many_pages_is_reconciled_page_by_page() {
+    let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
+    let held = emulator.add_catalog_images(250).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = outbox_at(dir.path());
+    let config = |page_size| DetectorConfig {
+        poll_interval: Duration::from_millis(100),
+        reconcile_interval: Duration::from_secs(3600),
+        job_overlap: chrono::TimeDelta::minutes(5),
+        image_lookback: chrono::TimeDelta::hours(6),
+        reconcile_page_size: page_size,
+        reconcile_page_pause: Duration::ZERO,
+    };
+    let mut detector = detector_with(&emulator, &outbox, "9.0", false, config(7));
+    assert_eq!(detector.poll_once().await.unwrap(), 0, "the first poll is a silent baseline");
+    assert!(drain(&outbox).is_empty());
+    assert_eq!(outbox.detect(|detection| detection.images()).unwrap().len(), held);
+
+    let ids = emulator.image_ids();
+    let expired: Vec<String> =
+        [0, ids.len() / 2, ids.len() - 1].iter().map(|&index| ids[index].clone()).collect();
+    for backup_id in &expired {
+        emulator.expire_image(backup_id).unwrap();
+    }
+    let mut detector = detector_with(&emulator, &outbox, "9.0", false, config(11));
+    detector.poll_once().await.unwrap();
+    let records = drain(&outbox);
+    let mut deleted: Vec<String> =
+        images_of(&records, &ImageOperation::Delete).into_iter().map(|image| image.backup_id).collect();
+    deleted.sort();
+    let mut expected = expired.clone();
+    expected.sort();
+    assert_eq!(deleted, expected);
+    for operation in [ImageOperation::Create, ImageOperation::Update, ImageOperation::NoLocalCopyAvailable] {
+        assert!(images_of(&records, &operation).is_empty(), "{operation:?} in {records:?}");
+    }
+    assert_eq!(outbox.detect(|detection| detection.images()).unwrap().len(), held - expired.len());
 }
 
 #[tokio::test]
