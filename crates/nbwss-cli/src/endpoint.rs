@@ -9,10 +9,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use nbwss_endpoint::webhooks::{NewWebhook, PauseReason, WebhookFilter, WebhookInfo};
-use nbwss_endpoint::{Endpoint, EndpointConfig, Store, TlsFiles};
+use nbwss_endpoint::{Cluster, ClusterConfig, ClusterCredentials, Endpoint, EndpointConfig, Store, TlsFiles};
 
 /// Default data directory when neither --data-dir nor a configuration file names one.
 const DEFAULT_DATA_DIR: &str = "nbwss-endpoint-data";
+
+/// The replica name management commands connect to a cluster under (they hold no session).
+const MANAGEMENT_REPLICA: &str = "cli";
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
 
 /// Arguments of `nbwss endpoint`.
 #[derive(Debug, clap::Args)]
@@ -55,6 +62,10 @@ struct Location {
     /// The endpoint's data directory (overrides the configuration's) [default: nbwss-endpoint-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Cluster mode: the NATS server(s) with JetStream holding the cluster's state, nats://HOST:PORT
+    /// (overrides the configuration's cluster.nats_url). Tokens and API keys are then the cluster's.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
 }
 
 impl Location {
@@ -70,11 +81,27 @@ impl Location {
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
         }
+        if let Some(url) = &self.cluster {
+            match &mut config.cluster {
+                Some(cluster) => cluster.nats_url = url.clone(),
+                None => config.cluster = Some(ClusterConfig::new(url.clone(), MANAGEMENT_REPLICA)),
+            }
+        }
         Ok(config)
     }
 
+    /// The configuration, when it (or --cluster) names a cluster.
+    fn clustered(&self) -> anyhow::Result<Option<(EndpointConfig, ClusterConfig)>> {
+        let config = self.config()?;
+        Ok(config.cluster.clone().map(|cluster| (config, cluster)))
+    }
+
     fn store(&self) -> anyhow::Result<Store> {
-        open_store(&self.config()?.data_dir)
+        let config = self.config()?;
+        if config.cluster.is_some() {
+            anyhow::bail!("webhooks are not available in cluster mode ([cluster] or --cluster): read the feed or the stream instead");
+        }
+        open_store(&config.data_dir)
     }
 }
 
@@ -106,6 +133,10 @@ struct RunArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Cluster mode: this replica's name, unique in the cluster (overrides the configuration's
+    /// cluster.replica; required with --cluster when the configuration has no [cluster] section).
+    #[arg(long, value_name = "NAME")]
+    replica: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -315,6 +346,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles { cert, key });
     }
+    match (&mut config.cluster, args.replica) {
+        (Some(cluster), Some(replica)) => cluster.replica = replica,
+        (Some(cluster), None) if cluster.replica == MANAGEMENT_REPLICA => {
+            anyhow::bail!(
+                "--replica NAME: each replica of a cluster needs a name of its own (e.g. its host name)"
+            )
+        }
+        (None, Some(_)) => anyhow::bail!("--replica: only with --cluster or a [cluster] section"),
+        _ => {}
+    }
     let data_dir = config.data_dir.clone();
     // Every connection is a file descriptor: make room for limits.max_connections of them.
     crate::raise_open_files_limit();
@@ -333,7 +374,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("WebSocket URL for NetBackup: {}", handle.websocket_url());
     println!("certificate SHA-256: {}", handle.certificate_sha256());
     println!("data directory: {}", data_dir.display());
-    if handle.store().list_api_keys()?.is_empty() {
+    if let Some(cluster) = handle.cluster() {
+        println!("cluster: {} on {} as replica {}", cluster.name(), cluster.nats_url(), cluster.replica());
+    }
+    let api_keys = match handle.cluster() {
+        Some(cluster) => ClusterCredentials(cluster).list_api_keys().await?.len(),
+        None => handle.store().list_api_keys()?.len(),
+    };
+    if api_keys == 0 {
         println!(
             "no API key yet: create one with `nbwss endpoint apikey create NAME --data-dir {}`",
             data_dir.display()
@@ -347,6 +395,18 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let location = match &command {
+        TokenCommand::Create { location, .. }
+        | TokenCommand::Rotate { location, .. }
+        | TokenCommand::List { location, .. }
+        | TokenCommand::Revoke { location, .. } => location,
+    };
+    if let Some((config, settings)) = location.clustered()? {
+        return runtime()?.block_on(async {
+            let cluster = Cluster::connect(&settings).await?;
+            cluster_token(command, &config, &cluster).await
+        });
+    }
     match command {
         TokenCommand::Create { name, name_flag, group, priority, url, location } => {
             if name_flag.is_some() {
@@ -377,19 +437,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::List { json, location } => {
             let tokens = location.store()?.list_tokens()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tokens)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            if tokens.is_empty() {
-                eprintln!("no tokens");
-            }
-            for token in tokens {
-                println!(
-                    "{}\tgroup {}\tpriority {}\tcreated {}\ttoken {}",
-                    token.name, token.group_id, token.priority, token.created_at, token.token_fingerprint
-                );
-            }
+            print_tokens(&tokens, json)?;
         }
         TokenCommand::Revoke { name, location } => {
             if !location.store()?.revoke_token(&name)? {
@@ -399,6 +447,106 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `nbwss endpoint token ...` against a cluster's tokens bucket.
+async fn cluster_token(
+    command: TokenCommand,
+    config: &EndpointConfig,
+    cluster: &Cluster,
+) -> anyhow::Result<ExitCode> {
+    let credentials = ClusterCredentials(cluster);
+    match command {
+        TokenCommand::Create { name, name_flag, group, priority, url, .. } => {
+            let name = name.or(name_flag).unwrap_or_default();
+            let url = details_url(config, url)?;
+            let details = credentials.create_token(&name, &group, priority, &url).await?;
+            println!("{}", serde_json::to_string_pretty(&details.to_value())?);
+            eprintln!("token of '{name}' created; it is shown only here: hand this file to the NetBackup administrator");
+        }
+        TokenCommand::Rotate { name, url, .. } => {
+            let url = details_url(config, url)?;
+            let tokens = credentials.list_tokens().await?;
+            let Some(old) = tokens.iter().find(|token| token.name == name) else {
+                anyhow::bail!(
+                    "no token named '{name}': create one with `nbwss endpoint token create --name {name}`"
+                );
+            };
+            let details = credentials.create_token(&name, &old.group_id, old.priority, &url).await?;
+            println!("{}", serde_json::to_string_pretty(&details.to_value())?);
+            eprintln!(
+                "token of '{name}' rotated; the old one no longer connects. The new one is shown only here: \
+                 hand this file to the NetBackup administrator"
+            );
+        }
+        TokenCommand::List { json, .. } => {
+            let tokens = credentials.list_tokens().await?;
+            print_tokens(&tokens, json)?;
+        }
+        TokenCommand::Revoke { name, .. } => {
+            if !credentials.revoke_token(&name).await? {
+                anyhow::bail!("no token named '{name}'");
+            }
+            println!("token of '{name}' revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nbwss endpoint apikey ...` against a cluster's API-key bucket.
+async fn cluster_api_key(command: ApiKeyCommand, cluster: &Cluster) -> anyhow::Result<ExitCode> {
+    let credentials = ClusterCredentials(cluster);
+    match command {
+        ApiKeyCommand::Create { name, .. } => {
+            let key = credentials.create_api_key(&name).await?;
+            println!("{key}");
+            eprintln!(
+                "API key '{name}' created; it is shown only here. Send it in the X-NBWSS-API-Key header."
+            );
+        }
+        ApiKeyCommand::List { json, .. } => {
+            let keys = credentials.list_api_keys().await?;
+            print_api_keys(&keys, json)?;
+        }
+        ApiKeyCommand::Revoke { name, .. } => {
+            if !credentials.revoke_api_key(&name).await? {
+                anyhow::bail!("no API key named '{name}'");
+            }
+            println!("API key '{name}' revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_tokens(tokens: &[nbwss_endpoint::TokenInfo], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(tokens)?);
+        return Ok(());
+    }
+    if tokens.is_empty() {
+        eprintln!("no tokens");
+    }
+    for token in tokens {
+        println!(
+            "{}\tgroup {}\tpriority {}\tcreated {}\ttoken {}",
+            token.name, token.group_id, token.priority, token.created_at, token.token_fingerprint
+        );
+    }
+    Ok(())
+}
+
+fn print_api_keys(keys: &[nbwss_endpoint::ApiKeyInfo], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(keys)?);
+        return Ok(());
+    }
+    if keys.is_empty() {
+        eprintln!("no API keys");
+    }
+    for key in keys {
+        println!("{}\tcreated {}", key.name, key.created_at);
+    }
+    Ok(())
 }
 
 /// The wss:// URL for a details file: `--url`, or the configuration's.
@@ -413,6 +561,17 @@ fn details_url(config: &EndpointConfig, url: Option<String>) -> anyhow::Result<S
 }
 
 fn api_key(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    let location = match &command {
+        ApiKeyCommand::Create { location, .. }
+        | ApiKeyCommand::List { location, .. }
+        | ApiKeyCommand::Revoke { location, .. } => location,
+    };
+    if let Some((_, settings)) = location.clustered()? {
+        return runtime()?.block_on(async {
+            let cluster = Cluster::connect(&settings).await?;
+            cluster_api_key(command, &cluster).await
+        });
+    }
     match command {
         ApiKeyCommand::Create { name, location } => {
             let key = location.store()?.create_api_key(&name)?;
@@ -423,16 +582,7 @@ fn api_key(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         }
         ApiKeyCommand::List { json, location } => {
             let keys = location.store()?.list_api_keys()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            if keys.is_empty() {
-                eprintln!("no API keys");
-            }
-            for key in keys {
-                println!("{}\tcreated {}", key.name, key.created_at);
-            }
+            print_api_keys(&keys, json)?;
         }
         ApiKeyCommand::Revoke { name, location } => {
             if !location.store()?.revoke_api_key(&name)? {

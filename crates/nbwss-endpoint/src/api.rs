@@ -42,6 +42,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/api/v1/webhooks/{id}/pause", post(webhooks::api::pause))
         .route("/api/v1/webhooks/{id}/resume", post(webhooks::api::resume))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::api::deliveries))
+        .route_layer(middleware::from_fn_with_state(state.clone(), not_in_cluster_mode))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(keyed)
@@ -81,6 +82,20 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::no_route(&redact(&uri))
+}
+
+/// Webhooks keep their subscriptions and deliveries in one replica's SQLite store: in cluster mode their
+/// routes answer 501 (README, "Cluster mode").
+async fn not_in_cluster_mode(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.cluster.is_some() && request.uri().path().starts_with("/api/v1/webhooks") {
+        return ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_in_cluster_mode",
+            "webhooks are not available in cluster mode ([cluster] is set); read the feed or the stream instead",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The API key a request was authenticated with, as the store keeps it (its SHA-256): a stream checks it
@@ -181,13 +196,19 @@ async fn primaries(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     names.extend(sessions.iter().map(|session| session.name.clone()));
     names.sort();
     names.dedup();
+    // Cluster mode: the replica holding each primary server's session, from the leases.
+    let holders = match &state.cluster {
+        Some(cluster) => Some(holders(cluster, &names).await?),
+        None => None,
+    };
     let list: Vec<Value> = names
         .into_iter()
         .map(|name| {
             let token = tokens.iter().find(|token| token.name == name);
             let session = sessions.iter().find(|session| session.name == name);
             let stats = state.registry.stats(&name);
-            json!({
+            let held_by = holders.as_ref().and_then(|holders| holders.get(&name).cloned());
+            let mut entry = json!({
                 "name": name,
                 "groupId": session.map(|s| s.group_id.clone()).or_else(|| token.map(|t| t.group_id.clone())),
                 "priority": token.map(|t| t.priority),
@@ -199,10 +220,39 @@ async fn primaries(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
                 "lastDisconnectedAt": stats.last_disconnected_at.map(|t| t.to_rfc3339()),
                 "commands": stats.commands,
                 "notifications": counts.get(&name).copied().unwrap_or(0),
-            })
+            });
+            if holders.is_some() {
+                entry["connected"] = Value::Bool(session.is_some() || held_by.is_some());
+                entry["heldBy"] = held_by.map_or(Value::Null, Value::String);
+            }
+            entry
         })
         .collect();
     Ok(Json(json!({ "primaries": list })))
+}
+
+/// The holder of each of `names` that is held, read within a few seconds.
+async fn holders(
+    cluster: &crate::cluster::Cluster,
+    names: &[String],
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let read = async {
+        let mut holders = std::collections::HashMap::new();
+        for name in names {
+            if let Some(replica) = cluster.holder(name).await? {
+                holders.insert(name.clone(), replica);
+            }
+        }
+        anyhow::Ok(holders)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+        Ok(holders) => Ok(holders?),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            "the cluster's NATS did not answer within 5 s",
+        )),
+    }
 }
 
 /// `GET /provider/{id}`: a one-time provider URL; serves its endpoint details file once, then 404.
@@ -230,8 +280,20 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `{"status": "ok"}`; in cluster mode also the replica's name and its NATS connection, and 503
+/// `"degraded"` while NATS is unreachable (a load balancer then sends primary servers and apps elsewhere).
+async fn healthz(State(state): State<AppState>) -> Response {
+    let Some(cluster) = &state.cluster else {
+        return Json(json!({ "status": "ok" })).into_response();
+    };
+    let connected = cluster.connected();
+    let status = if connected { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if connected { "ok" } else { "degraded" },
+        "replica": cluster.replica(),
+        "nats": if connected { "connected" } else { "disconnected" },
+    });
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

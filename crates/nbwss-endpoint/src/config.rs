@@ -97,6 +97,9 @@ pub struct EndpointConfig {
     /// Webhook deliveries.
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// Cluster mode on NATS JetStream; absent (the default), the endpoint keeps its state in its SQLite store.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -281,6 +284,7 @@ impl EndpointConfig {
             keepalive: Keepalive::default(),
             retention: Retention::default(),
             webhooks: Webhooks::default(),
+            cluster: None,
         }
     }
 
@@ -310,6 +314,9 @@ impl EndpointConfig {
             if !url.starts_with("wss://") {
                 anyhow::bail!("public_url: must start with wss:// (ws:// is not supported)");
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         let limits = &self.limits;
         if limits.max_message_bytes < 1024 {

@@ -289,6 +289,10 @@ async fn serve(io: Io, remote: SocketAddr, state: AppState, pending: PendingSlot
     ));
     tracing::info!(primary = %session.name, group = %session.group_id, %remote, "primary server connected");
     state.registry.insert(session.clone());
+    let lease = state
+        .cluster
+        .clone()
+        .map(|cluster| state.tracker.spawn(crate::cluster::hold(state.clone(), cluster, session.clone())));
     state.metrics.connections.inc();
     state.metrics.connected.inc();
 
@@ -300,6 +304,9 @@ async fn serve(io: Io, remote: SocketAddr, state: AppState, pending: PendingSlot
     state.registry.remove(&session);
     state.metrics.connected.dec();
     let _ = writer.await;
+    if let Some(lease) = lease {
+        let _ = lease.await;
+    }
     let (code, reason) = session.close_frame();
     tracing::info!(primary = %session.name, %remote, code, reason, "primary server disconnected");
 }
@@ -460,7 +467,27 @@ async fn store_and_acknowledge(
     }
     let (primary, id) = (session.name.clone(), received.id.clone());
     let records = received.records;
-    let stored = state.store.run(move |store| store.store_notification(&primary, &id, &records)).await;
+    let stored = match &state.cluster {
+        // Cluster mode: stored once the stream has acknowledged every record; every replica's copy of the
+        // stream moves the feed.
+        Some(cluster) => {
+            let started = std::time::Instant::now();
+            let published = crate::cluster::publish(cluster, &primary, &id, &records).await;
+            state.metrics.stream_publish_seconds.observe(started.elapsed().as_secs_f64());
+            published.map(|published| {
+                if published.duplicate {
+                    StoreOutcome::Duplicate
+                } else {
+                    StoreOutcome::Stored {
+                        records: published.records,
+                        nonconforming: published.nonconforming,
+                        last_cursor: 0,
+                    }
+                }
+            })
+        }
+        None => state.store.run(move |store| store.store_notification(&primary, &id, &records)).await,
+    };
     match stored {
         Ok(StoreOutcome::Stored { records, nonconforming, last_cursor }) => {
             state.metrics.notification_records.inc_by(u64::try_from(records).unwrap_or(u64::MAX));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use nbwss_protocol::{CloseStatus, EndpointDetails};
 use tokio::task::JoinHandle;
 
+use crate::cluster::Cluster;
 use crate::config::{loopback_if_wildcard, EndpointConfig};
 use crate::state::{AppState, Shared};
 use crate::store::Store;
@@ -30,20 +31,69 @@ impl Endpoint {
     /// Opens the store, loads (or generates) the certificate, binds the listener and starts serving.
     pub async fn start(config: EndpointConfig) -> anyhow::Result<EndpointHandle> {
         config.validate()?;
-        let store = Store::open(&config.data_dir)?;
+        let (store, cluster) = match &config.cluster {
+            None => (Store::open(&config.data_dir)?, None),
+            Some(settings) => {
+                if config.webhooks != crate::config::Webhooks::default() {
+                    anyhow::bail!(
+                        "[webhooks] and [cluster] cannot be combined: webhooks keep their deliveries in one \
+                         replica's store; remove the [webhooks] section"
+                    );
+                }
+                let cluster = Cluster::connect(settings).await?;
+                // The local store is this replica's copy of the cluster's state, apart from a standalone store.
+                let store = Store::open(&config.data_dir.join("cluster").join(&settings.name))?;
+                (store, Some(cluster))
+            }
+        };
+        let credentials_from = match &cluster {
+            Some(cluster) => Some(
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    crate::cluster::credentials::load(cluster, &store),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("cluster: reading the tokens and API keys took over 30 s"))??,
+            ),
+            None => None,
+        };
         let identity = tls::load(&config)?;
         let listener = std::net::TcpListener::bind(config.bind)
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.bind))?;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let local_addr = listener.local_addr()?;
-        let state: AppState = Arc::new(Shared::new(config, store)?);
+        let state: AppState = Arc::new(Shared::new(config, store, cluster)?);
         let tls = tokio_rustls::TlsAcceptor::from(identity.server_config);
         let listener_task =
             tokio::spawn(listener::serve(listener, tls, api::app(state.clone()), state.clone()));
         state.tracker.spawn(revocation::watch(state.clone()));
         state.tracker.spawn(retention::prune(state.clone()));
-        state.tracker.spawn(webhooks::dispatcher::supervise(state.clone()));
+        match (&state.cluster, credentials_from) {
+            (Some(cluster), Some(from)) => {
+                let cancel = state.cancel.clone();
+                state.tracker.spawn(crate::cluster::credentials::follow(
+                    cluster.clone(),
+                    state.store.clone(),
+                    from,
+                    cancel.clone(),
+                ));
+                state.tracker.spawn(crate::cluster::follow_holders(
+                    cluster.clone(),
+                    cluster.holders.clone(),
+                    cancel.clone(),
+                ));
+                state.tracker.spawn(crate::cluster::copy_stream(
+                    cluster.clone(),
+                    state.store.clone(),
+                    state.feed.clone(),
+                    cancel,
+                ));
+            }
+            _ => {
+                state.tracker.spawn(webhooks::dispatcher::supervise(state.clone()));
+            }
+        }
         let handle = EndpointHandle {
             state,
             local_addr,
@@ -91,6 +141,7 @@ impl EndpointHandle {
     /// Creates (or rotates) the token of primary server `name` and returns its endpoint details file (D15);
     /// the token is shown only here. A session opened with the previous token is closed.
     pub fn create_token(&self, name: &str, group: &str, priority: i64) -> anyhow::Result<EndpointDetails> {
+        self.standalone()?;
         let details = self.state.store.create_token(name, group, priority, &self.websocket_url())?;
         if let Some(session) = self.state.registry.get(name) {
             session.close(CloseStatus::ViolatedPolicy, "token rotated");
@@ -120,6 +171,7 @@ impl EndpointHandle {
 
     /// Revokes the token of `name` and closes its session, if connected. False when there was no token.
     pub fn revoke_token(&self, name: &str) -> anyhow::Result<bool> {
+        self.standalone()?;
         let revoked = self.state.store.revoke_token(name)?;
         if let Some(session) = self.state.registry.get(name) {
             session.close(CloseStatus::ViolatedPolicy, "token revoked");
@@ -130,7 +182,20 @@ impl EndpointHandle {
     /// Creates (or replaces) API key `name`; the key is shown only here. Streams opened with a key it
     /// replaces end within `limits.revocation_check_interval_ms`.
     pub fn create_api_key(&self, name: &str) -> anyhow::Result<String> {
+        self.standalone()?;
         self.state.store.create_api_key(name)
+    }
+
+    /// The cluster, in cluster mode: manage tokens and API keys with [`crate::ClusterCredentials`].
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.state.cluster.as_ref()
+    }
+
+    fn standalone(&self) -> anyhow::Result<()> {
+        if self.state.cluster.is_some() {
+            anyhow::bail!("in cluster mode tokens and API keys live in the cluster: use ClusterCredentials");
+        }
+        Ok(())
     }
 
     /// Names of the primary servers connected now.

@@ -29,6 +29,11 @@ impl ApiError {
         self.retry_after = Some(seconds);
     }
 
+    /// Status, code, message and `Retry-After` seconds (to pass the error on to another replica).
+    pub fn parts(&self) -> (StatusCode, &'static str, &str, Option<u32>) {
+        (self.status, self.code, &self.message, self.retry_after)
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

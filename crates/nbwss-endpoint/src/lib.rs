@@ -12,6 +12,7 @@
 //! The name a primary server is known by is the name of the token it presents in CONNECT.
 
 mod api;
+pub mod cluster;
 mod config;
 mod connection;
 mod endpoint;
@@ -35,6 +36,7 @@ pub mod webhooks;
 mod websocket;
 
 pub use api::{redact, API_KEY_HEADER, API_KEY_QUERY};
+pub use cluster::{Cluster, ClusterConfig, ClusterCredentials};
 pub use config::{
     EndpointConfig, Keepalive, Limits, Retention, TlsFiles, Webhooks, DEFAULT_BIND,
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_BUFFERED_REQUEST_BYTES,

@@ -35,6 +35,15 @@ pub(crate) struct Metrics {
     webhook_paused: Family<Labels, Gauge>,
     /// Relayed calls per minute with their latency, for the dashboard.
     pub relay_history: RelayHistory,
+    /// Cluster mode: calls forwarded to the replica holding the session, and their latency.
+    forwarded_seconds: Histogram,
+    /// Cluster mode: calls forwarded here by other replicas.
+    pub forwarded_in: Counter,
+    /// Cluster mode: leases renewed, and sessions closed because another replica took the lease.
+    pub lease_renewals: Counter,
+    pub lease_takeovers: Counter,
+    /// Cluster mode: time from publishing a notification's records to the stream's last acknowledgement.
+    pub stream_publish_seconds: Histogram,
 }
 
 impl Metrics {
@@ -134,7 +143,42 @@ impl Metrics {
         );
         let webhook_paused = Family::<Labels, Gauge>::default();
         registry.register("webhook_paused", "1 when a subscription is paused", webhook_paused.clone());
+        let forwarded_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        registry.register(
+            "cluster_forwarded_duration_seconds",
+            "Cluster mode: latency of calls forwarded to the replica holding the session",
+            forwarded_seconds.clone(),
+        );
+        let forwarded_in = Counter::default();
+        registry.register(
+            "cluster_forwarded_in_calls",
+            "Cluster mode: calls other replicas forwarded to this one",
+            forwarded_in.clone(),
+        );
+        let lease_renewals = Counter::default();
+        registry.register(
+            "cluster_lease_renewals",
+            "Cluster mode: session leases renewed",
+            lease_renewals.clone(),
+        );
+        let lease_takeovers = Counter::default();
+        registry.register(
+            "cluster_lease_takeovers",
+            "Cluster mode: sessions closed because a newer session on another replica took the lease",
+            lease_takeovers.clone(),
+        );
+        let stream_publish_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "cluster_stream_publish_duration_seconds",
+            "Cluster mode: from publishing a notification's records to the stream's last acknowledgement",
+            stream_publish_seconds.clone(),
+        );
         Self {
+            forwarded_seconds,
+            forwarded_in,
+            lease_renewals,
+            lease_takeovers,
+            stream_publish_seconds,
             registry,
             connected,
             connections,
@@ -157,6 +201,10 @@ impl Metrics {
             webhook_paused,
             relay_history: RelayHistory::default(),
         }
+    }
+
+    pub fn forwarded(&self, seconds: f64) {
+        self.forwarded_seconds.observe(seconds);
     }
 
     pub fn connect_failure(&self, reason: &str) {

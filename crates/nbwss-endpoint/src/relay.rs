@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::api::API_KEY_HEADER;
 use crate::error::ApiError;
-use crate::session::CallFailure;
+use crate::session::{CallFailure, Session};
 use crate::state::AppState;
 
 /// Marks a relay error produced by the endpoint itself (the service marks its own with `service`).
@@ -98,7 +98,7 @@ async fn relay_call(
     request: Request,
 ) -> Result<Response, ApiError> {
     let uri = uri.ok_or_else(|| ApiError::bad_request("the path must continue with /netbackup/..."))?;
-    if state.registry.get(name).is_none() {
+    if state.cluster.is_none() && state.registry.get(name).is_none() {
         return Err(not_connected(state, name).await);
     }
     // The router admits only the methods a COMMAND carries (`api::relayed_methods`).
@@ -148,19 +148,41 @@ async fn relay_call(
             text.len()
         )));
     }
+    let id = message.id.clone();
+    tracing::debug!(primary = %name, "relaying {}", message.summary());
+    drop(message);
     // Looked up again: the primary server may have reconnected while the body arrived.
-    let Some(session) = state.registry.get(name) else {
-        return Err(not_connected(state, name).await);
+    let response = match (state.registry.get(name), &state.cluster) {
+        (Some(session), _) => call_session(state, &session, name, &id, text).await?,
+        (None, Some(cluster)) => crate::cluster::relay::forward(state, cluster, name, &id, text).await?,
+        (None, None) => return Err(not_connected(state, name).await),
     };
+    http_response(response).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "invalid_response",
+            format!(
+                "invalid COMMAND RESPONSE from '{name}': its status is not a final HTTP status (200-599)"
+            ),
+        )
+    })
+}
+
+/// Sends the encoded COMMAND `text` (message id `id`) on `session` and waits for its answer, within the
+/// primary server's in-flight bound and the relay timeout.
+pub(crate) async fn call_session(
+    state: &AppState,
+    session: &Session,
+    name: &str,
+    id: &str,
+    text: String,
+) -> Result<CommandResponse, ApiError> {
     let Ok(_permit) = session.in_flight.clone().try_acquire_owned() else {
         return Err(ApiError::too_many_requests(format!(
             "too many calls in flight to primary server '{name}' (limit {})",
             state.config.limits.max_in_flight_per_primary
         )));
     };
-    let id = message.id.clone();
-    tracing::debug!(primary = %name, "relaying {}", message.summary());
-    drop(message);
     let disconnected = || {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -168,7 +190,7 @@ async fn relay_call(
             format!("primary server '{name}' disconnected before answering"),
         )
     };
-    let Some(reply) = session.expect_response(&id) else {
+    let Some(reply) = session.expect_response(id) else {
         return Err(disconnected());
     };
     state.registry.count_command(name);
@@ -182,7 +204,7 @@ async fn relay_call(
     .await;
     match outcome {
         Err(_) => {
-            session.forget(&id);
+            session.forget(id);
             Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
@@ -195,20 +217,12 @@ async fn relay_call(
             "invalid_response",
             format!("invalid COMMAND RESPONSE from '{name}': {why}"),
         )),
-        Ok(Ok(response)) => http_response(response).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "invalid_response",
-                format!(
-                    "invalid COMMAND RESPONSE from '{name}': its status is not a final HTTP status (200-599)"
-                ),
-            )
-        }),
+        Ok(Ok(response)) => Ok(response),
     }
 }
 
 /// 503 for a registered primary server that is not connected, 404 for a name no token has.
-async fn not_connected(state: &AppState, name: &str) -> ApiError {
+pub(crate) async fn not_connected(state: &AppState, name: &str) -> ApiError {
     let lookup = name.to_owned();
     match state.store.run(move |store| store.token(&lookup)).await {
         Ok(Some(_)) => ApiError::new(

@@ -20,6 +20,8 @@ use crate::store::Store;
 pub(crate) struct Shared {
     pub config: EndpointConfig,
     pub store: Store,
+    /// Cluster mode: the NATS connection, its buckets and its stream.
+    pub cluster: Option<crate::cluster::Cluster>,
     pub registry: Registry,
     pub metrics: Metrics,
     pub limiter: FailedConnectLimiter,
@@ -49,7 +51,11 @@ pub(crate) struct Shared {
 pub(crate) type AppState = Arc<Shared>;
 
 impl Shared {
-    pub fn new(config: EndpointConfig, store: Store) -> anyhow::Result<Self> {
+    pub fn new(
+        config: EndpointConfig,
+        store: Store,
+        cluster: Option<crate::cluster::Cluster>,
+    ) -> anyhow::Result<Self> {
         let last_cursor = store.last_cursor()?;
         let metrics = Metrics::new();
         Ok(Self {
@@ -63,6 +69,7 @@ impl Shared {
             body_budget: Arc::new(Semaphore::new(config.limits.max_buffered_request_bytes)),
             config,
             store,
+            cluster,
             registry: Registry::default(),
             metrics,
             cancel: CancellationToken::new(),

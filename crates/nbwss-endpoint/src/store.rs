@@ -318,11 +318,7 @@ impl Store {
         priority: i64,
         websocket_url: &str,
     ) -> anyhow::Result<EndpointDetails> {
-        check_name(name, "name")?;
-        check_name(group_id, "group")?;
-        if !(0..=i64::from(i32::MAX)).contains(&priority) {
-            anyhow::bail!("priority: must be a non-negative integer");
-        }
+        check_token_fields(name, group_id, priority)?;
         let host_name = host_of(websocket_url)?;
         let token = new_secret();
         self.lock().execute(
@@ -453,6 +449,78 @@ impl Store {
         let connection = self.read_credentials();
         let mut select = connection.prepare_cached("SELECT name FROM api_keys WHERE key_sha256 = ?1")?;
         Ok(select.query_row(params![key_sha256], |row| row.get(0)).optional()?)
+    }
+
+    /// Cluster mode: makes the local tokens and API keys exactly `tokens` and `api_keys` (the cluster's
+    /// buckets, hashes only), in one transaction.
+    pub(crate) fn replace_credentials(
+        &self,
+        tokens: &[ClusterToken],
+        api_keys: &[ClusterApiKey],
+    ) -> anyhow::Result<()> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        transaction.execute("DELETE FROM tokens", [])?;
+        transaction.execute("DELETE FROM api_keys", [])?;
+        for token in tokens {
+            put_token_row(&transaction, token)?;
+        }
+        for key in api_keys {
+            put_api_key_row(&transaction, key)?;
+        }
+        transaction.commit()?;
+        self.credentials_changed();
+        Ok(())
+    }
+
+    /// Cluster mode: one token as the cluster's bucket holds it.
+    pub(crate) fn put_cluster_token(&self, token: &ClusterToken) -> anyhow::Result<()> {
+        put_token_row(&self.lock(), token)?;
+        self.credentials_changed();
+        Ok(())
+    }
+
+    /// Cluster mode: one API key as the cluster's bucket holds it.
+    pub(crate) fn put_cluster_api_key(&self, key: &ClusterApiKey) -> anyhow::Result<()> {
+        put_api_key_row(&self.lock(), key)?;
+        self.credentials_changed();
+        Ok(())
+    }
+
+    /// Cluster mode: copies records of the cluster's notification stream, each under its stream sequence as
+    /// cursor; a record already copied is skipped. Returns the last cursor stored.
+    pub(crate) fn copy_stream_records(&self, records: &[(i64, StreamRecord)]) -> anyhow::Result<i64> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        {
+            let mut message = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO notification_messages (primary_name, message_id, received_at) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut record_row = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO notifications (cursor, primary_name, message_id, notification_type, object, record, received_at, problems)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for (sequence, record) in records {
+                message.execute(params![record.primary, record.message_id, record.received_at])?;
+                let problems =
+                    (!record.problems.is_empty()).then(|| Value::from(record.problems.clone()).to_string());
+                record_row.execute(params![
+                    sequence,
+                    record.primary,
+                    record.message_id,
+                    record.notification_type,
+                    record.object,
+                    record.record.to_string(),
+                    record.received_at,
+                    problems
+                ])?;
+            }
+        }
+        let last_cursor: i64 =
+            transaction
+                .query_row("SELECT COALESCE(MAX(cursor), 0) FROM notifications", [], |row| row.get(0))?;
+        transaction.commit()?;
+        Ok(last_cursor)
     }
 
     /// Stores the records of one NOTIFICATION REQUEST from `primary` in one committed transaction, unless
@@ -676,6 +744,64 @@ pub(crate) fn random_bytes(bytes: &mut [u8]) {
     }
 }
 
+/// A token as the cluster's bucket holds it (its hash, never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct ClusterToken {
+    pub name: String,
+    pub group_id: String,
+    pub priority: i64,
+    pub token_sha256: String,
+    pub created_at: String,
+}
+
+/// An API key as the cluster's bucket holds it (its hash, never the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct ClusterApiKey {
+    pub name: String,
+    pub key_sha256: String,
+    pub created_at: String,
+}
+
+/// One notification record as published to the cluster's stream.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct StreamRecord {
+    pub primary: String,
+    pub message_id: String,
+    pub notification_type: String,
+    pub object: String,
+    pub record: Value,
+    pub received_at: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+fn put_token_row(connection: &Connection, token: &ClusterToken) -> anyhow::Result<()> {
+    // A rotated token of another name may still hold the hash locally for a moment: the bucket is the truth.
+    connection.execute(
+        "DELETE FROM tokens WHERE token_sha256 = ?1 AND name <> ?2",
+        params![token.token_sha256, token.name],
+    )?;
+    connection.execute(
+        "INSERT INTO tokens (name, group_id, priority, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET group_id = ?2, priority = ?3, token_sha256 = ?4, created_at = ?5",
+        params![token.name, token.group_id, token.priority, token.token_sha256, token.created_at],
+    )?;
+    Ok(())
+}
+
+fn put_api_key_row(connection: &Connection, key: &ClusterApiKey) -> anyhow::Result<()> {
+    connection.execute(
+        "DELETE FROM api_keys WHERE key_sha256 = ?1 AND name <> ?2",
+        params![key.key_sha256, key.name],
+    )?;
+    connection.execute(
+        "INSERT INTO api_keys (name, key_sha256, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET key_sha256 = ?2, created_at = ?3",
+        params![key.name, key.key_sha256, key.created_at],
+    )?;
+    Ok(())
+}
+
 fn token_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
     let sha256: String = row.get(4)?;
     Ok(TokenInfo {
@@ -696,7 +822,17 @@ pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn check_name(value: &str, what: &str) -> anyhow::Result<()> {
+/// Checks a token's name, group and priority.
+pub(crate) fn check_token_fields(name: &str, group_id: &str, priority: i64) -> anyhow::Result<()> {
+    check_name(name, "name")?;
+    check_name(group_id, "group")?;
+    if !(0..=i64::from(i32::MAX)).contains(&priority) {
+        anyhow::bail!("priority: must be a non-negative integer");
+    }
+    Ok(())
+}
+
+pub(crate) fn check_name(value: &str, what: &str) -> anyhow::Result<()> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
     if value.is_empty() || value.len() > 255 || !value.chars().all(allowed) {
         anyhow::bail!("{what}: '{value}' must be 1 to 255 letters, digits, '-', '_' or '.'");
@@ -705,7 +841,7 @@ fn check_name(value: &str, what: &str) -> anyhow::Result<()> {
 }
 
 /// The host of a `wss://` URL (the details file's `hostName`).
-fn host_of(url: &str) -> anyhow::Result<String> {
+pub(crate) fn host_of(url: &str) -> anyhow::Result<String> {
     let rest =
         url.strip_prefix("wss://").ok_or_else(|| anyhow::anyhow!("url: '{url}' must start with wss://"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();

@@ -4,6 +4,7 @@
 //! Each scenario prints a table, its ratios and the targets, and writes the same as JSON with
 //! `--out FILE`. Every loop is bounded by a count and a deadline; everything listens on 127.0.0.1.
 
+mod cluster;
 mod fleet;
 mod footprint;
 mod instructions;

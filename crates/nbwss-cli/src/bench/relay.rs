@@ -20,7 +20,7 @@ use super::Common;
 /// A single job by id (about 1 KB): the small call a dashboard or an automation makes most.
 pub(crate) const JOB_PATH: &str = "/admin/jobs/1";
 /// A page of jobs (about 21 KB).
-const SMALL_PATH: &str = "/admin/jobs?page%5Blimit%5D=10";
+pub(crate) const SMALL_PATH: &str = "/admin/jobs?page%5Blimit%5D=10";
 /// The policy whose body is about 1 MiB.
 const LARGE_POLICY: &str = "bench-large-policy";
 /// Size the large response is built to reach.
@@ -53,6 +53,10 @@ pub(crate) struct Args {
     /// Untimed warm-up requests per client before each phase.
     #[arg(long, default_value_t = 5)]
     warmup: u64,
+    /// Also measure the endpoint's cluster mode on this NATS JetStream (nats://HOST:PORT): a call through a
+    /// replica that does not hold the session against one through the holder.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
     #[command(flatten)]
     pub(crate) common: Common,
 }
@@ -68,7 +72,7 @@ pub(crate) struct Target {
 /// What one phase measured.
 #[derive(Debug)]
 pub(crate) struct Phase {
-    latencies: Latencies,
+    pub(crate) latencies: Latencies,
     elapsed: Duration,
     pub(crate) completed: usize,
     pub(crate) errors: usize,
@@ -205,6 +209,16 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     report.note(
         "tunnel: TCP → one TLS WebSocket per connection → TCP, the client's TLS end to end, no parsing",
     );
+    if let Some(nats_url) = &args.cluster {
+        super::cluster::phase(
+            nats_url,
+            &scratch.path().join("cluster"),
+            single_requests,
+            warmup,
+            &mut report,
+        )
+        .await?;
+    }
     Ok(report)
 }
 

@@ -3,7 +3,7 @@
 //! stream ends, every job and image event the emulator journaled is at the endpoint exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,8 +79,10 @@ impl Layout {
     }
 }
 
-fn write_service_config(layout: &Layout, emulator: &EmulatorHandle) {
-    let ca = layout.dir.path().join("primary-ca.pem");
+/// Writes `dir/service.toml`: a service with its data in `service_dir`, fast notification settings, serving
+/// `emulator`.
+pub(crate) fn write_service_config(dir: &Path, service_dir: &Path, emulator: &EmulatorHandle) {
+    let ca = dir.join("primary-ca.pem");
     std::fs::write(&ca, emulator.certificate_pem()).unwrap();
     let config = format!(
         r#"data_dir = "{data}"
@@ -109,15 +111,18 @@ file = false
 "notification.reconcileInterval" = 1
 "notification.batchSize" = 5
 "#,
-        data = layout.service_dir().display(),
+        data = service_dir.display(),
         base = emulator.base_url(),
         ca = ca.display(),
     );
-    std::fs::write(layout.dir.path().join("service.toml"), config).unwrap();
+    std::fs::write(dir.join("service.toml"), config).unwrap();
 }
 
 /// Job ids and image ids the emulator journaled from `from` on.
-fn journal(emulator: &EmulatorHandle, from: usize) -> (BTreeSet<i64>, BTreeSet<i64>, BTreeSet<String>) {
+pub(crate) fn journal(
+    emulator: &EmulatorHandle,
+    from: usize,
+) -> (BTreeSet<i64>, BTreeSet<i64>, BTreeSet<String>) {
     let mut created = BTreeSet::new();
     let mut done = BTreeSet::new();
     let mut images = BTreeSet::new();
@@ -145,7 +150,7 @@ async fn killing_the_service_or_the_endpoint_loses_nothing() {
     let websocket_url = format!("wss://127.0.0.1:{}/nbwss", layout.endpoint_port);
     let details =
         Store::open(&layout.endpoint_dir()).unwrap().create_token(PRIMARY, "g1", 1, &websocket_url).unwrap();
-    write_service_config(&layout, &emulator);
+    write_service_config(layout.dir.path(), &layout.service_dir(), &emulator);
 
     let mut endpoint = layout.start_endpoint();
     let mut service = layout.start_service();
@@ -220,26 +225,43 @@ async fn killing_the_service_or_the_endpoint_loses_nothing() {
     })
     .await;
     eventually("every job's DONE record and every image's CREATE record at the endpoint", || async {
-        let stored = layout.notifications();
-        let done: BTreeSet<i64> = stored
-            .iter()
-            .filter(|(object, record)| object == "JOB" && record["state"] == "DONE")
-            .filter_map(|(_, record)| record["jobId"].as_i64())
-            .collect();
-        let created: BTreeSet<String> = stored
-            .iter()
-            .filter(|(object, record)| object == "IMAGE" && record["operationId"] == "CREATE")
-            .filter_map(|(_, record)| record["backupId"].as_str().map(str::to_owned))
-            .collect();
-        (jobs.is_subset(&done) && images.is_subset(&created)).then_some(())
+        all_delivered(&layout.notifications(), &jobs, &images).then_some(())
     })
     .await;
 
     // Exactly once: no (job, state) and no (image, operation) twice, whatever was killed when.
-    let stored = layout.notifications();
+    assert_exactly_once(&layout.notifications(), &jobs);
+
+    drop(service);
+    drop(endpoint);
+    Arc::try_unwrap(emulator).unwrap().shutdown().await;
+}
+
+/// Whether `stored` holds every job's DONE record and every image's CREATE record.
+pub(crate) fn all_delivered(
+    stored: &[(String, Value)],
+    jobs: &BTreeSet<i64>,
+    images: &BTreeSet<String>,
+) -> bool {
+    let done: BTreeSet<i64> = stored
+        .iter()
+        .filter(|(object, record)| object == "JOB" && record["state"] == "DONE")
+        .filter_map(|(_, record)| record["jobId"].as_i64())
+        .collect();
+    let created: BTreeSet<String> = stored
+        .iter()
+        .filter(|(object, record)| object == "IMAGE" && record["operationId"] == "CREATE")
+        .filter_map(|(_, record)| record["backupId"].as_str().map(str::to_owned))
+        .collect();
+    jobs.is_subset(&done) && images.is_subset(&created)
+}
+
+/// No (job, state) and no (image, operation) stored twice; a job's records are its first sighting and DONE
+/// at most.
+pub(crate) fn assert_exactly_once(stored: &[(String, Value)], jobs: &BTreeSet<i64>) {
     let mut job_states: BTreeMap<(i64, String), usize> = BTreeMap::new();
     let mut image_operations: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (object, record) in &stored {
+    for (object, record) in stored {
         match object.as_str() {
             "JOB" => {
                 assert_eq!(record.as_object().unwrap().len(), 10, "{record}");
@@ -261,13 +283,9 @@ async fn killing_the_service_or_the_endpoint_loses_nothing() {
     let repeated_images: Vec<_> = image_operations.iter().filter(|(_, count)| **count > 1).collect();
     assert!(repeated_jobs.is_empty(), "job records stored more than once: {repeated_jobs:?}");
     assert!(repeated_images.is_empty(), "image records stored more than once: {repeated_images:?}");
-    for job in &jobs {
+    for job in jobs {
         let states: Vec<&String> =
             job_states.keys().filter(|(id, _)| id == job).map(|(_, state)| state).collect();
         assert!(states.len() <= 2, "job {job}: first sighting and DONE at most: {states:?}");
     }
-
-    drop(service);
-    drop(endpoint);
-    Arc::try_unwrap(emulator).unwrap().shutdown().await;
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure with its location
 
 mod bench;
+mod cluster;
 mod conformance;
 mod durability;
 mod endpoint;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure with its location
 
 mod api;
+mod cluster;
 mod dashboard;
 mod edge;
 mod notifications;
