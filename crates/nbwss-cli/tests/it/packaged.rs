@@ -214,11 +214,18 @@ async fn the_endpoint_only_binary_runs_the_packaged_configuration() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let _endpoint = Process(child);
+    // Read up to its last start-up line: a pipe closed earlier would fail the endpoint's next print.
     let url = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("NBWSS endpoint listening on ").map(str::to_owned))
+        let mut url = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("NBWSS endpoint listening on ") {
+                url = Some(rest.to_owned());
+            }
+            if line.starts_with("press Ctrl-C") {
+                break;
+            }
+        }
+        url
     })
     .await
     .unwrap()
