@@ -142,3 +142,19 @@ fn new_messages_have_upper_case_uuids_and_now() {
     let response = Message::with_id(&message.id, Body::ConnectResponse(ConnectResponse { valid: false }));
     assert_eq!(response.id, message.id);
 }
+
+/// A number given with more digits than a double holds is read to the nearest double, so that writing it out
+/// and reading it again gives the same message (found by the codec_decode fuzz target; its input is in the
+/// target's corpus).
+#[test]
+fn numbers_with_more_digits_than_a_double_holds_round_trip() {
+    let codec = Codec::new(1024 * 1024);
+    let text = format!(
+        r#"{{"version":"1.0","id":"8E909940-AD50-4543-8AEA-B52003818925","type":"NOTIFICATION","subType":"REQUEST",
+            "timeStamp":1459812309,"payload":[{{"notificationType":"INFO","object":"JOb","data":[{{"startTime":{}}}]}}]}}"#,
+        format_args!("145984{}30185", "4".repeat(84))
+    );
+    let message = codec.decode(&text).unwrap();
+    let encoded = codec.encode(&message);
+    assert_eq!(codec.decode(&encoded).unwrap(), message, "{encoded}");
+}
