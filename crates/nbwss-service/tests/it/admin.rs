@@ -2,8 +2,7 @@
 //! /healthz and /metrics, and a restart with the store intact.
 
 use nbwss_protocol::{HostObject, HostState, Secret};
-use nbwss_service::admin::ProbeFailure;
-use nbwss_service::AdminClient;
+use nbwss_service::{AdminClient, ProbeFailure};
 
 use crate::util::*;
 
@@ -71,7 +70,7 @@ async fn admin_api_end_to_end_and_restart_keeps_the_store() {
 
     // validatehost shows the endpoint's certificate.
     let validated = client.validate_host(&host("ep1", &endpoint.url)).await.unwrap();
-    let expected = nbwss_service::tls::CertificateInfo::from_pem(&endpoint.certificate_pem()).unwrap();
+    let expected = nbwss_service::CertificateInfo::from_pem(&endpoint.certificate_pem()).unwrap();
     assert_eq!(validated.sha256_fingerprint.as_deref(), Some(expected.sha256.as_str()));
     assert_eq!(validated.sha1_fingerprints.as_deref(), Some(expected.sha1.as_str()));
     assert_eq!(validated.subject.as_deref(), Some(expected.subject.as_str()));
@@ -192,7 +191,7 @@ async fn validateurl_reads_a_providers_details() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = nbwss_service::tls::server_config(&cert, &key).unwrap();
+    let tls = nbwss_service::tls_server_config(&cert, &key).unwrap();
     let handle = axum_server::Handle::new();
     tokio::spawn(
         axum_server::from_tcp_rustls(

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::any;
 use nbwss_protocol::{CommandResponse, Method, Properties};
-use nbwss_service::config::{AllowRule, PolicyConfig};
+use nbwss_service::{AllowRule, PolicyConfig};
 use serde_json::{json, Value};
 
 use crate::relay::{assert_service_error, connected};
@@ -418,9 +418,9 @@ async fn odd_numbers_from_the_primary_server_never_panic_the_detector() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use nbwss_protocol::Secret;
-    use nbwss_service::notify::detector::{DetectError, DetectorConfig};
     use nbwss_service::notify::{
-        Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient, PrimaryCredentials,
+        DetectError, Detector, DetectorConfig, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient,
+        PrimaryCredentials,
     };
 
     let endless = Arc::new(AtomicBool::new(true));

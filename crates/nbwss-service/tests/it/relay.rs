@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nbwss_emulator::{Emulator, EmulatorConfig};
 use nbwss_protocol::{CommandResponse, Method, Properties};
-use nbwss_service::config::{AllowRule, PolicyConfig};
+use nbwss_service::{AllowRule, PolicyConfig};
 use serde_json::Value;
 
 use crate::util::*;
