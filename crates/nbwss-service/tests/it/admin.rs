@@ -16,6 +16,45 @@ fn host(name: &str, url: &str) -> HostObject {
     }
 }
 
+const ADMIN_KEY: &str = "X-NBWSS-Admin-Key";
+const UNAUTHORIZED: &str = r#"{"errorCode":401,"errorMessage":"Missing or wrong admin key.","errorDetails":["send the key from the data directory's admin.key in the x-nbwss-admin-key header"]}"#;
+const NO_SUCH_API: &str = r#"{"errorCode":404,"errorMessage":"No such API.","errorDetails":[]}"#;
+const WRONG_METHOD: &str =
+    r#"{"errorCode":405,"errorMessage":"This API does not take that method.","errorDetails":[]}"#;
+const NO_URL: &str = r#"{"errorCode":400,"errorMessage":"url: missing; give the provider's URL as {\"url\": \"https://...\"}","errorDetails":[]}"#;
+
+/// The admin API's error bodies, byte for byte: NetBackup's layout in its order, `errorCode` the HTTP status
+/// and `errorDetails` present on every error, `[]` when there are none.
+#[tokio::test]
+async fn admin_errors_are_netbackup_bodies_with_error_details_always_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let (service, _client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
+        )
+        .no_proxy()
+        .build()
+        .unwrap();
+    let endpoints = format!("{}/netbackup/config/servers/wssendpoints", service.admin_url());
+    let key = service.admin_key();
+    let cases = [
+        (http.get(&endpoints), 401, UNAUTHORIZED),
+        (http.get(format!("{}/no/such/path", service.admin_url())).header(ADMIN_KEY, key), 404, NO_SUCH_API),
+        (http.get(format!("{endpoints}/save")).header(ADMIN_KEY, key), 405, WRONG_METHOD),
+        (http.post(format!("{endpoints}/validateurl")).header(ADMIN_KEY, key).body("{}"), 400, NO_URL),
+    ];
+    for (request, status, expected) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{expected}");
+        assert_eq!(response.headers()["content-type"], "application/json", "{expected}");
+        assert_eq!(response.text().await.unwrap(), expected);
+    }
+    service.shutdown().await;
+}
+
 #[tokio::test]
 async fn admin_api_end_to_end_and_restart_keeps_the_store() {
     let dir = tempfile::tempdir().unwrap();

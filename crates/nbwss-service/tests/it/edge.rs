@@ -118,7 +118,7 @@ fn check(uri: &str, expect: Expect, response: &CommandResponse) {
         }
         Expect::Refused(reason) => {
             assert_service_error(response, 400);
-            let details = response.error_body().unwrap().error_details.join(" ");
+            let details = response.error_body().unwrap().details().join(" ");
             assert!(details.contains(reason), "{uri}: {details}");
         }
     }
@@ -197,7 +197,7 @@ async fn the_traversal_table_over_sockets() {
     ] {
         let response = raw_command(&peer, "/netbackup/admin/jobs", headers.clone()).await;
         assert_service_error(&response, 400);
-        let details = response.error_body().unwrap().error_details.join(" ");
+        let details = response.error_body().unwrap().details().join(" ");
         assert!(details.contains(reason), "{headers}: {details}");
     }
     // A tab inside a value is an ordinary HTTP header value.
@@ -273,7 +273,7 @@ async fn an_answer_too_large_for_a_message_is_413_and_the_connection_stays() {
     for uri in ["/netbackup/big", "/netbackup/quotes"] {
         let response = peer.command(command(Method::Get, uri, &[], None)).await;
         assert_service_error(&response, 413);
-        assert!(response.error_body().unwrap().error_details[0].contains("message.maxBytes"), "{response:?}");
+        assert!(response.error_body().unwrap().details()[0].contains("message.maxBytes"), "{response:?}");
     }
     // The same connection goes on serving.
     let response = peer.command(command(Method::Get, "/netbackup/echo", &[], None)).await;
@@ -318,7 +318,7 @@ async fn bodies_arrive_intact_or_fail_loudly() {
     ] {
         let response = peer.command(command(Method::Get, uri, &[], None)).await;
         assert_service_error(&response, 502);
-        let details = response.error_body().unwrap().error_details.join(" ");
+        let details = response.error_body().unwrap().details().join(" ");
         assert!(details.contains(reason), "{uri}: {details}");
     }
     service.shutdown().await;
