@@ -31,13 +31,7 @@ async fn admin_errors_are_netbackup_bodies_with_error_details_always_present() {
     let primary = TestPrimary::start().await;
     let (service, _client) =
         start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
-        )
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = admin_http(&service);
     let endpoints = format!("{}/netbackup/config/servers/wssendpoints", service.admin_url());
     let key = service.admin_key();
     let cases = [
@@ -80,13 +74,7 @@ async fn admin_api_end_to_end_and_restart_keeps_the_store() {
         AdminClient::new(service.admin_url(), "wrong", Some(service.admin_certificate_pem())).unwrap();
     let error = wrong.list().await.unwrap_err();
     assert_eq!(error.status(), Some(401));
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
-        )
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = admin_http(&service);
     let health = http.get(format!("{}/healthz", service.admin_url())).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let listed = http

@@ -612,15 +612,20 @@ pub fn command(method: Method, uri: &str, headers: &[(&str, &str)], body: Option
     request
 }
 
-/// An HTTPS client trusting the service's admin certificate, and the URL of its local ingest route.
-pub fn ingest_client(service: &ServiceHandle) -> (reqwest::Client, String) {
-    let http = reqwest::Client::builder()
+/// An HTTPS client trusting the service's admin certificate, never through a proxy.
+pub fn admin_http(service: &ServiceHandle) -> reqwest::Client {
+    reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
         )
+        .no_proxy()
         .build()
-        .unwrap();
-    (http, format!("{}{}", service.admin_url(), nbwss_service::notify::INGEST_PATH))
+        .unwrap()
+}
+
+/// An HTTPS client trusting the service's admin certificate, and the URL of its local ingest route.
+pub fn ingest_client(service: &ServiceHandle) -> (reqwest::Client, String) {
+    (admin_http(service), format!("{}{}", service.admin_url(), nbwss_service::notify::INGEST_PATH))
 }
 
 /// A TCP relay in front of an endpoint that can freeze, as a stopped (SIGSTOP) endpoint process looks from
