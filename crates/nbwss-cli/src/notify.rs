@@ -15,7 +15,7 @@ use clap::ArgGroup;
 use nbwss_protocol::{
     unix_now, ImageOperation, ImageRecord, JobRecord, JobState, JobType, Properties, ScheduleType,
 };
-use nbwss_service::notify::{ingest, notifications, OutboxError, Record};
+use nbwss_service::notify::{open_outbox, parse_records, validate_record, OutboxError, Record};
 
 /// Arguments of `nbwss notify`.
 #[derive(Debug, clap::Args)]
@@ -110,8 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "the records were NOT stored: {error}; nothing was enqueued, run the same command again"
         )
     };
-    let outbox =
-        notifications::open_outbox(&args.data_dir, &properties).map_err(|error| not_stored(&error))?;
+    let outbox = open_outbox(&args.data_dir, &properties).map_err(|error| not_stored(&error))?;
     outbox.set_busy_timeout(Duration::from_secs(args.wait)).map_err(|error| not_stored(&error))?;
     match outbox.append(&records) {
         Ok(_) => {}
@@ -149,7 +148,7 @@ fn records_of(args: &Args) -> anyhow::Result<Vec<Record>> {
         } else {
             std::fs::read_to_string(source).with_context(|| format!("cannot read {source}"))?
         };
-        return ingest::parse_records(&text).map_err(invalid);
+        return parse_records(&text).map_err(invalid);
     } else if args.job {
         let job_id = args.job_id.context("--job needs --job-id")?;
         Record::Job(JobRecord {
@@ -181,6 +180,6 @@ fn records_of(args: &Args) -> anyhow::Result<Vec<Record>> {
             backup_id,
         })
     };
-    ingest::validate(&record).map_err(invalid)?;
+    validate_record(&record).map_err(invalid)?;
     Ok(vec![record])
 }

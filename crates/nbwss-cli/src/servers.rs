@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use nbwss_protocol::{parse_endpoint_details, HostObject, HostState, HostUpdate};
-use nbwss_service::admin::ProbeFailure;
+use nbwss_service::ProbeFailure;
 use nbwss_service::{AdminClient, AdminError};
 
 /// Arguments of `nbwss servers`.
@@ -296,7 +296,7 @@ async fn renew(
     });
     let token = new_details.and_then(|details| details.token.clone());
     let token_changed = token.as_ref().is_some_and(|token| {
-        Some(nbwss_service::crypto::token_fingerprint(token.expose())) != pinned.token_fingerprint
+        Some(nbwss_service::token_fingerprint(token.expose())) != pinned.token_fingerprint
     });
     if same_certificate && !location_changed && !token_changed {
         println!(
@@ -444,7 +444,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 }
 
 fn normalise(fingerprint: &str) -> String {
-    nbwss_service::tls::normalise_fingerprint(fingerprint)
+    nbwss_service::normalise_fingerprint(fingerprint)
 }
 
 fn print_table(hosts: &[HostObject]) {

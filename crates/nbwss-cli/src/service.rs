@@ -110,7 +110,7 @@ fn run_service(path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     // Owner-only (0700) from the start: it holds keys, sealed tokens and the audit log.
-    nbwss_service::files::ensure_dir(&config.data_dir)?;
+    nbwss_service::ensure_data_dir(&config.data_dir)?;
     let _guard = init_logging(&config)?;
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -138,7 +138,7 @@ fn init_logging(config: &ServiceConfig) -> anyhow::Result<Option<impl Drop>> {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
-    match nbwss_service::logging::file_writer(config)? {
+    match nbwss_service::log_file_writer(config)? {
         Some((writer, guard)) => {
             let _ = tracing_subscriber::registry()
                 .with(filter())
@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn the_example_configuration_is_valid_and_shows_the_defaults() {
         let config: nbwss_service::ServiceConfig = toml::from_str(EXAMPLE).unwrap();
-        let defaults = nbwss_service::config::LogConfig::default();
+        let defaults = nbwss_service::LogConfig::default();
         assert_eq!(config.log, defaults);
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use nbwss_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use nbwss_endpoint::{Endpoint, EndpointConfig, EndpointHandle, FeedQuery, StoredNotification};
 use nbwss_protocol::Properties;
-use nbwss_service::config::PrimaryCredentials;
+use nbwss_service::PrimaryCredentials;
 use nbwss_service::{Service, ServiceConfig, ServiceHandle};
 use serde_json::{json, Value};
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nbwss_emulator::{Emulator, EmulatorConfig};
 use nbwss_endpoint::Store;
 use nbwss_protocol::{HostObject, Properties};
-use nbwss_service::config::PrimaryCredentials;
+use nbwss_service::PrimaryCredentials;
 use nbwss_service::{Service, ServiceConfig};
 use rustls::pki_types::pem::PemObject;
 use serde_json::Value;

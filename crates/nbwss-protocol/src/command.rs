@@ -244,7 +244,11 @@ pub struct CommandResponse {
     pub body: String,
 }
 
-/// The NetBackup error body: `{"errorCode", "errorMessage", "errorDetails"}`.
+/// The NetBackup error body: `{"errorCode", "errorMessage", "errorDetails"}`, the one type for it on the
+/// service's side (its COMMAND errors, D8, its admin API and its local ingest).
+///
+/// `errorDetails` is optional in the guide: [`ErrorBody::new`] leaves it out when there are no details, as
+/// the service's COMMAND errors do; `Some(vec![])` writes it as `[]`, as the admin API does on every error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
@@ -252,20 +256,32 @@ pub struct ErrorBody {
     pub error_code: i64,
     /// What went wrong.
     pub error_message: String,
-    /// More about it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub error_details: Vec<String>,
+    /// More about it: `None` leaves the key out, `Some` writes it, empty or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_details: Option<Vec<String>>,
+}
+
+impl ErrorBody {
+    /// An error body whose `errorDetails` is left out when `details` is empty.
+    pub fn new(error_code: i64, message: impl Into<String>, details: Vec<String>) -> Self {
+        Self {
+            error_code,
+            error_message: message.into(),
+            error_details: (!details.is_empty()).then_some(details),
+        }
+    }
+
+    /// The details, empty when `errorDetails` is absent.
+    pub fn details(&self) -> &[String] {
+        self.error_details.as_deref().unwrap_or_default()
+    }
 }
 
 impl CommandResponse {
     /// An error the service produces itself (D8): the given status, a NetBackup-style JSON error body and
     /// the `x-nbwss-origin: service` header.
     pub fn service_error(status_code: u16, message: impl Into<String>, details: Vec<String>) -> Self {
-        let body = ErrorBody {
-            error_code: i64::from(status_code),
-            error_message: message.into(),
-            error_details: details,
-        };
+        let body = ErrorBody::new(i64::from(status_code), message, details);
         let mut headers = Headers::new();
         headers.set("content-type", "application/json");
         headers.set(HEADER_ORIGIN, ORIGIN_SERVICE);
@@ -372,6 +388,20 @@ mod tests {
         assert!(response.is_from_service());
         let body = response.error_body().unwrap();
         assert_eq!(body.error_code, 403);
-        assert_eq!(body.error_details, vec!["why".to_owned()]);
+        assert_eq!(body.details(), ["why"]);
+    }
+
+    #[test]
+    fn error_details_are_left_out_only_when_absent() {
+        let without = CommandResponse::service_error(502, "unreachable", Vec::new());
+        assert_eq!(without.body, r#"{"errorCode":502,"errorMessage":"unreachable"}"#);
+        assert_eq!(without.error_body().unwrap().details(), [] as [String; 0]);
+        let with = CommandResponse::service_error(403, "refused", vec!["why".into()]);
+        assert_eq!(with.body, r#"{"errorCode":403,"errorMessage":"refused","errorDetails":["why"]}"#);
+        let kept =
+            ErrorBody { error_details: Some(Vec::new()), ..ErrorBody::new(404, "No such API.", Vec::new()) };
+        let text = serde_json::to_string(&kept).unwrap();
+        assert_eq!(text, r#"{"errorCode":404,"errorMessage":"No such API.","errorDetails":[]}"#);
+        assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), kept);
     }
 }

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use nbwss_protocol::{
-    parse_endpoint_details, EndpointType, HostObject, HostState, HostUpdate, LastClose, PresentedCertificate,
+    parse_endpoint_details, EndpointType, ErrorBody, HostObject, HostState, HostUpdate, LastClose,
+    PresentedCertificate,
 };
 use serde_json::{json, Value};
 
@@ -50,17 +51,22 @@ pub struct AdminState {
     pub handshake_timeout: std::time::Duration,
 }
 
-/// An error answered as `{errorCode, errorMessage, errorDetails}`.
+/// An error answered with its status and NetBackup's error body, `errorCode` the status and `errorDetails`
+/// always present (`[]` when there are none).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    message: String,
-    details: Vec<String>,
+    body: ErrorBody,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>, details: Vec<String>) -> Self {
-        Self { status, message: message.into(), details }
+        let body = ErrorBody {
+            error_code: i64::from(status.as_u16()),
+            error_message: message.into(),
+            error_details: Some(details),
+        };
+        Self { status, body }
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -75,12 +81,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "errorCode": self.status.as_u16(),
-            "errorMessage": self.message,
-            "errorDetails": self.details,
-        });
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body)).into_response()
     }
 }
 

@@ -35,19 +35,19 @@ pub struct StatusLabel {
 pub struct Metrics {
     registry: Registry,
     /// Connections by state.
-    pub connections: Family<StateLabel, Gauge>,
+    pub(crate) connections: Family<StateLabel, Gauge>,
     /// Connections that ended (and will be retried), by reason.
-    pub reconnects: Family<ReasonLabel, Counter>,
+    pub(crate) reconnects: Family<ReasonLabel, Counter>,
     /// Ping round trip.
-    pub ping_rtt: Histogram,
+    pub(crate) ping_rtt: Histogram,
     /// COMMANDs being relayed.
-    pub commands_in_flight: Gauge,
+    pub(crate) commands_in_flight: Gauge,
     /// Relay latency.
-    pub command_duration: Histogram,
+    pub(crate) command_duration: Histogram,
     /// COMMAND RESPONSEs by status and origin.
-    pub command_responses: Family<StatusLabel, Counter>,
+    pub(crate) command_responses: Family<StatusLabel, Counter>,
     /// Notification outbox and delivery metrics (`nbwss_notification_*`).
-    pub notifications: crate::notify::NotifyMetrics,
+    pub(crate) notifications: crate::notify::NotifyMetrics,
 }
 
 impl Default for Metrics {

@@ -418,7 +418,7 @@ async fn simulated_service(
                 failures = failures.saturating_add(1);
             }
         }
-        let delay = nbwss_service::connections::backoff(failures, simulation.period);
+        let delay = nbwss_service::backoff(failures, simulation.period);
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}

@@ -131,7 +131,7 @@ async fn phase(dir: &Path, records: usize, batch_size: usize, chunk: usize) -> a
 
 async fn measure(system: &System, records: usize, batch_size: usize, chunk: usize) -> anyhow::Result<Phase> {
     let client = https_client(system.service.admin_certificate_pem())?;
-    let url = format!("{}{}", system.service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH);
+    let url = format!("{}{}", system.service.admin_url(), nbwss_service::notify::INGEST_PATH);
     let key = system.service.admin_key().to_owned();
     let store = system.endpoint.store();
     // The store is new: cursors count the records stored (MAX(cursor) is cheap, COUNT(*) is not).

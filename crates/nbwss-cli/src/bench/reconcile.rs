@@ -92,7 +92,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut report = Report::new("reconcile");
     report.parameter("images", images);
     report.parameter("page_size", 100);
-    report.parameter("page_pause_ms", nbwss_service::notify::detector::RECONCILE_PAGE_PAUSE.as_millis());
+    report.parameter("page_pause_ms", nbwss_service::notify::RECONCILE_PAGE_PAUSE.as_millis());
     let mut table = Table::new(
         &format!(
             "nbwss service run reconciling a catalog of {} images (idle before: {:.1} MiB)",

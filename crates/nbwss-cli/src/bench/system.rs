@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use nbwss_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use nbwss_endpoint::{Endpoint, EndpointConfig, EndpointHandle};
 use nbwss_protocol::Properties;
-use nbwss_service::config::PrimaryCredentials;
+use nbwss_service::PrimaryCredentials;
 use nbwss_service::{Service, ServiceConfig, ServiceHandle};
 
 /// The primary server's name at the endpoint.

@@ -86,7 +86,7 @@ file = false
         let file = self.endpoint_dir().join(nbwss_endpoint::GENERATED_CERT_FILE);
         eventually("the endpoint's certificate", || async {
             let pem = std::fs::read_to_string(&file).ok()?;
-            nbwss_service::tls::CertificateInfo::from_pem(&pem).ok().map(|info| info.sha256)
+            nbwss_service::CertificateInfo::from_pem(&pem).ok().map(|info| info.sha256)
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! `nbwss notify` as NetBackup's notify scripts use it: validated records land in the service's outbox.
 
 use nbwss_protocol::Properties;
-use nbwss_service::notify::notifications::open_outbox;
+use nbwss_service::notify::open_outbox;
 
 use crate::util::nbwss;
 

@@ -96,7 +96,7 @@ async fn servers_cli_manages_the_service_and_survives_a_restart() {
         ),
     );
     let details = details.to_str().unwrap();
-    let sha256 = nbwss_service::tls::CertificateInfo::from_pem(&emulator.certificate_pem()).unwrap().sha256;
+    let sha256 = nbwss_service::CertificateInfo::from_pem(&emulator.certificate_pem()).unwrap().sha256;
 
     // validate shows the certificate.
     let run = servers(&data, &["validate", "--file", details], "").await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use nbwss_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use nbwss_endpoint::{Endpoint, EndpointConfig, EndpointHandle, FeedQuery, StoredNotification};
 use nbwss_protocol::{HostObject, Properties};
-use nbwss_service::config::PrimaryCredentials;
+use nbwss_service::PrimaryCredentials;
 use nbwss_service::{Service, ServiceConfig, ServiceHandle};
 
 /// How long any condition may take on a loaded 2-core machine.

@@ -3,6 +3,7 @@
 use futures_util::StreamExt as _;
 use nbwss_protocol::{EndpointDetails, Secret};
 
+use super::watch::{follow_until_cancelled, Warning};
 use super::{token, Cluster};
 use crate::store::{
     check_name, check_token_fields, host_of, new_secret, now, sha256_hex, ApiKeyInfo, ClusterApiKey,
@@ -134,56 +135,49 @@ pub(crate) async fn follow(
     from: (u64, u64),
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    let (mut tokens_from, mut api_keys_from) = from;
-    loop {
-        let watched = async {
-            let mut tokens = cluster.tokens.watch_all_from_revision(tokens_from).await?;
-            let mut api_keys = cluster.api_keys.watch_all_from_revision(api_keys_from).await?;
-            loop {
-                tokio::select! {
-                    entry = tokens.next() => {
-                        let Some(entry) = entry else { anyhow::bail!("token watch ended") };
-                        let entry = entry?;
-                        tokens_from = entry.revision + 1;
-                        let name = entry.key.replace('=', ".");
-                        match entry.operation {
-                            async_nats::jetstream::kv::Operation::Put => {
-                                let token: ClusterToken = serde_json::from_slice(&entry.value)?;
-                                store.run(move |store| store.put_cluster_token(&token)).await?;
-                            }
-                            _ => {
-                                store.run(move |store| store.revoke_token(&name).map(drop)).await?;
-                            }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Where each watch resumes: after the last revision copied, across its restarts.
+    let (tokens_from, api_keys_from) = (AtomicU64::new(from.0), AtomicU64::new(from.1));
+    let (cluster, store, tokens_from, api_keys_from) = (&cluster, &store, &tokens_from, &api_keys_from);
+    let warning = Warning { what: "cluster credentials", ended: "watch ended", again: "watching again" };
+    follow_until_cancelled(warning, cancel, move || async move {
+        let mut tokens = cluster.tokens.watch_all_from_revision(tokens_from.load(Ordering::Relaxed)).await?;
+        let mut api_keys =
+            cluster.api_keys.watch_all_from_revision(api_keys_from.load(Ordering::Relaxed)).await?;
+        loop {
+            tokio::select! {
+                entry = tokens.next() => {
+                    let Some(entry) = entry else { anyhow::bail!("token watch ended") };
+                    let entry = entry?;
+                    tokens_from.store(entry.revision + 1, Ordering::Relaxed);
+                    let name = entry.key.replace('=', ".");
+                    match entry.operation {
+                        async_nats::jetstream::kv::Operation::Put => {
+                            let token: ClusterToken = serde_json::from_slice(&entry.value)?;
+                            store.run(move |store| store.put_cluster_token(&token)).await?;
+                        }
+                        _ => {
+                            store.run(move |store| store.revoke_token(&name).map(drop)).await?;
                         }
                     }
-                    entry = api_keys.next() => {
-                        let Some(entry) = entry else { anyhow::bail!("API key watch ended") };
-                        let entry = entry?;
-                        api_keys_from = entry.revision + 1;
-                        let name = entry.key.replace('=', ".");
-                        match entry.operation {
-                            async_nats::jetstream::kv::Operation::Put => {
-                                let key: ClusterApiKey = serde_json::from_slice(&entry.value)?;
-                                store.run(move |store| store.put_cluster_api_key(&key)).await?;
-                            }
-                            _ => {
-                                store.run(move |store| store.revoke_api_key(&name).map(drop)).await?;
-                            }
+                }
+                entry = api_keys.next() => {
+                    let Some(entry) = entry else { anyhow::bail!("API key watch ended") };
+                    let entry = entry?;
+                    api_keys_from.store(entry.revision + 1, Ordering::Relaxed);
+                    let name = entry.key.replace('=', ".");
+                    match entry.operation {
+                        async_nats::jetstream::kv::Operation::Put => {
+                            let key: ClusterApiKey = serde_json::from_slice(&entry.value)?;
+                            store.run(move |store| store.put_cluster_api_key(&key)).await?;
+                        }
+                        _ => {
+                            store.run(move |store| store.revoke_api_key(&name).map(drop)).await?;
                         }
                     }
                 }
             }
-        };
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            result = watched => {
-                let error: anyhow::Error = match result { Err(error) => error, Ok(()) => anyhow::anyhow!("watch ended") };
-                tracing::warn!("cluster credentials: {error:#}; watching again");
-            }
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-        }
-    }
+    })
+    .await;
 }

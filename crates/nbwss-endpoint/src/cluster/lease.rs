@@ -9,6 +9,7 @@ use async_nats::jetstream::kv;
 use nbwss_protocol::CloseStatus;
 use serde::{Deserialize, Serialize};
 
+use super::watch::{follow_until_cancelled, Warning};
 use super::{token, Cluster};
 use crate::session::Session;
 use crate::state::AppState;
@@ -134,39 +135,29 @@ pub(crate) async fn follow_holders(
     cancel: tokio_util::sync::CancellationToken,
 ) {
     use futures_util::StreamExt as _;
-    loop {
-        let followed = async {
-            let mut updates = cluster.sessions.watch_with_history(">").await?;
-            while let Some(entry) = updates.next().await {
-                let entry = entry?;
-                let name = entry.key.replace('=', ".");
-                let holder = match entry.operation {
-                    kv::Operation::Put => serde_json::from_slice::<Lease>(&entry.value)
-                        .ok()
-                        .map(|lease| (lease.replica, lease.serial)),
-                    _ => None,
-                };
-                holders.send_if_modified(|map| match holder {
-                    Some(holder) if map.get(&name) != Some(&holder) => {
-                        map.insert(name, holder);
-                        true
-                    }
-                    None => map.remove(&name).is_some(),
-                    _ => false,
-                });
-            }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            result = followed => {
-                let error = result.err().unwrap_or_else(|| anyhow::anyhow!("watch ended"));
-                tracing::warn!("cluster sessions: {error:#}; watching again");
-            }
+    let (cluster, holders) = (&cluster, &holders);
+    let warning = Warning { what: "cluster sessions", ended: "watch ended", again: "watching again" };
+    follow_until_cancelled(warning, cancel, move || async move {
+        let mut updates = cluster.sessions.watch_with_history(">").await?;
+        while let Some(entry) = updates.next().await {
+            let entry = entry?;
+            let name = entry.key.replace('=', ".");
+            let holder = match entry.operation {
+                kv::Operation::Put => serde_json::from_slice::<Lease>(&entry.value)
+                    .ok()
+                    .map(|lease| (lease.replica, lease.serial)),
+                _ => None,
+            };
+            holders.send_if_modified(|map| match holder {
+                Some(holder) if map.get(&name) != Some(&holder) => {
+                    map.insert(name, holder);
+                    true
+                }
+                None => map.remove(&name).is_some(),
+                _ => false,
+            });
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-        }
-    }
+        anyhow::Ok(())
+    })
+    .await;
 }

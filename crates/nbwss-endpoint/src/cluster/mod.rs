@@ -15,12 +15,16 @@
 //!   into its local store under the stream sequence as cursor, so the feed, SSE and the dashboard read the
 //!   same cursors on every replica (`notifications.rs`).
 //!
+//! * Each of the three followers (credentials, lease holders, the stream's copy) runs its watch again a
+//!   second after it fails or ends, with a warning, until the endpoint stops (`watch.rs`).
+//!
 //! In subjects and keys a name's `.` is written `=` (names are letters, digits, `-`, `_` and `.`).
 
 pub(crate) mod credentials;
 mod lease;
 mod notifications;
 pub(crate) mod relay;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,11 +1,10 @@
 //! NOTIFICATION records in the cluster's stream, and each replica's local copy of it.
 
-use std::time::Duration;
-
 use futures_util::StreamExt as _;
 use nbwss_protocol::ReceivedRecord;
 use tokio_util::sync::CancellationToken;
 
+use super::watch::{follow_until_cancelled, Warning};
 use super::Cluster;
 use crate::store::{Store, StreamRecord};
 
@@ -71,51 +70,41 @@ pub(crate) async fn copy_stream(
     feed: tokio::sync::watch::Sender<i64>,
     cancel: CancellationToken,
 ) {
-    loop {
-        let copied = async {
-            let last = store.run(|store| store.last_cursor()).await?;
-            let start_sequence = u64::try_from(last).unwrap_or(0) + 1;
-            let consumer = cluster
-                .stream
-                .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-                    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence,
-                    },
-                    ..Default::default()
-                })
-                .await?;
-            let mut messages = consumer.messages().await?.ready_chunks(COPY_BATCH);
-            while let Some(batch) = messages.next().await {
-                let mut records = Vec::with_capacity(batch.len());
-                for message in batch {
-                    let message = message?;
-                    let sequence =
-                        message.info().map_err(|error| anyhow::anyhow!("{error}"))?.stream_sequence;
-                    match serde_json::from_slice::<StreamRecord>(&message.payload) {
-                        Ok(record) => records.push((i64::try_from(sequence)?, record)),
-                        Err(error) => {
-                            tracing::warn!(sequence, "stream record skipped (not an NBWSS record): {error}")
-                        }
+    let (cluster, store, feed) = (&cluster, &store, &feed);
+    let warning =
+        Warning { what: "cluster notifications", ended: "consumer ended", again: "reading the stream again" };
+    follow_until_cancelled(warning, cancel, move || async move {
+        let last = store.run(|store| store.last_cursor()).await?;
+        let start_sequence = u64::try_from(last).unwrap_or(0) + 1;
+        let consumer = cluster
+            .stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence,
+                },
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?.ready_chunks(COPY_BATCH);
+        while let Some(batch) = messages.next().await {
+            let mut records = Vec::with_capacity(batch.len());
+            for message in batch {
+                let message = message?;
+                let sequence = message.info().map_err(|error| anyhow::anyhow!("{error}"))?.stream_sequence;
+                match serde_json::from_slice::<StreamRecord>(&message.payload) {
+                    Ok(record) => records.push((i64::try_from(sequence)?, record)),
+                    Err(error) => {
+                        tracing::warn!(sequence, "stream record skipped (not an NBWSS record): {error}")
                     }
                 }
-                if records.is_empty() {
-                    continue;
-                }
-                let last = store.run(move |store| store.copy_stream_records(&records)).await?;
-                feed.send_modify(|cursor| *cursor = (*cursor).max(last));
             }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            result = copied => {
-                let error = result.err().unwrap_or_else(|| anyhow::anyhow!("consumer ended"));
-                tracing::warn!("cluster notifications: {error:#}; reading the stream again");
+            if records.is_empty() {
+                continue;
             }
+            let last = store.run(move |store| store.copy_stream_records(&records)).await?;
+            feed.send_modify(|cursor| *cursor = (*cursor).max(last));
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+        anyhow::Ok(())
+    })
+    .await;
 }

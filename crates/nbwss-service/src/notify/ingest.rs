@@ -174,7 +174,7 @@ async fn enqueue(
         let body = ErrorBody {
             error_code: i64::from(status.as_u16()),
             error_message: message.to_owned(),
-            error_details: vec![detail],
+            error_details: Some(vec![detail]),
         };
         (status, axum::Json(EnqueueAnswer::Error(body)))
     };

@@ -1,5 +1,7 @@
-//! Notifications (§6, D11–D14): detected on the primary server ([`detector`]), kept in a durable
-//! [`outbox`], delivered to every connected server group and resent until acknowledged ([`delivery`]).
+//! Notifications (§6, D11–D14): detected on the primary server ([`Detector`], `detector.rs`), kept in a
+//! durable [`Outbox`] (`outbox.rs`), delivered to every connected server group and resent until
+//! acknowledged ([`Delivery`], `delivery.rs`); records given locally are read by [`parse_records`]
+//! (`ingest.rs`, also served at [`INGEST_PATH`] on the admin listener).
 //!
 //! Invariants:
 //! * a record is committed to the outbox, in the same transaction as the detector state that produced it,
@@ -7,27 +9,31 @@
 //!   first sent, so a resend, even after a restart, repeats the same `id` and payload (D12);
 //! * each server group has its own delivery position, which belongs to the group whatever happens to its
 //!   servers; records are deleted only when every known group has acknowledged them (D13), or released for
-//!   a group loudly, when it was retired or when the outbox reached its cap (see [`outbox`]);
+//!   a group loudly, when it was retired or when the outbox reached its cap (see `outbox.rs`);
 //! * when the outbox is full and no group has acknowledged its oldest records, new records are refused and
 //!   the detector keeps its old watermarks, so the events are detected again later.
 
-pub mod delivery;
-pub mod detector;
-pub mod ingest;
-pub mod metrics;
-pub mod notifications;
-pub mod outbox;
-pub mod primary_client;
+pub(crate) mod delivery;
+pub(crate) mod detector;
+pub(crate) mod ingest;
+pub(crate) mod metrics;
+pub(crate) mod notifications;
+pub(crate) mod outbox;
+pub(crate) mod primary_client;
 
 use nbwss_protocol::{ImageRecord, JobRecord, NotificationGroup, ObjectKind};
 use serde::{Deserialize, Serialize};
 
-pub use delivery::{Delivery, DeliveryHandle, DeliveryTiming, NotificationSink, SinkError};
-pub use detector::{Detector, DetectorConfig};
-pub use metrics::NotifyMetrics;
-pub use notifications::Notifications;
-pub use outbox::{ConfiguredGroup, Outbox, OutboxConfig, OutboxError, PendingMessage};
-pub use primary_client::{PrimaryClient, PrimaryCredentials};
+pub use delivery::{Delivery, DeliveryError, DeliveryHandle, DeliveryTiming, NotificationSink, SinkError};
+pub use detector::{DetectError, Detector, DetectorConfig, RECONCILE_PAGE_PAUSE};
+pub use ingest::{parse_records, validate as validate_record, INGEST_PATH};
+pub use metrics::{GroupLabel, NotifyMetrics, ReleaseLabel};
+pub use notifications::open_outbox;
+pub(crate) use notifications::Notifications;
+pub use outbox::{
+    ConfiguredGroup, Detection, GroupStats, Outbox, OutboxConfig, OutboxError, PendingMessage, SeenImage,
+};
+pub use primary_client::{PrimaryClient, PrimaryCredentials, PrimaryError};
 
 /// The outbox database's file name inside the service's data directory.
 pub const OUTBOX_FILE: &str = "notifications.sqlite3";
@@ -54,7 +60,7 @@ impl Record {
 
 /// Groups records into payload elements: consecutive records of the same object share one element, so
 /// the detection order is kept across the whole payload.
-pub fn group_records(records: Vec<Record>) -> Vec<NotificationGroup> {
+pub(crate) fn group_records(records: Vec<Record>) -> Vec<NotificationGroup> {
     let mut groups: Vec<NotificationGroup> = Vec::new();
     for record in records {
         match (groups.last_mut(), record) {
@@ -68,7 +74,7 @@ pub fn group_records(records: Vec<Record>) -> Vec<NotificationGroup> {
 }
 
 /// The current Unix time in milliseconds.
-pub fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))

@@ -42,7 +42,7 @@ pub enum PrimaryError {
         /// The start of the body.
         body: String,
     },
-    /// The answer is larger than [`MAX_ANSWER_BYTES`].
+    /// The answer is larger than `MAX_ANSWER_BYTES` (32 MiB).
     #[error("primary server's answer to {what} is larger than {limit} bytes")]
     TooLarge {
         /// Method and path.
@@ -135,7 +135,7 @@ impl PrimaryClient {
         })
     }
 
-    /// The API version asked for (it steps down to [`FALLBACK_API_VERSION`] when the server refuses it).
+    /// The API version asked for (it steps down to `FALLBACK_API_VERSION`, 8.0, when the server refuses it).
     pub fn api_version(&self) -> String {
         self.api_version
             .read()

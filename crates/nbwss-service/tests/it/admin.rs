@@ -2,8 +2,7 @@
 //! /healthz and /metrics, and a restart with the store intact.
 
 use nbwss_protocol::{HostObject, HostState, Secret};
-use nbwss_service::admin::ProbeFailure;
-use nbwss_service::AdminClient;
+use nbwss_service::{AdminClient, ProbeFailure};
 
 use crate::util::*;
 
@@ -15,6 +14,39 @@ fn host(name: &str, url: &str) -> HostObject {
         priority: 1,
         ..HostObject::default()
     }
+}
+
+const ADMIN_KEY: &str = "X-NBWSS-Admin-Key";
+const UNAUTHORIZED: &str = r#"{"errorCode":401,"errorMessage":"Missing or wrong admin key.","errorDetails":["send the key from the data directory's admin.key in the x-nbwss-admin-key header"]}"#;
+const NO_SUCH_API: &str = r#"{"errorCode":404,"errorMessage":"No such API.","errorDetails":[]}"#;
+const WRONG_METHOD: &str =
+    r#"{"errorCode":405,"errorMessage":"This API does not take that method.","errorDetails":[]}"#;
+const NO_URL: &str = r#"{"errorCode":400,"errorMessage":"url: missing; give the provider's URL as {\"url\": \"https://...\"}","errorDetails":[]}"#;
+
+/// The admin API's error bodies, byte for byte: NetBackup's layout in its order, `errorCode` the HTTP status
+/// and `errorDetails` present on every error, `[]` when there are none.
+#[tokio::test]
+async fn admin_errors_are_netbackup_bodies_with_error_details_always_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = TestPrimary::start().await;
+    let (service, _client) =
+        start(config(dir.path(), &primary.base_url, &primary.cert_pem), fast_properties()).await;
+    let http = admin_http(&service);
+    let endpoints = format!("{}/netbackup/config/servers/wssendpoints", service.admin_url());
+    let key = service.admin_key();
+    let cases = [
+        (http.get(&endpoints), 401, UNAUTHORIZED),
+        (http.get(format!("{}/no/such/path", service.admin_url())).header(ADMIN_KEY, key), 404, NO_SUCH_API),
+        (http.get(format!("{endpoints}/save")).header(ADMIN_KEY, key), 405, WRONG_METHOD),
+        (http.post(format!("{endpoints}/validateurl")).header(ADMIN_KEY, key).body("{}"), 400, NO_URL),
+    ];
+    for (request, status, expected) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{expected}");
+        assert_eq!(response.headers()["content-type"], "application/json", "{expected}");
+        assert_eq!(response.text().await.unwrap(), expected);
+    }
+    service.shutdown().await;
 }
 
 #[tokio::test]
@@ -42,13 +74,7 @@ async fn admin_api_end_to_end_and_restart_keeps_the_store() {
         AdminClient::new(service.admin_url(), "wrong", Some(service.admin_certificate_pem())).unwrap();
     let error = wrong.list().await.unwrap_err();
     assert_eq!(error.status(), Some(401));
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
-        )
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = admin_http(&service);
     let health = http.get(format!("{}/healthz", service.admin_url())).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let listed = http
@@ -71,7 +97,7 @@ async fn admin_api_end_to_end_and_restart_keeps_the_store() {
 
     // validatehost shows the endpoint's certificate.
     let validated = client.validate_host(&host("ep1", &endpoint.url)).await.unwrap();
-    let expected = nbwss_service::tls::CertificateInfo::from_pem(&endpoint.certificate_pem()).unwrap();
+    let expected = nbwss_service::CertificateInfo::from_pem(&endpoint.certificate_pem()).unwrap();
     assert_eq!(validated.sha256_fingerprint.as_deref(), Some(expected.sha256.as_str()));
     assert_eq!(validated.sha1_fingerprints.as_deref(), Some(expected.sha1.as_str()));
     assert_eq!(validated.subject.as_deref(), Some(expected.subject.as_str()));
@@ -192,7 +218,7 @@ async fn validateurl_reads_a_providers_details() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = nbwss_service::tls::server_config(&cert, &key).unwrap();
+    let tls = nbwss_service::tls_server_config(&cert, &key).unwrap();
     let handle = axum_server::Handle::new();
     tokio::spawn(
         axum_server::from_tcp_rustls(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nbwss_protocol::HostState;
 use nbwss_protocol::Secret;
-use nbwss_service::config::ProxyConfig;
+use nbwss_service::ProxyConfig;
 
 use crate::util::*;
 
@@ -485,8 +485,7 @@ async fn each_close_reason_is_listed_after_its_failure() {
     endpoint.rotate_certificate();
     peer.close(1001);
     let entry = wait_close_reason(&client, "renewed", "CERTIFICATE_CHANGED").await;
-    let presented =
-        nbwss_service::tls::CertificateInfo::from_pem(&endpoint.certificate_pem()).unwrap().sha256;
+    let presented = nbwss_service::CertificateInfo::from_pem(&endpoint.certificate_pem()).unwrap().sha256;
     assert_eq!(entry["presentedCertificate"]["sha256Fingerprint"], presented.as_str(), "{entry}");
     assert_eq!(entry["presentedCertificate"]["acceptCommand"], "nbwss servers update renewed");
     assert_eq!(entry["sha256Fingerprint"], pinned, "the pin is unchanged until accepted");

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::any;
 use nbwss_protocol::{CommandResponse, Method, Properties};
-use nbwss_service::config::{AllowRule, PolicyConfig};
+use nbwss_service::{AllowRule, PolicyConfig};
 use serde_json::{json, Value};
 
 use crate::relay::{assert_service_error, connected};
@@ -118,7 +118,7 @@ fn check(uri: &str, expect: Expect, response: &CommandResponse) {
         }
         Expect::Refused(reason) => {
             assert_service_error(response, 400);
-            let details = response.error_body().unwrap().error_details.join(" ");
+            let details = response.error_body().unwrap().details().join(" ");
             assert!(details.contains(reason), "{uri}: {details}");
         }
     }
@@ -197,7 +197,7 @@ async fn the_traversal_table_over_sockets() {
     ] {
         let response = raw_command(&peer, "/netbackup/admin/jobs", headers.clone()).await;
         assert_service_error(&response, 400);
-        let details = response.error_body().unwrap().error_details.join(" ");
+        let details = response.error_body().unwrap().details().join(" ");
         assert!(details.contains(reason), "{headers}: {details}");
     }
     // A tab inside a value is an ordinary HTTP header value.
@@ -273,7 +273,7 @@ async fn an_answer_too_large_for_a_message_is_413_and_the_connection_stays() {
     for uri in ["/netbackup/big", "/netbackup/quotes"] {
         let response = peer.command(command(Method::Get, uri, &[], None)).await;
         assert_service_error(&response, 413);
-        assert!(response.error_body().unwrap().error_details[0].contains("message.maxBytes"), "{response:?}");
+        assert!(response.error_body().unwrap().details()[0].contains("message.maxBytes"), "{response:?}");
     }
     // The same connection goes on serving.
     let response = peer.command(command(Method::Get, "/netbackup/echo", &[], None)).await;
@@ -318,7 +318,7 @@ async fn bodies_arrive_intact_or_fail_loudly() {
     ] {
         let response = peer.command(command(Method::Get, uri, &[], None)).await;
         assert_service_error(&response, 502);
-        let details = response.error_body().unwrap().error_details.join(" ");
+        let details = response.error_body().unwrap().details().join(" ");
         assert!(details.contains(reason), "{uri}: {details}");
     }
     service.shutdown().await;
@@ -418,9 +418,9 @@ async fn odd_numbers_from_the_primary_server_never_panic_the_detector() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use nbwss_protocol::Secret;
-    use nbwss_service::notify::detector::{DetectError, DetectorConfig};
     use nbwss_service::notify::{
-        Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient, PrimaryCredentials,
+        DetectError, Detector, DetectorConfig, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient,
+        PrimaryCredentials,
     };
 
     let endless = Arc::new(AtomicBool::new(true));

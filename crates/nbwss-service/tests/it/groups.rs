@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nbwss_protocol::{Body, Codec, HostObject, HostState, HostUpdate, Message};
-use nbwss_service::notify::{notifications, Outbox, Record};
+use nbwss_service::notify::{open_outbox, Outbox, Record};
 use nbwss_service::AdminClient;
 
 use crate::util::*;
@@ -143,7 +143,7 @@ async fn two_groups(max_records: usize) -> Setup {
     add(&client, &second, "second", "group2", 1, "t2").await;
     wait_connection(&client, "first", true).await;
     wait_connection(&client, "second", true).await;
-    let outbox = notifications::open_outbox(dir.path(), &properties).unwrap();
+    let outbox = open_outbox(dir.path(), &properties).unwrap();
     wait_until("both groups registered", || async { outbox.groups().unwrap() == ["group1", "group2"] }).await;
     Setup { dir, service, client, outbox, second, first_feed, second_feed }
 }
@@ -230,7 +230,7 @@ async fn a_group_that_keeps_acknowledging_is_not_held_back_beyond_the_cap() {
         .outbox
         .metrics()
         .released_records
-        .get_or_create(&nbwss_service::notify::metrics::ReleaseLabel::cap("group2"))
+        .get_or_create(&nbwss_service::notify::ReleaseLabel::cap("group2"))
         .get();
     assert_eq!(released, 80, "all but the 20 newest");
 
@@ -302,8 +302,7 @@ async fn a_renewed_certificate_accepted_by_update_keeps_the_backlog() {
 async fn an_administrator_changing_servers_mid_traffic_costs_no_notification() {
     const RECORDS: i64 = 300;
     let setup = two_groups(1_000_000).await;
-    let outbox =
-        notifications::open_outbox(setup.dir.path(), &nbwss_protocol::Properties::default()).unwrap();
+    let outbox = open_outbox(setup.dir.path(), &nbwss_protocol::Properties::default()).unwrap();
     // The traffic: one record every 10 ms, as a busy primary server's notify scripts would enqueue them
     // (the pace is the scenario, not a wait for a condition).
     let writer = tokio::task::spawn_blocking(move || {

@@ -6,6 +6,7 @@ mod connections;
 mod edge;
 mod groups;
 mod notify;
+mod public_api;
 mod relay;
 mod util;
 mod wire_shapes;

@@ -10,10 +10,9 @@ use nbwss_emulator::{Emulator, EmulatorConfig, EmulatorEvent, EmulatorHandle, Ev
 use nbwss_protocol::{
     Body, Codec, ImageOperation, ImageRecord, JobRecord, JobState, NotificationGroup, Secret,
 };
-use nbwss_service::notify::detector::{DetectError, DetectorConfig};
 use nbwss_service::notify::{
-    ConfiguredGroup, Delivery, DeliveryTiming, Detector, NotifyMetrics, Outbox, OutboxConfig, PrimaryClient,
-    PrimaryCredentials, Record,
+    ConfiguredGroup, Delivery, DeliveryTiming, DetectError, Detector, DetectorConfig, NotifyMetrics, Outbox,
+    OutboxConfig, PrimaryClient, PrimaryCredentials, Record,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -576,7 +575,7 @@ async fn delivery_resends_the_same_id_until_acknowledged_and_survives_a_restart(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let metrics = outbox.metrics();
-    let group = nbwss_service::notify::metrics::GroupLabel::of(GROUP);
+    let group = nbwss_service::notify::GroupLabel::of(GROUP);
     assert_eq!(metrics.acknowledged.get_or_create(&group).get(), 2);
     assert!(metrics.resent.get_or_create(&group).get() >= 1);
     cancel.cancel();
@@ -593,7 +592,7 @@ async fn service_delivers_detected_notifications_over_wss_resending_until_acknow
     let emulator = Emulator::start(EmulatorConfig::for_tests()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut config = util::config(dir.path(), &emulator.base_url(), &emulator.certificate_pem());
-    config.primary.credentials = Some(nbwss_service::config::PrimaryCredentials {
+    config.primary.credentials = Some(nbwss_service::PrimaryCredentials {
         user_name: Some("admin".into()),
         password: Some(Secret::new("password")),
         domain_type: None,
@@ -718,7 +717,7 @@ async fn ingested_records_are_validated_and_delivered_in_order() {
     // What `nbwss notify` does: append to the outbox file from outside the service.
     let image = r#"{"clientType":"STANDARD","clientName":"localhost","backupTime":1458601200,
         "createdTime":1459832492,"operationId":"DELETE","backupId":"localhost_1458601200"}"#;
-    outside.append(&nbwss_service::notify::ingest::parse_records(image).unwrap()).unwrap();
+    outside.append(&nbwss_service::notify::parse_records(image).unwrap()).unwrap();
 
     let codec = Codec::default();
     let mut records = Vec::new();
@@ -800,12 +799,12 @@ async fn a_restarted_service_resends_the_same_message() {
         })
         .await;
     let image = util::image_record_json;
-    outbox.append(&nbwss_service::notify::ingest::parse_records(&image(1_700_000_000)).unwrap()).unwrap();
+    outbox.append(&nbwss_service::notify::parse_records(&image(1_700_000_000)).unwrap()).unwrap();
     let sent = peer.recv().await;
     service.shutdown().await;
 
     let (service, _admin) = util::start(config, properties).await;
-    outbox.append(&nbwss_service::notify::ingest::parse_records(&image(1_700_000_100)).unwrap()).unwrap();
+    outbox.append(&nbwss_service::notify::parse_records(&image(1_700_000_100)).unwrap()).unwrap();
     let peer = endpoint.next_peer().await;
     let codec = Codec::default();
     let again = loop {
@@ -882,7 +881,7 @@ async fn every_acknowledgement_shape_stops_the_resends() {
     let mut acknowledged: Vec<String> = Vec::new();
     for (index, acknowledgement) in acknowledgements.iter().enumerate() {
         let backup_time = 1_700_000_000 + index as i64;
-        outbox.append(&nbwss_service::notify::ingest::parse_records(&image(backup_time)).unwrap()).unwrap();
+        outbox.append(&nbwss_service::notify::parse_records(&image(backup_time)).unwrap()).unwrap();
         let message = loop {
             let message = peer.recv().await;
             if let Body::NotificationRequest(_) = &message.body {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nbwss_emulator::{Emulator, EmulatorConfig};
 use nbwss_protocol::{CommandResponse, Method, Properties};
-use nbwss_service::config::{AllowRule, PolicyConfig};
+use nbwss_service::{AllowRule, PolicyConfig};
 use serde_json::Value;
 
 use crate::util::*;
@@ -178,7 +178,7 @@ async fn service_errors_400_403_413_429_504() {
     let (id, response) = peer.recv_response().await;
     assert_eq!(id, "BAD-1");
     assert_service_error(&response, 400);
-    assert!(response.error_body().unwrap().error_details[0].contains("uri"), "{response:?}");
+    assert!(response.error_body().unwrap().details()[0].contains("uri"), "{response:?}");
     peer.send_text(r#"{"version":"2.0","id":"BAD-2","type":"COMMAND","subType":"REQUEST","timeStamp":1,"payload":{"uri":"/netbackup/echo","method":"GET","headers":{}}}"#);
     let (id, response) = peer.recv_response().await;
     assert_eq!(id, "BAD-2");

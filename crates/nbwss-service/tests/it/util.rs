@@ -52,7 +52,7 @@ pub fn certificate() -> (String, String) {
 }
 
 fn acceptor(cert_pem: &str, key_pem: &str) -> tokio_rustls::TlsAcceptor {
-    let config = nbwss_service::tls::server_config(cert_pem, key_pem).unwrap();
+    let config = nbwss_service::tls_server_config(cert_pem, key_pem).unwrap();
     let mut config = config;
     config.alpn_protocols.clear();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
@@ -427,7 +427,7 @@ impl TestPrimary {
             .route("/netbackup/big", any(|| async { "x".repeat(64 * 1024) }))
             .merge(extra);
         let (cert, key) = certificate();
-        let config = nbwss_service::tls::server_config(&cert, &key).unwrap();
+        let config = nbwss_service::tls_server_config(&cert, &key).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -612,15 +612,20 @@ pub fn command(method: Method, uri: &str, headers: &[(&str, &str)], body: Option
     request
 }
 
-/// An HTTPS client trusting the service's admin certificate, and the URL of its local ingest route.
-pub fn ingest_client(service: &ServiceHandle) -> (reqwest::Client, String) {
-    let http = reqwest::Client::builder()
+/// An HTTPS client trusting the service's admin certificate, never through a proxy.
+pub fn admin_http(service: &ServiceHandle) -> reqwest::Client {
+    reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(service.admin_certificate_pem().as_bytes()).unwrap(),
         )
+        .no_proxy()
         .build()
-        .unwrap();
-    (http, format!("{}{}", service.admin_url(), nbwss_service::notify::ingest::INGEST_PATH))
+        .unwrap()
+}
+
+/// An HTTPS client trusting the service's admin certificate, and the URL of its local ingest route.
+pub fn ingest_client(service: &ServiceHandle) -> (reqwest::Client, String) {
+    (admin_http(service), format!("{}{}", service.admin_url(), nbwss_service::notify::INGEST_PATH))
 }
 
 /// A TCP relay in front of an endpoint that can freeze, as a stopped (SIGSTOP) endpoint process looks from
@@ -784,8 +789,7 @@ impl OneGroup {
         let endpoint = TestEndpoint::start(Mode::Valid).await;
         add(&admin, &endpoint, "endpoint1", "group1", 1, "token1").await;
         let peer = endpoint.next_accepted_peer().await;
-        let outbox =
-            nbwss_service::notify::notifications::open_outbox(dir.path(), &Properties::default()).unwrap();
+        let outbox = nbwss_service::notify::open_outbox(dir.path(), &Properties::default()).unwrap();
         wait_until("group1 registered", || async { outbox.groups().unwrap() == ["group1"] }).await;
         Self { _dir: dir, config, properties, service, endpoint, peer, outbox }
     }
