@@ -13,6 +13,7 @@
 
 mod api;
 mod asset;
+mod catalog;
 mod clock;
 mod config;
 mod contents;

@@ -112,6 +112,18 @@ impl OffsetPage {
     ) -> Value {
         let count = items.len();
         let data: Vec<Value> = items.iter().skip(self.offset).take(self.limit).map(render).collect();
+        self.envelope_of_page(count, data, base, extra_query)
+    }
+
+    /// The collection envelope around `data`, this page of a list of `count` items already taken out and
+    /// rendered by the caller.
+    pub(crate) fn envelope_of_page(
+        &self,
+        count: usize,
+        data: Vec<Value>,
+        base: &str,
+        extra_query: &str,
+    ) -> Value {
         let limit = self.limit.max(1);
         let last = if count == 0 { 0 } else { ((count - 1) / limit) * limit };
         let pages = count.div_ceil(limit).max(1);

@@ -15,12 +15,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{AssetQuery, ContentRequest};
 use crate::asset::Asset;
+use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::event::{EmulatorEvent, EventKind};
 use crate::eventlog::{Notification, MAX_NOTIFICATIONS};
 use crate::media::ApiVersion;
-use crate::model::{Alert, ApiKey, Image, Job, JobState, Policy, VmServer};
+use crate::model::{Alert, ApiKey, Job, JobState, Policy, VmServer};
 use crate::slp::Slp;
 use crate::storage::{DiskPool, StorageServer, StorageUnit};
 use crate::tls::TlsMaterial;
@@ -47,7 +48,8 @@ pub(crate) struct Inner {
     pub(crate) next_job_id: u64,
     pub(crate) next_alert_id: u64,
     pub(crate) jobs: BTreeMap<u64, Job>,
-    pub(crate) images: BTreeMap<String, Image>,
+    /// The image catalog, by backup id and by `backupTime`.
+    pub(crate) images: Catalog,
     pub(crate) policies: BTreeMap<String, Policy>,
     pub(crate) api_keys: BTreeMap<String, ApiKey>,
     pub(crate) sessions: HashMap<String, Session>,
@@ -223,7 +225,7 @@ impl Shared {
             next_job_id: 1,
             next_alert_id: 1,
             jobs: BTreeMap::new(),
-            images: BTreeMap::new(),
+            images: Catalog::default(),
             policies: BTreeMap::new(),
             api_keys: BTreeMap::new(),
             sessions: HashMap::new(),

@@ -1,5 +1,6 @@
 //! `/catalog/images` and the image expiration calls.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,16 +14,16 @@ use super::{data_attributes, empty, json, json_body, link, optional_str, version
 use crate::engine;
 use crate::error::{ApiError, ApiResult};
 use crate::event::EventKind;
-use crate::filter::{Field, Filter, Kind, Sort, EQ, RANGE};
+use crate::filter::{Field, Filter, Kind, Literal, Op, Sort, EQ, RANGE};
 use crate::media::ApiVersion;
 use crate::model::Image;
 use crate::query::{OffsetPage, Params};
-use crate::state::{Shared, MEDIA_SERVER};
+use crate::state::{Inner, Shared, MEDIA_SERVER};
 
 /// Filterable image fields, from the 10.5 spec (plus `backupType`, which older clients send).
 const IMAGE_FIELDS: &[Field] = &[
     Field { name: "backupTime", kind: Kind::Time, ops: RANGE },
-    Field { name: "policyName", kind: Kind::Str, ops: &[crate::filter::Op::Eq, crate::filter::Op::Contains] },
+    Field { name: "policyName", kind: Kind::Str, ops: &[Op::Eq, Op::Contains] },
     Field { name: "appType", kind: Kind::Str, ops: EQ },
     Field { name: "backupId", kind: Kind::Str, ops: EQ },
     Field { name: "clientName", kind: Kind::Str, ops: EQ },
@@ -68,29 +69,116 @@ pub(crate) async fn list_images(
     let filter = params.get("filter").map(|text| Filter::parse(text, IMAGE_FIELDS)).transpose()?;
     let sort = Sort::parse(params.get("sort"), IMAGE_FIELDS, DEFAULT_SORT)?;
     let page = OffsetPage::from_params(&params, 1, 100)?;
-    let now = shared.now();
-    let day_ago = now - TimeDelta::hours(24);
-    let images: Vec<Image> = shared.lock().images.values().cloned().collect();
-    let time_filtered = filter.as_ref().is_some_and(|filter| filter.mentions("backupTime"));
-    let mut rows: Vec<(Image, Value)> = images
-        .into_iter()
+    let day_ago = shared.now() - TimeDelta::hours(24);
+    let (count, images) = if sort.field == "backupTime" {
+        page_by_time(&shared.lock(), filter.as_ref(), day_ago, sort.descending, page)
+    } else {
+        page_sorted(&shared.lock(), filter.as_ref(), day_ago, sort, page)
+    };
+    let data = images.iter().map(|image| image_resource(&headers, image, version)).collect();
+    let body = page.envelope_of_page(count, data, &link(&headers, "/catalog/images"), "");
+    Ok(json(StatusCode::OK, body))
+}
+
+/// What a listing's filter asks of `backupTime`: the whole seconds it allows (`ge` and `le` bounds of a
+/// conjunction), and whether anything else must still be checked on each image's attributes.
+struct TimeBounds {
+    seconds: RangeInclusive<i64>,
+    rest: bool,
+}
+
+impl TimeBounds {
+    /// The bounds of `filter`, or, when it says nothing of `backupTime`, the images of the last 24 hours
+    /// (`day_ago` on): the listing's default.
+    fn of(filter: Option<&Filter>, day_ago: DateTime<Utc>) -> Self {
+        let mut bounds = Self { seconds: i64::MIN..=i64::MAX, rest: false };
+        let Some(filter) = filter else {
+            bounds.seconds = day_ago.timestamp()..=i64::MAX;
+            return bounds;
+        };
+        bounds.narrow(filter);
+        if !filter.mentions("backupTime") {
+            bounds.seconds = day_ago.timestamp()..=*bounds.seconds.end();
+        }
+        bounds
+    }
+
+    fn narrow(&mut self, filter: &Filter) {
+        let (low, high) = (*self.seconds.start(), *self.seconds.end());
+        match filter {
+            Filter::And(terms) => terms.iter().for_each(|term| self.narrow(term)),
+            // A rendered `backupTime` is whole seconds: `ge t` holds from the second at or after t, `le t`
+            // up to the second at or before it.
+            Filter::Compare { field: "backupTime", op: Op::Ge, value: Literal::Time(at), .. } => {
+                let ceiling = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+                self.seconds = low.max(ceiling)..=high;
+            }
+            Filter::Compare { field: "backupTime", op: Op::Le, value: Literal::Time(at), .. } => {
+                self.seconds = low..=high.min(at.timestamp());
+            }
+            _ => self.rest = true,
+        }
+    }
+}
+
+/// The images on `page` of those `filter` selects (the last 24 hours' when it names no `backupTime`), by
+/// `backupTime`, and how many it selects: a walk of the catalog's time index that clones only the page.
+fn page_by_time(
+    inner: &Inner,
+    filter: Option<&Filter>,
+    day_ago: DateTime<Utc>,
+    descending: bool,
+    page: OffsetPage,
+) -> (usize, Vec<Image>) {
+    let bounds = TimeBounds::of(filter, day_ago);
+    let default_window = filter.is_none_or(|filter| !filter.mentions("backupTime"));
+    let on_page = page.offset..page.offset.saturating_add(page.limit);
+    let mut count = 0;
+    let mut images = Vec::new();
+    for (seconds, backup_id) in inner.images.by_time(bounds.seconds.clone(), descending) {
+        // The index holds whole seconds; the default window compares the exact time.
+        let check_time = default_window && seconds == day_ago.timestamp();
+        let image = (bounds.rest || check_time || on_page.contains(&count))
+            .then(|| inner.images.get(backup_id))
+            .flatten();
+        if check_time && image.is_none_or(|image| image.backup_time < day_ago) {
+            continue;
+        }
+        if bounds.rest {
+            let Some(image) = image else { continue };
+            if filter.is_some_and(|filter| !filter.matches(&image.attributes())) {
+                continue;
+            }
+        }
+        if on_page.contains(&count) {
+            images.extend(image.cloned());
+        }
+        count += 1;
+    }
+    (count, images)
+}
+
+/// As [`page_by_time`] for any other sort: every selected image's attributes are rendered to order them.
+fn page_sorted(
+    inner: &Inner,
+    filter: Option<&Filter>,
+    day_ago: DateTime<Utc>,
+    sort: Sort,
+    page: OffsetPage,
+) -> (usize, Vec<Image>) {
+    let time_filtered = filter.is_some_and(|filter| filter.mentions("backupTime"));
+    let mut rows: Vec<(&Image, Value)> = inner
+        .images
+        .values()
         .filter(|image| time_filtered || image.backup_time >= day_ago)
-        .map(|image| {
-            let attributes = image.attributes();
-            (image, attributes)
-        })
-        .filter(|(_, attributes)| filter.as_ref().is_none_or(|filter| filter.matches(attributes)))
+        .map(|image| (image, image.attributes()))
+        .filter(|(_, attributes)| filter.is_none_or(|filter| filter.matches(attributes)))
         .collect();
     rows.sort_by(|(a_image, a), (b_image, b)| {
         sort.compare(a, b).then_with(|| a_image.backup_id.cmp(&b_image.backup_id))
     });
-    let body = page.envelope(
-        rows,
-        &link(&headers, "/catalog/images"),
-        |(image, _)| image_resource(&headers, image, version),
-        "",
-    );
-    Ok(json(StatusCode::OK, body))
+    let images = rows.iter().skip(page.offset).take(page.limit).map(|(image, _)| (*image).clone()).collect();
+    (rows.len(), images)
 }
 
 fn find_image(shared: &Shared, backup_id: &str) -> ApiResult<Image> {

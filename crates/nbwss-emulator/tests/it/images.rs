@@ -3,6 +3,8 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 
+use nbwss_emulator::EmulatorConfig;
+
 use crate::util::{encode, Server};
 
 fn time(text: &str) -> DateTime<Utc> {
@@ -138,4 +140,95 @@ async fn one_image_with_copies_and_its_updates() {
         .call("POST", "/catalog/expire-images", &token, &json!({"data": {"attributes": {"backupIds": []}}}))
         .await
         .assert_error(400);
+}
+
+type Listed = (DateTime<Utc>, String, String);
+
+/// Pages through the whole listing `page[limit]` images at a time, checking each page's `count`; returns
+/// the images' `(backupTime, id, clientName)` in the order listed.
+async fn page_through(server: &Server, token: &str, query: &str, limit: usize) -> Vec<Listed> {
+    let mut listed = Vec::new();
+    let mut total = None;
+    loop {
+        let path = format!("/catalog/images?page[limit]={limit}&page[offset]={}{query}", listed.len());
+        let reply = server.get(&path, token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let page = reply.json();
+        let count = page["meta"]["pagination"]["count"].as_u64().unwrap();
+        assert_eq!(*total.get_or_insert(count), count, "the count stays the same while paging");
+        let data = page["data"].as_array().unwrap();
+        for image in data {
+            let attributes = &image["attributes"];
+            let id = image["id"].as_str().unwrap().to_owned();
+            let client = attributes["clientName"].as_str().unwrap().to_owned();
+            listed.push((time(attributes["backupTime"].as_str().unwrap()), id, client));
+        }
+        let next = &page["meta"]["pagination"]["next"];
+        if data.is_empty() || next.is_null() {
+            assert_eq!(listed.len() as u64, count, "every page read: {query}");
+            return listed;
+        }
+        assert_eq!(next.as_u64().unwrap(), listed.len() as u64);
+    }
+}
+
+#[tokio::test]
+async fn paging_through_a_large_catalog_lists_every_image_once_in_order() {
+    // The emulated clock at real speed, so that no copy expires while the test pages.
+    let server =
+        Server::start_with(EmulatorConfig { clock_multiplier: 1.0, ..EmulatorConfig::for_tests() }).await;
+    let token = server.login().await;
+    let held = server.handle.add_catalog_images(2_345).unwrap();
+    let mut every_id = server.handle.image_ids();
+    every_id.sort();
+    assert_eq!(every_id.len(), held);
+    let since_epoch = format!("&filter={}", encode("backupTime ge 1970-01-01T00:00:00Z"));
+
+    // The service's reconciliation: oldest first, 100 at a time.
+    let ascending = page_through(&server, &token, &format!("{since_epoch}&sort=backupTime"), 100).await;
+    let mut expected = ascending.clone();
+    expected.sort();
+    assert_eq!(ascending, expected, "by backupTime, then backup id");
+    let mut ids: Vec<String> = ascending.iter().map(|(_, id, _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, every_id, "every image exactly once");
+
+    // The default order (newest first, ties by backup id), another page size.
+    let descending = page_through(&server, &token, &since_epoch, 37).await;
+    expected.sort_by(|(a_time, a_id, _), (b_time, b_id, _)| b_time.cmp(a_time).then_with(|| a_id.cmp(b_id)));
+    assert_eq!(descending, expected);
+
+    // A window with bounds between whole seconds and a condition on another field.
+    let (first, last) = (ascending[100].0, ascending[1_900].0);
+    let client = ascending[1_000].2.clone();
+    let window = format!(
+        "backupTime ge {} and backupTime le {} and clientName eq '{client}'",
+        (first - TimeDelta::milliseconds(500)).format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        (last + TimeDelta::milliseconds(500)).format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+    );
+    let windowed =
+        page_through(&server, &token, &format!("&filter={}&sort=backupTime", encode(&window)), 100).await;
+    let in_window: Vec<Listed> = ascending
+        .iter()
+        .filter(|(at, _, of)| *at >= first && *at <= last && *of == client)
+        .cloned()
+        .collect();
+    assert!(in_window.len() > 1_000, "{} images in the window", in_window.len());
+    assert_eq!(windowed, in_window);
+
+    // Sorted on another field: the same images, each once.
+    let by_client = page_through(&server, &token, &format!("{since_epoch}&sort=-clientName"), 100).await;
+    let mut expected = by_client.clone();
+    expected.sort_by(|(_, a_id, a_client), (_, b_id, b_client)| {
+        b_client.cmp(a_client).then_with(|| a_id.cmp(b_id))
+    });
+    assert_eq!(by_client, expected, "by clientName descending, then backup id");
+    let mut ids: Vec<String> = by_client.into_iter().map(|(_, id, _)| id).collect();
+    ids.sort();
+    assert_eq!(ids, every_id);
+
+    // Past the end: an empty page that still counts every image.
+    let reply = server.get(&format!("/catalog/images?page[offset]={held}{since_epoch}"), &token).await;
+    assert_eq!(reply.json()["data"].as_array().unwrap().len(), 0);
+    assert_eq!(reply.json()["meta"]["pagination"]["count"], held);
 }
