@@ -63,6 +63,7 @@ impl Relay {
             .use_rustls_tls()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
             .connect_timeout(crate::proxy::CONNECT_TIMEOUT);
         if let Some(pem) = config.primary_ca_pem()? {
             builder = builder.tls_built_in_root_certs(false);
