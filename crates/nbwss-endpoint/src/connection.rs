@@ -340,7 +340,17 @@ async fn write(
             _ = session.closing.cancelled() => break,
             message = queue.recv() => {
                 let Some(message) = message else { break };
-                if sink.send(message).await.is_err() {
+                // Whatever is queued goes out with one flush (one TLS write for a burst of calls).
+                let mut next = Some(message);
+                let mut written = true;
+                while let Some(message) = next.take() {
+                    written = sink.feed(message).await.is_ok();
+                    if !written {
+                        break;
+                    }
+                    next = queue.try_recv().ok();
+                }
+                if !written || sink.flush().await.is_err() {
                     session.close(CloseStatus::ClosedAbnormally, "write failed");
                     return;
                 }

@@ -59,6 +59,11 @@ pub(crate) async fn serve(listener: TcpListener, tls: TlsAcceptor, router: Route
                 continue;
             }
         };
+        // Every write is a whole message or response: Nagle's algorithm would only hold back its last
+        // segment waiting for an acknowledgement.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%remote, "cannot set TCP_NODELAY: {error}");
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             state.metrics.connection_refused("max_connections");
             let count = refused.count();

@@ -314,7 +314,7 @@ fn http_response(response: CommandResponse) -> Option<Response> {
     let mut http = Response::new(HttpBody::from(response.body));
     *http.status_mut() = status;
     for (name, value) in response.headers.iter() {
-        if HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop)) {
             continue;
         }
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))

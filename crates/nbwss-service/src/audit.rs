@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use nbwss_protocol::CommandRequest;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::config::LogConfig;
 
@@ -24,6 +24,8 @@ const SECRET_KEYS: &[&str] = &["password", "token", "secret", "apikey", "api_key
 const MAX_HEADERS: usize = 64;
 /// Bytes of one header name or value written, at most.
 const MAX_HEADER_BYTES: usize = 256;
+/// Capacity of the line buffer kept between lines.
+const KEPT_LINE_CAPACITY: usize = 64 * 1024;
 
 /// How large the audit log may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +54,14 @@ impl AuditLimits {
 pub struct AuditLog {
     path: PathBuf,
     limits: AuditLimits,
-    file: Mutex<OpenFile>,
+    writer: Mutex<Writer>,
+}
+
+/// The open file and the buffer each line is written into before its one `write_all`.
+#[derive(Debug)]
+struct Writer {
+    open: OpenFile,
+    line: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -81,25 +90,32 @@ pub struct AuditEntry<'a> {
 impl AuditLog {
     /// Opens `path` for appending (owner-only permissions, also for an existing file).
     pub fn open(path: &Path, limits: AuditLimits) -> anyhow::Result<Self> {
-        let file = open_append(path)?;
-        Ok(Self { path: path.to_owned(), limits, file: Mutex::new(file) })
+        let open = open_append(path)?;
+        Ok(Self { path: path.to_owned(), limits, writer: Mutex::new(Writer { open, line: Vec::new() }) })
     }
 
-    /// Writes one line (one `write_all` of a pre-serialised buffer), rotating first when the line would
+    /// Writes one line (one `write_all` of a buffer reused from line to line, so a line is on its way to
+    /// the file when this returns and a killed process loses none), rotating first when the line would
     /// take the file past its limit; a failure is logged, never fatal.
     pub fn record(&self, entry: &AuditEntry<'_>) {
-        let mut line = entry_line(entry, self.limits.body_max_bytes).to_string().into_bytes();
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Writer { open, line } = &mut *writer;
+        line.clear();
+        write_entry(line, entry, self.limits.body_max_bytes);
         line.push(b'\n');
-        let mut open = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if open.size > 0 && open.size + line.len() as u64 > self.limits.max_file_bytes {
             match self.rotate() {
                 Ok(file) => *open = file,
                 Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot rotate the audit log"),
             }
         }
-        match open.file.write_all(&line) {
+        match open.file.write_all(line) {
             Ok(()) => open.size += line.len() as u64,
             Err(error) => tracing::warn!(%error, "cannot write the audit log"),
+        }
+        // A rare huge line (a long uri, many headers) does not keep its buffer for the life of the service.
+        if line.capacity() > KEPT_LINE_CAPACITY {
+            *line = Vec::new();
         }
     }
 
@@ -160,41 +176,94 @@ fn rename_if_present(from: &Path, to: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The JSON line for an entry, quoting at most `body_max_bytes` of the (redacted) body and of the uri.
-pub fn entry_line(entry: &AuditEntry<'_>, body_max_bytes: usize) -> Value {
-    let mut headers = Map::new();
-    for (name, value) in entry.request.headers.iter().take(MAX_HEADERS) {
-        let shown =
-            if SECRET_HEADERS.iter().any(|secret| name.eq_ignore_ascii_case(secret)) { "***" } else { value };
-        headers.insert(excerpt(name, MAX_HEADER_BYTES), Value::String(excerpt(shown, MAX_HEADER_BYTES)));
-    }
-    let mut line = json!({
-        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "endpoint": entry.endpoint,
-        "id": entry.id,
-        "method": entry.request.method.as_str(),
-        "uri": excerpt(&entry.request.uri, body_max_bytes),
-        "status": entry.status,
-        "origin": if entry.from_service { "service" } else { "primary" },
-        "durationMs": u64::try_from(entry.duration.as_millis()).unwrap_or(u64::MAX),
-        "headers": headers,
-        "body": Value::Null,
-    });
-    if entry.request.headers.len() > MAX_HEADERS {
-        line["headerCount"] = json!(entry.request.headers.len());
-    }
-    if let Some(body) = entry.request.parameters.as_deref() {
-        let redacted = redact_body(body);
-        let text = redacted.to_string();
-        if text.len() <= body_max_bytes {
-            line["body"] = redacted;
-        } else {
-            line["body"] = Value::String(excerpt(&text, body_max_bytes));
-            line["bodyBytes"] = json!(body.len());
-            line["bodyTruncated"] = Value::Bool(true);
+/// Appends the JSON line for an entry (without its newline) to `out`, quoting at most `body_max_bytes` of
+/// the (redacted) body and of the uri. Written field by field rather than built as a `Value` tree; the
+/// keys come in the order the tree (`preserve_order`) wrote them, a header name listed twice once, with
+/// its last value, in the place of its first.
+pub fn write_entry(out: &mut Vec<u8>, entry: &AuditEntry<'_>, body_max_bytes: usize) {
+    let request = entry.request;
+    out.extend_from_slice(b"{\"time\":");
+    string(out, &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    out.extend_from_slice(b",\"endpoint\":");
+    string(out, entry.endpoint);
+    out.extend_from_slice(b",\"id\":");
+    string(out, entry.id);
+    out.extend_from_slice(b",\"method\":");
+    string(out, request.method.as_str());
+    out.extend_from_slice(b",\"uri\":");
+    string(out, cut(&request.uri, body_max_bytes));
+    out.extend_from_slice(b",\"status\":");
+    number(out, u64::from(entry.status));
+    out.extend_from_slice(b",\"origin\":");
+    string(out, if entry.from_service { "service" } else { "primary" });
+    out.extend_from_slice(b",\"durationMs\":");
+    number(out, u64::try_from(entry.duration.as_millis()).unwrap_or(u64::MAX));
+    out.extend_from_slice(b",\"headers\":{");
+    let listed: Vec<(&str, &str)> = request
+        .headers
+        .iter()
+        .take(MAX_HEADERS)
+        .map(|(name, value)| {
+            let shown = if SECRET_HEADERS.iter().any(|secret| name.eq_ignore_ascii_case(secret)) {
+                "***"
+            } else {
+                value
+            };
+            (cut(name, MAX_HEADER_BYTES), cut(shown, MAX_HEADER_BYTES))
+        })
+        .collect();
+    let mut first = true;
+    for (index, (name, _)) in listed.iter().enumerate() {
+        if listed[..index].iter().any(|(earlier, _)| earlier == name) {
+            continue;
         }
+        let value =
+            listed[index..].iter().rev().find(|(later, _)| later == name).map_or("", |(_, value)| value);
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        string(out, name);
+        out.push(b':');
+        string(out, value);
     }
-    line
+    out.extend_from_slice(b"},\"body\":");
+    let truncated = match request.parameters.as_deref() {
+        None => {
+            out.extend_from_slice(b"null");
+            None
+        }
+        Some(body) => {
+            let text = redact_body(body).to_string();
+            if text.len() <= body_max_bytes {
+                out.extend_from_slice(text.as_bytes());
+                None
+            } else {
+                string(out, cut(&text, body_max_bytes));
+                Some(body.len())
+            }
+        }
+    };
+    if request.headers.len() > MAX_HEADERS {
+        out.extend_from_slice(b",\"headerCount\":");
+        number(out, request.headers.len() as u64);
+    }
+    if let Some(body_bytes) = truncated {
+        out.extend_from_slice(b",\"bodyBytes\":");
+        number(out, body_bytes as u64);
+        out.extend_from_slice(b",\"bodyTruncated\":true");
+    }
+    out.push(b'}');
+}
+
+/// `text` as a JSON string, escaped as `serde_json` escapes it.
+fn string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn number(out: &mut Vec<u8>, value: u64) {
+    let _ = write!(out, "{value}");
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
@@ -207,10 +276,6 @@ pub(crate) fn cut(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-fn excerpt(text: &str, max: usize) -> String {
-    cut(text, max).to_owned()
 }
 
 /// A request body safe to log: JSON with secret-looking keys replaced by `***`, or only its size.
@@ -244,6 +309,7 @@ fn redact_value(value: &mut Value) {
 #[cfg(test)]
 mod tests {
     use nbwss_protocol::{Headers, Method};
+    use serde_json::{json, Map};
 
     use super::*;
 
@@ -258,13 +324,60 @@ mod tests {
         }
     }
 
+    fn line_text(entry: &AuditEntry<'_>, body_max_bytes: usize) -> String {
+        let mut out = Vec::new();
+        write_entry(&mut out, entry, body_max_bytes);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The line as a `Value` tree (`preserve_order`) writes it, with the time of `written`: what the line
+    /// was before it was written field by field.
+    fn tree_line(entry: &AuditEntry<'_>, body_max_bytes: usize, written: &Value) -> String {
+        let mut headers = Map::new();
+        for (name, value) in entry.request.headers.iter().take(MAX_HEADERS) {
+            let shown = if SECRET_HEADERS.iter().any(|secret| name.eq_ignore_ascii_case(secret)) {
+                "***"
+            } else {
+                value
+            };
+            headers.insert(cut(name, MAX_HEADER_BYTES).to_owned(), Value::from(cut(shown, MAX_HEADER_BYTES)));
+        }
+        let mut line = json!({
+            "time": written["time"],
+            "endpoint": entry.endpoint,
+            "id": entry.id,
+            "method": entry.request.method.as_str(),
+            "uri": cut(&entry.request.uri, body_max_bytes),
+            "status": entry.status,
+            "origin": if entry.from_service { "service" } else { "primary" },
+            "durationMs": u64::try_from(entry.duration.as_millis()).unwrap(),
+            "headers": headers,
+            "body": Value::Null,
+        });
+        if entry.request.headers.len() > MAX_HEADERS {
+            line["headerCount"] = json!(entry.request.headers.len());
+        }
+        if let Some(body) = entry.request.parameters.as_deref() {
+            let redacted = redact_body(body);
+            let text = redacted.to_string();
+            if text.len() <= body_max_bytes {
+                line["body"] = redacted;
+            } else {
+                line["body"] = Value::from(cut(&text, body_max_bytes));
+                line["bodyBytes"] = json!(body.len());
+                line["bodyTruncated"] = Value::Bool(true);
+            }
+        }
+        line.to_string()
+    }
+
     #[test]
     fn secrets_never_reach_the_line() {
         let mut request = CommandRequest::new(Method::Post, "/netbackup/login");
         request.headers =
             Headers::from_iter([("Authorization", "eyJhbGciOi"), ("Content-Type", "application/json")]);
         request.parameters = Some(r#"{"userName":"admin","password":"s3cret","data":{"apiKey":"k"}}"#.into());
-        let line = entry_line(&entry(&request), 4096).to_string();
+        let line = line_text(&entry(&request), 4096);
         assert!(
             !line.contains("eyJhbGciOi") && !line.contains("s3cret") && !line.contains("\"k\""),
             "{line}"
@@ -281,8 +394,8 @@ mod tests {
         // Redaction comes before the cut: the secret, first in the body, is in the excerpt only redacted.
         request.parameters =
             Some(format!("{{\"a_password\": \"s3cret\", \"data\": \"{}\"}}", "é".repeat(100_000)));
-        let line = entry_line(&entry(&request), 4096);
-        let text = line.to_string();
+        let text = line_text(&entry(&request), 4096);
+        let line: Value = serde_json::from_str(&text).unwrap();
         assert!(
             text.len() < 4096 * 2 + MAX_HEADERS * (2 * MAX_HEADER_BYTES + 8) + 1024,
             "{} bytes",
@@ -292,6 +405,86 @@ mod tests {
         assert_eq!(line["bodyTruncated"], true);
         assert_eq!(line["bodyBytes"], request.parameters.as_ref().unwrap().len());
         assert_eq!(line["headerCount"], 1000);
+        assert_eq!(line["headers"].as_object().unwrap().len(), MAX_HEADERS);
         assert!(line["body"].as_str().unwrap().len() <= 4096);
+    }
+
+    #[test]
+    fn the_line_is_byte_for_byte_what_the_value_tree_wrote() {
+        let mut requests = Vec::new();
+        requests.push(CommandRequest::new(Method::Get, "/netbackup/admin/jobs/1"));
+        let mut request = CommandRequest::new(Method::Put, "/netbackup/x?a=\"q\"&b=\\&c=\u{1}é😀");
+        request.headers = Headers::from_iter([
+            ("Accept", "application/vnd.netbackup+json;version=4.0"),
+            ("X-Repeated", "first"),
+            ("Cookie", "c=1"),
+            ("x-repeated", "case differs"),
+            ("X-Repeated", "last"),
+            ("X-Quote", "a\"b\\c\td\u{7f}\u{0}"),
+        ]);
+        request.parameters = Some(r#"{"n": 1.5e300, "list": [1, -2, {"token": "t"}], "s": "\u0001"}"#.into());
+        requests.push(request);
+        let mut request = CommandRequest::new(Method::Post, "/netbackup/login");
+        request.parameters = Some("not json \n at all".into());
+        requests.push(request);
+        let mut request = CommandRequest::new(Method::Patch, format!("/netbackup/{}", "ü".repeat(50)));
+        request.headers = (0..70).map(|index| (format!("x-h{}", index % 7), "v".repeat(300))).collect();
+        request.parameters = Some(format!("[\"{}\"]", "é".repeat(100)));
+        requests.push(request);
+        for (index, request) in requests.iter().enumerate() {
+            let mut entry = entry(request);
+            entry.from_service = index % 2 == 1;
+            entry.duration = std::time::Duration::from_micros(1_234_567 * index as u64);
+            for body_max_bytes in [16, 61, 4096] {
+                let text = line_text(&entry, body_max_bytes);
+                let written: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(text, tree_line(&entry, body_max_bytes, &written), "request {index}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_line_of_the_file_parses_back_and_the_files_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let limits = AuditLimits { max_file_bytes: 4096, max_files: 3, body_max_bytes: 512 };
+        let audit = AuditLog::open(&path, limits).unwrap();
+        let mut request = CommandRequest::new(Method::Post, "/netbackup/login");
+        request.headers =
+            Headers::from_iter([("Authorization", "Bearer secret-token"), ("X-N", "line\nbreak")]);
+        for call in 0..200 {
+            request.parameters = Some(format!("{{\"userName\":\"u{call}\",\"password\":\"p{call}\"}}"));
+            let mut entry = entry(&request);
+            entry.id = if call % 2 == 0 { "even" } else { "odd \"id\"" };
+            audit.record(&entry);
+        }
+        let mut names = Vec::new();
+        let mut lines = 0;
+        for file in std::fs::read_dir(dir.path()).unwrap() {
+            let file = file.unwrap();
+            names.push(file.file_name().into_string().unwrap());
+            assert!(file.metadata().unwrap().len() <= limits.max_file_bytes);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+            }
+            let text = std::fs::read_to_string(file.path()).unwrap();
+            assert!(text.ends_with('\n'));
+            for line in text.lines() {
+                let parsed: Value =
+                    serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+                assert_eq!(parsed["headers"]["Authorization"], "***", "{line}");
+                assert_eq!(parsed["body"]["password"], "***", "{line}");
+                assert!(parsed["body"]["userName"].as_str().unwrap().starts_with('u'), "{line}");
+                lines += 1;
+            }
+        }
+        names.sort();
+        assert_eq!(names, ["audit.log", "audit.log.1", "audit.log.2"]);
+        // The newest lines are kept: those of the files left, the last call's among them.
+        assert!(lines > 0 && lines < 200, "{lines}");
+        let newest = std::fs::read_to_string(&path).unwrap();
+        assert!(newest.contains("\"u199\""), "{newest}");
     }
 }

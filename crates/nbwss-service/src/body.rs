@@ -17,10 +17,12 @@ pub enum BodyError {
 
 /// Reads the whole body of `response`, refusing more than `limit` bytes.
 pub async fn read_limited(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
-    if response.content_length().is_some_and(|length| length > limit as u64) {
+    let announced = response.content_length();
+    if announced.is_some_and(|length| length > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
-    let mut body = Vec::new();
+    // Room for the announced length (at most the cap) at once, not grown chunk by chunk.
+    let mut body = Vec::with_capacity(announced.map_or(0, |length| usize::try_from(length).unwrap_or(limit)));
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge { limit });

@@ -98,8 +98,18 @@ impl Connector {
         self.proxy.is_some() && !self.no_proxy.iter().any(|rule| no_proxy_matches(rule, host))
     }
 
-    /// Opens a TCP connection to `host:port`, through the proxy when one applies.
+    /// Opens a TCP connection to `host:port`, through the proxy when one applies, with `TCP_NODELAY`:
+    /// every write on it is a whole WebSocket message (or a flush of several), which Nagle's algorithm
+    /// would only delay.
     pub async fn connect(&self, host: &str, port: u16) -> anyhow::Result<TcpStream> {
+        let stream = self.connect_tcp(host, port).await?;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(host, port, "cannot set TCP_NODELAY: {error}");
+        }
+        Ok(stream)
+    }
+
+    async fn connect_tcp(&self, host: &str, port: u16) -> anyhow::Result<TcpStream> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         match &self.proxy {
             Some(proxy) if self.uses_proxy_for(bare) => {

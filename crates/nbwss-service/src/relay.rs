@@ -59,10 +59,15 @@ impl Relay {
         metrics: Arc<Metrics>,
         audit: Option<AuditLog>,
     ) -> anyhow::Result<Self> {
+        // HTTP/1.1 only, on kept-alive connections: NetBackup's REST API speaks it, and a call costs far
+        // less over it than over HTTP/2's streams, flow control and header compression (BENCHMARKS.md,
+        // "Per-call cost of the relay"); calls in flight at once each take a pooled connection.
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
+            .http1_only()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
             .connect_timeout(crate::proxy::CONNECT_TIMEOUT);
         if let Some(pem) = config.primary_ca_pem()? {
             builder = builder.tls_built_in_root_certs(false);

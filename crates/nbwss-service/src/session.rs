@@ -452,19 +452,26 @@ pub async fn serve(
     };
     ctx.sessions.insert(handle.clone());
 
-    // The writer drains the channel; it stops after writing a Close frame or on a write error.
+    // The writer drains the channel; it stops after writing a Close frame or on a write error. Whatever is
+    // queued goes out with one flush (one TLS write for a burst of answers, not one per message).
     let writer = async move {
-        while let Some(message) = out_rx.recv().await {
-            let is_close = matches!(message, WsMessage::Close(_));
-            if is_close {
-                // After the endpoint's own Close, sending fails but flushing writes the queued reply.
-                if sink.send(message).await.is_err() {
-                    let _ = sink.flush().await;
+        while let Some(first) = out_rx.recv().await {
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                if matches!(message, WsMessage::Close(_)) {
+                    // After the endpoint's own Close, sending fails but flushing writes the queued reply.
+                    if sink.send(message).await.is_err() {
+                        let _ = sink.flush().await;
+                    }
+                    let _ = sink.close().await;
+                    return None;
                 }
-                let _ = sink.close().await;
-                return None;
+                if let Err(error) = sink.feed(message).await {
+                    return Some(lost(format!("cannot write: {error}")));
+                }
+                next = out_rx.try_recv().ok();
             }
-            if let Err(error) = sink.send(message).await {
+            if let Err(error) = sink.flush().await {
                 return Some(lost(format!("cannot write: {error}")));
             }
         }
