@@ -56,6 +56,17 @@ impl Record {
             Self::Image(_) => ObjectKind::Image,
         }
     }
+
+    /// The record as a payload element's `data` carries it: compact JSON, keys in the guide's order. The
+    /// outbox keeps this text and writes it into messages as it is.
+    pub fn to_text(&self) -> String {
+        // Serialising these plain structs cannot fail.
+        match self {
+            Self::Job(job) => serde_json::to_string(job),
+            Self::Image(image) => serde_json::to_string(image),
+        }
+        .unwrap_or_default()
+    }
 }
 
 /// Groups records into payload elements: consecutive records of the same object share one element, so
