@@ -591,7 +591,9 @@ impl Store {
         Ok(counted
             .into_iter()
             .map(|counted| match counted {
-                Some((records, nonconforming)) => StoreOutcome::Stored { records, nonconforming, last_cursor },
+                Some((records, nonconforming)) => {
+                    StoreOutcome::Stored { records, nonconforming, last_cursor }
+                }
                 None => StoreOutcome::Duplicate,
             })
             .collect())

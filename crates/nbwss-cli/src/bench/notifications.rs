@@ -129,11 +129,17 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         Some(rate) => {
             let pacing =
                 Pacing::Offered { rate, chunk: usize::try_from(rate.div_ceil(PACED_CALLS_PER_SECOND))? };
-            phases.push(("offered", phase(&scratch.path().join("offered"), records, batch_size, pacing).await?));
+            phases.push((
+                "offered",
+                phase(&scratch.path().join("offered"), records, batch_size, pacing).await?,
+            ));
         }
         None => {
             let pacing = Pacing::Burst { chunk };
-            phases.push(("batched", phase(&scratch.path().join("batched"), records, batch_size, pacing).await?));
+            phases.push((
+                "batched",
+                phase(&scratch.path().join("batched"), records, batch_size, pacing).await?,
+            ));
             let single = usize::try_from(args.batch_one_records)?;
             if single > 0 {
                 phases.push(("single", phase(&scratch.path().join("single"), single, 1, pacing).await?));
@@ -245,7 +251,12 @@ async fn phase(dir: &Path, records: usize, batch_size: usize, pacing: Pacing) ->
     })?
 }
 
-async fn measure(system: &System, records: usize, batch_size: usize, pacing: Pacing) -> anyhow::Result<Phase> {
+async fn measure(
+    system: &System,
+    records: usize,
+    batch_size: usize,
+    pacing: Pacing,
+) -> anyhow::Result<Phase> {
     let client = https_client(system.service.admin_certificate_pem())?;
     let url = format!("{}{}", system.service.admin_url(), nbwss_service::notify::INGEST_PATH);
     let key = system.service.admin_key().to_owned();

@@ -292,7 +292,10 @@ async fn notifications_arriving_together_are_each_committed_before_their_ack_and
     let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
     let message = |n: i64| {
         let records = (3 * n + 1..=3 * n + 3).map(|id| job(id, JobState::Done)).collect();
-        nbwss_protocol::Message::with_id(format!("M{n}"), Body::NotificationRequest(vec![NotificationGroup::jobs(records)]))
+        nbwss_protocol::Message::with_id(
+            format!("M{n}"),
+            Body::NotificationRequest(vec![NotificationGroup::jobs(records)]),
+        )
     };
     // Thirty messages written back to back, without waiting for any acknowledgement (the committer takes
     // those waiting together), then the first ten again, as a service resends what it saw no ack for.

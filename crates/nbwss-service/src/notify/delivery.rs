@@ -130,7 +130,11 @@ impl Delivery {
     /// the window allows are built and recorded as sent, in one transaction. Then what is due is sent:
     /// resends first (they are older), then the new messages. A send that times out ends the round; its
     /// message, and the new ones after it, are sent again after the scheduled rate.
-    async fn round<S: NotificationSink>(&self, sink: &S, acknowledged: &[String]) -> Result<(), DeliveryError> {
+    async fn round<S: NotificationSink>(
+        &self,
+        sink: &S,
+        acknowledged: &[String],
+    ) -> Result<(), DeliveryError> {
         let now = now_millis();
         let taken = self.outbox.acknowledge_and_take(&self.group, acknowledged, now)?;
         if taken.acknowledged < acknowledged.len() {

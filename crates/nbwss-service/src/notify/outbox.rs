@@ -637,7 +637,8 @@ impl Outbox {
             let added = if size > limit {
                 Err(OutboxError::RecordTooBig { size, limit }.to_string())
             } else {
-                text.push(&object, record).map_err(|problem| format!("its stored text is unusable: {problem}"))
+                text.push(&object, record)
+                    .map_err(|problem| format!("its stored text is unusable: {problem}"))
             };
             match added {
                 Ok(()) => last_seq = *seq,
@@ -1368,7 +1369,8 @@ mod tests {
             assert!(outbox.due_for_resend("g", 5_999, rate).unwrap().is_empty(), "sent at 1,000");
             assert_eq!(outbox.acknowledge_and_take("g", &[], 1_001).unwrap().messages, [], "window full");
             // Two acknowledgements (and one of no message) free two places, taken in the same write.
-            let acked = vec![first.messages[0].id.clone(), "UNKNOWN".to_owned(), first.messages[1].id.clone()];
+            let acked =
+                vec![first.messages[0].id.clone(), "UNKNOWN".to_owned(), first.messages[1].id.clone()];
             let second = outbox.acknowledge_and_take("g", &acked, 2_000).unwrap();
             assert_eq!((second.acknowledged, second.messages.len()), (2, 2));
             let group = GroupLabel::of("g");
@@ -1383,8 +1385,10 @@ mod tests {
         // A new process: what was acknowledged stays acknowledged, what was taken is resent as it was.
         let outbox = open(dir.path(), config(2, 3, 100));
         let unacked = outbox.unacked("g").unwrap();
-        assert_eq!(unacked.iter().map(|message| (&message.id, &message.text)).collect::<Vec<_>>(),
-            taken.iter().map(|message| (&message.id, &message.text)).collect::<Vec<_>>());
+        assert_eq!(
+            unacked.iter().map(|message| (&message.id, &message.text)).collect::<Vec<_>>(),
+            taken.iter().map(|message| (&message.id, &message.text)).collect::<Vec<_>>()
+        );
         assert!(acknowledged.iter().all(|message| !unacked.contains(message)));
         let mut delivered: Vec<i64> = acknowledged.iter().chain(&taken).flat_map(job_ids).collect();
         let ids: Vec<String> = taken.iter().map(|message| message.id.clone()).collect();
