@@ -32,6 +32,7 @@ pub use notifications::open_outbox;
 pub(crate) use notifications::Notifications;
 pub use outbox::{
     ConfiguredGroup, Detection, GroupStats, Outbox, OutboxConfig, OutboxError, PendingMessage, SeenImage,
+    Taken,
 };
 pub use primary_client::{PrimaryClient, PrimaryCredentials, PrimaryError};
 
