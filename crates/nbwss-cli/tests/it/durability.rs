@@ -143,17 +143,16 @@ pub(crate) fn journal(
     (created, done, images)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_service_or_the_endpoint_loses_nothing() {
-    let emulator = Arc::new(Emulator::start(EmulatorConfig::for_tests()).await.unwrap());
+/// An endpoint and a service, each its own `nbwss ... run` process, the service serving `emulator` and
+/// connected to the endpoint (saved as a WebSocket server of group g1).
+async fn start_connected(emulator: &EmulatorHandle) -> (Layout, Process, Process) {
     let layout = Layout { dir: tempfile::tempdir().unwrap(), endpoint_port: free_port() };
     let websocket_url = format!("wss://127.0.0.1:{}/nbwss", layout.endpoint_port);
     let details =
         Store::open(&layout.endpoint_dir()).unwrap().create_token(PRIMARY, "g1", 1, &websocket_url).unwrap();
     write_service_config(layout.dir.path(), &layout.service_dir(), &emulator);
-
-    let mut endpoint = layout.start_endpoint();
-    let mut service = layout.start_service();
+    let endpoint = layout.start_endpoint();
+    let service = layout.start_service();
     let admin = layout.admin().await;
     let mut host = HostObject::from_value(&details.to_value()).unwrap();
     let validated =
@@ -162,6 +161,13 @@ async fn killing_the_service_or_the_endpoint_loses_nothing() {
     host.certificate = validated.certificate;
     admin.save(&host).await.unwrap();
     layout.wait_connected().await;
+    (layout, endpoint, service)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_service_or_the_endpoint_loses_nothing() {
+    let emulator = Arc::new(Emulator::start(EmulatorConfig::for_tests()).await.unwrap());
+    let (layout, mut endpoint, mut service) = start_connected(&emulator).await;
 
     // A first backup shows that detection has passed its silent baseline; events count from here.
     let policies = emulator.policy_names();
@@ -247,21 +253,7 @@ async fn grouped_commits_lose_and_repeat_nothing_when_killed_mid_burst() {
     const BATCHES: i64 = 20;
     const PER_BATCH: i64 = 500;
     let emulator = Arc::new(Emulator::start(EmulatorConfig::for_tests()).await.unwrap());
-    let layout = Layout { dir: tempfile::tempdir().unwrap(), endpoint_port: free_port() };
-    let websocket_url = format!("wss://127.0.0.1:{}/nbwss", layout.endpoint_port);
-    let details =
-        Store::open(&layout.endpoint_dir()).unwrap().create_token(PRIMARY, "g1", 1, &websocket_url).unwrap();
-    write_service_config(layout.dir.path(), &layout.service_dir(), &emulator);
-    let mut endpoint = layout.start_endpoint();
-    let mut service = layout.start_service();
-    let admin = layout.admin().await;
-    let mut host = HostObject::from_value(&details.to_value()).unwrap();
-    let validated =
-        eventually("the endpoint to answer validatehost", || async { admin.validate_host(&host).await.ok() })
-            .await;
-    host.certificate = validated.certificate;
-    admin.save(&host).await.unwrap();
-    layout.wait_connected().await;
+    let (layout, mut endpoint, mut service) = start_connected(&emulator).await;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6275_7273);
     for batch in 0..BATCHES {
