@@ -150,7 +150,7 @@ async fn start_connected(emulator: &EmulatorHandle) -> (Layout, Process, Process
     let websocket_url = format!("wss://127.0.0.1:{}/nbwss", layout.endpoint_port);
     let details =
         Store::open(&layout.endpoint_dir()).unwrap().create_token(PRIMARY, "g1", 1, &websocket_url).unwrap();
-    write_service_config(layout.dir.path(), &layout.service_dir(), &emulator);
+    write_service_config(layout.dir.path(), &layout.service_dir(), emulator);
     let endpoint = layout.start_endpoint();
     let service = layout.start_service();
     let admin = layout.admin().await;

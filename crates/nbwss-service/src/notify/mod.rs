@@ -21,7 +21,7 @@ pub(crate) mod notifications;
 pub(crate) mod outbox;
 pub(crate) mod primary_client;
 
-use nbwss_protocol::{ImageRecord, JobRecord, NotificationGroup, ObjectKind};
+use nbwss_protocol::{ImageRecord, JobRecord, ObjectKind};
 use serde::{Deserialize, Serialize};
 
 pub use delivery::{Delivery, DeliveryError, DeliveryHandle, DeliveryTiming, NotificationSink, SinkError};
@@ -71,8 +71,11 @@ impl Record {
 }
 
 /// Groups records into payload elements: consecutive records of the same object share one element, so
-/// the detection order is kept across the whole payload.
-pub(crate) fn group_records(records: Vec<Record>) -> Vec<NotificationGroup> {
+/// the detection order is kept across the whole payload. The outbox writes messages from the records'
+/// texts (`NotificationText`); its tests compare them with the typed payload this builds.
+#[cfg(test)]
+pub(crate) fn group_records(records: Vec<Record>) -> Vec<nbwss_protocol::NotificationGroup> {
+    use nbwss_protocol::NotificationGroup;
     let mut groups: Vec<NotificationGroup> = Vec::new();
     for record in records {
         match (groups.last_mut(), record) {
