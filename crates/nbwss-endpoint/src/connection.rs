@@ -1,7 +1,12 @@
 //! One WebSocket connection from an NBWSS service: the upgrade (under the pending-connection caps), the
 //! CONNECT handshake under the small pre-CONNECT limits, then a reader that routes COMMAND RESPONSEs to
-//! waiting calls and stores-then-acknowledges NOTIFICATIONs, and a writer that drains the session's queue
-//! and pings. Whichever ends first closes the session, which stops the other.
+//! waiting calls and hands NOTIFICATIONs to a committer, which stores them and only then acknowledges them,
+//! and a writer that drains the session's queue and pings. Whichever of reader and writer ends first closes
+//! the session, which stops the other.
+//!
+//! The committer stores the NOTIFICATION REQUESTs that arrived together (those waiting when it is ready)
+//! in one transaction, one durable write for all, then acknowledges each; while it commits, the reader goes
+//! on reading, so a service with several messages in flight gets them committed in groups.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
-use nbwss_protocol::{Body, CloseStatus, ConnectResponse, DecodeErrorKind, Message, MessageType, SubType};
+use nbwss_protocol::{
+    Body, CloseStatus, ConnectResponse, DecodeErrorKind, Message, MessageType, ReceivedNotification, SubType,
+};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -29,6 +36,13 @@ use crate::websocket;
 
 /// Messages queued for one session's writer.
 const OUTGOING_QUEUE: usize = 256;
+/// NOTIFICATION REQUESTs read and waiting for the session's committer; the reader waits when it is full.
+const COMMIT_QUEUE: usize = 64;
+/// Most NOTIFICATION REQUESTs committed in one transaction.
+const COMMIT_GROUP: usize = 64;
+
+/// Where the reader hands NOTIFICATION REQUESTs to the committer.
+type CommitQueue = mpsc::Sender<ReceivedNotification>;
 /// Longest an upgrade waits for a place among the connections waiting for CONNECT (never longer than half
 /// of `limits.connect_timeout_ms`, within which the oldest of them must have sent CONNECT or gone): a
 /// reconnecting fleet gets in as places free up.
@@ -299,7 +313,12 @@ async fn serve(io: Io, remote: SocketAddr, state: AppState, pending: PendingSlot
     let missed_pongs = Arc::new(AtomicU32::new(0));
     let writer =
         state.tracker.spawn(write(sink, queue, session.clone(), state.clone(), missed_pongs.clone()));
-    read(&mut stream, &session, &state, &missed_pongs).await;
+    let (notifications, commit_queue) = mpsc::channel(COMMIT_QUEUE);
+    let committer = state.tracker.spawn(commit(commit_queue, session.clone(), state.clone()));
+    read(&mut stream, &session, &state, &missed_pongs, &notifications).await;
+    // What was read is committed and acknowledged before the close (the writer flushes the acks).
+    drop(notifications);
+    let _ = committer.await;
     session.close(CloseStatus::NormalClosure, "connection closed");
     state.registry.remove(&session);
     state.metrics.connected.dec();
@@ -385,6 +404,7 @@ async fn read(
     session: &Arc<Session>,
     state: &AppState,
     missed_pongs: &AtomicU32,
+    notifications: &CommitQueue,
 ) {
     loop {
         let incoming = tokio::select! {
@@ -406,7 +426,7 @@ async fn read(
             Incoming::Ping => {}
             Incoming::Pong => missed_pongs.store(0, Ordering::Relaxed),
             Incoming::Text(text) => {
-                if let Err((status, reason)) = handle(text.as_str(), session, state).await {
+                if let Err((status, reason)) = handle(text.as_str(), session, state, notifications).await {
                     tracing::warn!(primary = %session.name, "closing the session: {reason}");
                     session.close(status, &reason);
                     return;
@@ -416,7 +436,12 @@ async fn read(
     }
 }
 
-async fn handle(text: &str, session: &Arc<Session>, state: &AppState) -> Result<(), (CloseStatus, String)> {
+async fn handle(
+    text: &str,
+    session: &Arc<Session>,
+    state: &AppState,
+    notifications: &CommitQueue,
+) -> Result<(), (CloseStatus, String)> {
     let message = match state.codec.decode(text) {
         Ok(message) => message,
         Err(error) => {
@@ -428,7 +453,7 @@ async fn handle(text: &str, session: &Arc<Session>, state: &AppState) -> Result<
                 }
                 (DecodeErrorKind::Invalid, Some(_), Some((MessageType::Notification, SubType::Request))) => {
                     // Liberal reception: a record's content never keeps a notification unacknowledged.
-                    store_and_acknowledge(text, session, state).await
+                    queue_notification(text, session, state, notifications).await
                 }
                 (DecodeErrorKind::Invalid, Some(id), _) => {
                     // Not acknowledged: the service will send it again; the log says why it is refused.
@@ -445,7 +470,7 @@ async fn handle(text: &str, session: &Arc<Session>, state: &AppState) -> Result<
                 tracing::debug!(primary = %session.name, id = %message.id, "COMMAND RESPONSE for no waiting call (timed out?)");
             }
         }
-        Body::NotificationRequest(_) => return store_and_acknowledge(text, session, state).await,
+        Body::NotificationRequest(_) => return queue_notification(text, session, state, notifications).await,
         Body::ConnectRequest(_) => {
             tracing::warn!(primary = %session.name, "CONNECT on an established session ignored");
         }
@@ -456,13 +481,15 @@ async fn handle(text: &str, session: &Arc<Session>, state: &AppState) -> Result<
     Ok(())
 }
 
-/// Stores every record of a NOTIFICATION REQUEST as received, flagging those that do not conform, and only
-/// then acknowledges it (D11, D12). Unknown keys, missing or oddly typed fields never keep a notification
-/// unacknowledged; only a failed commit (or an unusable envelope) does, and the service sends it again.
-async fn store_and_acknowledge(
+/// Reads a NOTIFICATION REQUEST for the committer, which stores every record as received, flagging those
+/// that do not conform, and only then acknowledges it (D11, D12). Unknown keys, missing or oddly typed
+/// fields never keep a notification unacknowledged; only a failed commit (or an unusable envelope) does,
+/// and the service sends it again.
+async fn queue_notification(
     text: &str,
     session: &Arc<Session>,
     state: &AppState,
+    notifications: &CommitQueue,
 ) -> Result<(), (CloseStatus, String)> {
     let received = match state.codec.decode_notification_request(text) {
         Ok(received) => received,
@@ -475,54 +502,114 @@ async fn store_and_acknowledge(
     for problem in &received.problems {
         tracing::warn!(primary = %session.name, id = %received.id, "notification does not conform: {problem}");
     }
-    let (primary, id) = (session.name.clone(), received.id.clone());
-    let records = received.records;
-    let stored = match &state.cluster {
-        // Cluster mode: stored once the stream has acknowledged every record; every replica's copy of the
-        // stream moves the feed.
-        Some(cluster) => {
-            let started = std::time::Instant::now();
-            let published = crate::cluster::publish(cluster, &primary, &id, &records).await;
-            state.metrics.stream_publish_seconds.observe(started.elapsed().as_secs_f64());
-            published.map(|published| {
-                if published.duplicate {
-                    StoreOutcome::Duplicate
-                } else {
-                    StoreOutcome::Stored {
-                        records: published.records,
-                        nonconforming: published.nonconforming,
-                        last_cursor: 0,
-                    }
-                }
-            })
-        }
-        None => state.store.run(move |store| store.store_notification(&primary, &id, &records)).await,
-    };
-    match stored {
-        Ok(StoreOutcome::Stored { records, nonconforming, last_cursor }) => {
-            state.metrics.notification_records.inc_by(u64::try_from(records).unwrap_or(u64::MAX));
-            state.metrics.nonconforming_records.inc_by(u64::try_from(nonconforming).unwrap_or(u64::MAX));
-            state.feed.send_modify(|cursor| *cursor = (*cursor).max(last_cursor));
-            if nonconforming > 0 {
-                tracing::warn!(primary = %session.name, id = %received.id, records, nonconforming, "notification stored with records that do not conform (flagged in the feed)");
-            }
-            tracing::debug!(primary = %session.name, id = %received.id, records, "notification stored");
-        }
-        Ok(StoreOutcome::Duplicate) => {
-            state.metrics.notification_duplicates.inc();
-            tracing::debug!(primary = %session.name, id = %received.id, "notification received again");
-        }
-        Err(error) => {
-            tracing::error!(primary = %session.name, id = %received.id, "cannot store a notification (not acknowledged): {error:#}");
-            return Ok(());
-        }
-    }
-    // Committed: now, and only now, acknowledge (D11, D12).
-    let ack = Message::with_id(received.id, Body::notification_ack());
-    if session.outgoing.send(text_of(&ack, state)).await.is_err() {
-        return Err((CloseStatus::ClosedAbnormally, "writer gone".to_owned()));
+    if notifications.send(received).await.is_err() {
+        return Err((CloseStatus::ClosedAbnormally, "notification committer gone".to_owned()));
     }
     Ok(())
+}
+
+/// The committer: stores the NOTIFICATION REQUESTs waiting (up to [`COMMIT_GROUP`]) together, then, and
+/// only then, acknowledges each that was committed (D11, D12). Ends when the reader is gone and every
+/// message it read is done, or when the writer is gone.
+async fn commit(mut queue: mpsc::Receiver<ReceivedNotification>, session: Arc<Session>, state: AppState) {
+    let mut group = Vec::with_capacity(COMMIT_GROUP);
+    while queue.recv_many(&mut group, COMMIT_GROUP).await > 0 {
+        let received = std::mem::take(&mut group);
+        let (received, outcomes) = store_group(received, &session, &state).await;
+        for (notification, stored) in received.into_iter().zip(outcomes) {
+            let id = notification.id;
+            match stored {
+                Ok(StoreOutcome::Stored { records, nonconforming, last_cursor }) => {
+                    state.metrics.notification_records.inc_by(u64::try_from(records).unwrap_or(u64::MAX));
+                    state
+                        .metrics
+                        .nonconforming_records
+                        .inc_by(u64::try_from(nonconforming).unwrap_or(u64::MAX));
+                    state.feed.send_modify(|cursor| *cursor = (*cursor).max(last_cursor));
+                    if nonconforming > 0 {
+                        tracing::warn!(primary = %session.name, %id, records, nonconforming, "notification stored with records that do not conform (flagged in the feed)");
+                    }
+                    tracing::debug!(primary = %session.name, %id, records, "notification stored");
+                }
+                Ok(StoreOutcome::Duplicate) => {
+                    state.metrics.notification_duplicates.inc();
+                    tracing::debug!(primary = %session.name, %id, "notification received again");
+                }
+                Err(error) => {
+                    tracing::error!(primary = %session.name, %id, "cannot store a notification (not acknowledged): {error:#}");
+                    continue;
+                }
+            }
+            // Committed: now, and only now, acknowledge (D11, D12).
+            let ack = Message::with_id(id, Body::notification_ack());
+            if session.outgoing.send(text_of(&ack, &state)).await.is_err() {
+                session.close(CloseStatus::ClosedAbnormally, "writer gone");
+                return;
+            }
+        }
+        group = Vec::with_capacity(COMMIT_GROUP);
+    }
+}
+
+/// Stores a group of NOTIFICATION REQUESTs: locally in one transaction (all committed or none), or in
+/// cluster mode each published to the stream in turn (each stored once the stream has acknowledged every
+/// record; every replica's copy of the stream moves the feed). Returns them with an outcome for each.
+async fn store_group(
+    received: Vec<ReceivedNotification>,
+    session: &Arc<Session>,
+    state: &AppState,
+) -> (Vec<ReceivedNotification>, Vec<anyhow::Result<StoreOutcome>>) {
+    let primary = session.name.clone();
+    match &state.cluster {
+        Some(cluster) => {
+            let mut outcomes = Vec::with_capacity(received.len());
+            for notification in &received {
+                let started = std::time::Instant::now();
+                let published =
+                    crate::cluster::publish(cluster, &primary, &notification.id, &notification.records).await;
+                state.metrics.stream_publish_seconds.observe(started.elapsed().as_secs_f64());
+                outcomes.push(published.map(|published| {
+                    if published.duplicate {
+                        StoreOutcome::Duplicate
+                    } else {
+                        StoreOutcome::Stored {
+                            records: published.records,
+                            nonconforming: published.nonconforming,
+                            last_cursor: 0,
+                        }
+                    }
+                }));
+            }
+            (received, outcomes)
+        }
+        None => {
+            let count = received.len();
+            let stored = state
+                .store
+                .run(move |store| {
+                    let messages: Vec<(&str, &[nbwss_protocol::ReceivedRecord])> = received
+                        .iter()
+                        .map(|notification| (notification.id.as_str(), notification.records.as_slice()))
+                        .collect();
+                    let outcomes = store.store_notifications(&primary, &messages);
+                    Ok((received, outcomes))
+                })
+                .await;
+            match stored {
+                Ok((received, Ok(outcomes))) => (received, outcomes.into_iter().map(Ok).collect()),
+                Ok((received, Err(error))) => {
+                    let outcomes = (0..count).map(|_| Err(anyhow::anyhow!("{error:#}"))).collect();
+                    (received, outcomes)
+                }
+                // The store task itself failed: nothing was committed and the messages are gone with it;
+                // the service sends them again.
+                Err(error) => {
+                    tracing::error!(primary = %session.name, messages = count, "cannot store notifications (not acknowledged): {error:#}");
+                    (Vec::new(), Vec::new())
+                }
+            }
+        }
+    }
 }
 
 fn text_of(message: &Message, state: &AppState) -> Frame {

@@ -533,44 +533,70 @@ impl Store {
         message_id: &str,
         records: &[ReceivedRecord],
     ) -> anyhow::Result<StoreOutcome> {
+        let mut outcomes = self.store_notifications(primary, &[(message_id, records)])?;
+        Ok(outcomes.pop().unwrap_or(StoreOutcome::Duplicate))
+    }
+
+    /// Stores several NOTIFICATION REQUESTs from `primary` (each its id and records) in one committed
+    /// transaction: one durable write for all. Each is stored as [`Store::store_notification`] stores it
+    /// (a message id stored before, or twice in `messages`, is a duplicate); the outcomes are in the order
+    /// given. Returns only after the commit, and fails whole: the caller acknowledges none of them unless
+    /// this returns `Ok`.
+    pub fn store_notifications(
+        &self,
+        primary: &str,
+        messages: &[(&str, &[ReceivedRecord])],
+    ) -> anyhow::Result<Vec<StoreOutcome>> {
         let received_at = now();
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
-        let inserted = transaction.execute(
-            "INSERT OR IGNORE INTO notification_messages (primary_name, message_id, received_at) VALUES (?1, ?2, ?3)",
-            params![primary, message_id, received_at],
-        )?;
-        if inserted == 0 {
-            return Ok(StoreOutcome::Duplicate);
-        }
-        let mut nonconforming = 0;
+        let mut counted = Vec::with_capacity(messages.len());
         {
-            let mut statement = transaction.prepare(
+            let mut message_row = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO notification_messages (primary_name, message_id, received_at) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut record_row = transaction.prepare_cached(
                 "INSERT INTO notifications (primary_name, message_id, notification_type, object, record, received_at, problems)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for record in records {
-                let problems = (!record.conforms()).then(|| {
-                    let reasons: Vec<String> = record.problems.iter().map(ToString::to_string).collect();
-                    Value::from(reasons).to_string()
-                });
-                nonconforming += usize::from(problems.is_some());
-                statement.execute(params![
-                    primary,
-                    message_id,
-                    record.notification_type,
-                    record.object,
-                    record.record.to_string(),
-                    received_at,
-                    problems
-                ])?;
+            for (message_id, records) in messages {
+                if message_row.execute(params![primary, message_id, received_at])? == 0 {
+                    counted.push(None);
+                    continue;
+                }
+                let mut nonconforming = 0;
+                for record in *records {
+                    let problems = (!record.conforms()).then(|| {
+                        let reasons: Vec<String> = record.problems.iter().map(ToString::to_string).collect();
+                        Value::from(reasons).to_string()
+                    });
+                    nonconforming += usize::from(problems.is_some());
+                    record_row.execute(params![
+                        primary,
+                        message_id,
+                        record.notification_type,
+                        record.object,
+                        record.record.to_string(),
+                        received_at,
+                        problems
+                    ])?;
+                }
+                counted.push(Some((records.len(), nonconforming)));
             }
         }
         let last_cursor: i64 =
             transaction
                 .query_row("SELECT COALESCE(MAX(cursor), 0) FROM notifications", [], |row| row.get(0))?;
         transaction.commit()?;
-        Ok(StoreOutcome::Stored { records: records.len(), nonconforming, last_cursor })
+        Ok(counted
+            .into_iter()
+            .map(|counted| match counted {
+                Some((records, nonconforming)) => {
+                    StoreOutcome::Stored { records, nonconforming, last_cursor }
+                }
+                None => StoreOutcome::Duplicate,
+            })
+            .collect())
     }
 
     /// Notifications after a cursor, in arrival order.

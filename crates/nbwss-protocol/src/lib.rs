@@ -23,6 +23,7 @@ mod fields;
 mod host;
 mod message;
 mod notification;
+mod notification_text;
 mod open_enum;
 mod properties;
 mod received;
@@ -45,6 +46,7 @@ pub use notification::{
     ImageOperation, ImageRecord, JobRecord, JobState, JobType, NotificationGroup, NotificationType,
     ObjectKind, ScheduleType,
 };
+pub use notification_text::NotificationText;
 pub use properties::{Properties, PropertiesError, PropertyWarning};
 pub use received::{record_problems, ReceivedNotification, ReceivedRecord, IMAGE_KEYS, JOB_KEYS};
 pub use secret::Secret;

@@ -112,6 +112,23 @@ fn notifications_flow_to_the_endpoint_store() {
     assert_eq!(figures["single_records"].as_f64(), Some(10.0));
 }
 
+/// Offered load: ingest paced at `--rate` in small calls, one phase only, latency figures from it.
+#[test]
+fn notifications_at_an_offered_rate_report_the_latency_below_saturation() {
+    let figures = bench(&["notifications", "--records", "30", "--batch-size", "1", "--rate", "200"]);
+    assert_eq!(figures["offered_records"].as_f64(), Some(30.0));
+    positive(&figures, &["offered_records_per_second", "offered_ingest_records_per_second"]);
+    for name in ["offered_p50_ms", "offered_p99_ms", "offered_max_ms"] {
+        assert!(
+            figures[name].as_f64().is_some_and(|ms| ms >= 0.0 && ms.is_finite()),
+            "{name} in {figures:?}"
+        );
+    }
+    // Paced, not a burst: 30 records at 200/s take at least the 140 ms of the schedule (the last call is due at 28 / 200 s).
+    assert!(figures["offered_ingest_seconds"].as_f64().unwrap() >= 0.14, "{figures:?}");
+    assert!(!figures.contains_key("batched_records") && !figures.contains_key("single_records"));
+}
+
 #[test]
 fn fleet_connects_idles_and_reconnects() {
     let figures = bench(&["fleet", "--services", "20", "--keepalive", "1", "--period", "2"]);

@@ -143,17 +143,16 @@ pub(crate) fn journal(
     (created, done, images)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_service_or_the_endpoint_loses_nothing() {
-    let emulator = Arc::new(Emulator::start(EmulatorConfig::for_tests()).await.unwrap());
+/// An endpoint and a service, each its own `nbwss ... run` process, the service serving `emulator` and
+/// connected to the endpoint (saved as a WebSocket server of group g1).
+async fn start_connected(emulator: &EmulatorHandle) -> (Layout, Process, Process) {
     let layout = Layout { dir: tempfile::tempdir().unwrap(), endpoint_port: free_port() };
     let websocket_url = format!("wss://127.0.0.1:{}/nbwss", layout.endpoint_port);
     let details =
         Store::open(&layout.endpoint_dir()).unwrap().create_token(PRIMARY, "g1", 1, &websocket_url).unwrap();
-    write_service_config(layout.dir.path(), &layout.service_dir(), &emulator);
-
-    let mut endpoint = layout.start_endpoint();
-    let mut service = layout.start_service();
+    write_service_config(layout.dir.path(), &layout.service_dir(), emulator);
+    let endpoint = layout.start_endpoint();
+    let service = layout.start_service();
     let admin = layout.admin().await;
     let mut host = HostObject::from_value(&details.to_value()).unwrap();
     let validated =
@@ -162,6 +161,13 @@ async fn killing_the_service_or_the_endpoint_loses_nothing() {
     host.certificate = validated.certificate;
     admin.save(&host).await.unwrap();
     layout.wait_connected().await;
+    (layout, endpoint, service)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_service_or_the_endpoint_loses_nothing() {
+    let emulator = Arc::new(Emulator::start(EmulatorConfig::for_tests()).await.unwrap());
+    let (layout, mut endpoint, mut service) = start_connected(&emulator).await;
 
     // A first backup shows that detection has passed its silent baseline; events count from here.
     let policies = emulator.policy_names();
@@ -231,6 +237,73 @@ async fn killing_the_service_or_the_endpoint_loses_nothing() {
 
     // Exactly once: no (job, state) and no (image, operation) twice, whatever was killed when.
     assert_exactly_once(&layout.notifications(), &jobs);
+
+    drop(service);
+    drop(endpoint);
+    Arc::try_unwrap(emulator).unwrap().shutdown().await;
+}
+
+/// Many messages in flight: local ingest (`nbwss notify`, 10,000 records, 5 per message) while the service
+/// and the endpoint are killed at random moments. The service commits acknowledgements together with the
+/// next messages it takes, and the endpoint commits the messages that arrive together in one transaction
+/// before acknowledging each: whatever was killed when, every record reaches the feed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_commits_lose_and_repeat_nothing_when_killed_mid_burst() {
+    const FIRST_JOB: i64 = 50_000_000;
+    const BATCHES: i64 = 20;
+    const PER_BATCH: i64 = 500;
+    let emulator = Arc::new(Emulator::start(EmulatorConfig::for_tests()).await.unwrap());
+    let (layout, mut endpoint, mut service) = start_connected(&emulator).await;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6275_7273);
+    for batch in 0..BATCHES {
+        let first = FIRST_JOB + batch * PER_BATCH;
+        let records: Vec<String> = (first..first + PER_BATCH)
+            .map(|job_id| {
+                format!(
+                    r#"{{"scheduleType":"ST_FULL","clientName":"burst","status":0,"startTime":1700000000,"state":"DONE","policyName":"p","parentJobId":{job_id},"jobId":{job_id},"policyType":"STANDARD","jobType":"BACKUP"}}"#
+                )
+            })
+            .collect();
+        let body = format!("[{}]", records.join(","));
+        let data = layout.service_dir();
+        let run = tokio::task::spawn_blocking(move || {
+            crate::util::nbwss(&["notify", "--data-dir", data.to_str().unwrap(), "--file", "-"], &body)
+        })
+        .await
+        .unwrap();
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        // Every fourth batch, a kill at a random moment while the batch is on its way.
+        if batch % 4 == 3 {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+            if batch % 8 == 3 {
+                service.kill();
+                service = layout.start_service();
+            } else {
+                endpoint.kill();
+                endpoint = layout.start_endpoint();
+            }
+        }
+    }
+    let burst = |stored: &[(String, Value)]| -> Vec<i64> {
+        stored
+            .iter()
+            .filter_map(|(_, record)| record["jobId"].as_i64())
+            .filter(|job_id| *job_id >= FIRST_JOB)
+            .collect()
+    };
+    let total = usize::try_from(BATCHES * PER_BATCH).unwrap();
+    eventually("every ingested record at the endpoint", || async {
+        let mut seen = burst(&layout.notifications());
+        seen.sort_unstable();
+        seen.dedup();
+        (seen.len() == total).then_some(())
+    })
+    .await;
+    let mut stored = burst(&layout.notifications());
+    assert_eq!(stored.len(), total, "no record stored twice");
+    stored.sort_unstable();
+    assert_eq!(stored, (FIRST_JOB..FIRST_JOB + BATCHES * PER_BATCH).collect::<Vec<_>>());
 
     drop(service);
     drop(endpoint);

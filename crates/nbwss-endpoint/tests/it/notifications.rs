@@ -285,3 +285,52 @@ async fn records_that_differ_from_the_guide_are_stored_acknowledged_and_flagged(
     assert!(metrics.contains("nbwss_endpoint_notification_records_total 9"), "{metrics}");
     harness.endpoint.shutdown().await;
 }
+
+#[tokio::test]
+async fn notifications_arriving_together_are_each_committed_before_their_ack_and_stored_once() {
+    let harness = Harness::start().await;
+    let mut primary = Primary::connect(&harness.endpoint, &harness.token("primary1")).await.unwrap();
+    let message = |n: i64| {
+        let records = (3 * n + 1..=3 * n + 3).map(|id| job(id, JobState::Done)).collect();
+        nbwss_protocol::Message::with_id(
+            format!("M{n}"),
+            Body::NotificationRequest(vec![NotificationGroup::jobs(records)]),
+        )
+    };
+    // Thirty messages written back to back, without waiting for any acknowledgement (the committer takes
+    // those waiting together), then the first ten again, as a service resends what it saw no ack for.
+    let sent: Vec<i64> = (0..30).chain(0..10).collect();
+    for n in &sent {
+        primary.send(&message(*n)).await;
+    }
+    let store = harness.endpoint.store();
+    let query = nbwss_endpoint::FeedQuery { after: 0, limit: 1_000, primary: None, object: None };
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < sent.len() {
+        let ack = within(primary.recv()).await.expect("an acknowledgement");
+        assert_eq!(ack.body, Body::notification_ack());
+        // Committed before acknowledged: the message's records are in the store when its ack arrives.
+        let n: i64 = ack.id[1..].parse().unwrap();
+        let stored: Vec<i64> = store
+            .notifications(&query)
+            .unwrap()
+            .iter()
+            .filter(|notification| notification.message_id == ack.id)
+            .map(|notification| notification.record["jobId"].as_i64().unwrap())
+            .collect();
+        assert_eq!(stored, [3 * n + 1, 3 * n + 2, 3 * n + 3], "{} acknowledged before its commit", ack.id);
+        acknowledged.push(n);
+    }
+    assert_eq!(acknowledged, sent, "every message acknowledged, in the order it came");
+    let job_ids: Vec<i64> = store
+        .notifications(&query)
+        .unwrap()
+        .iter()
+        .map(|notification| notification.record["jobId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(job_ids, (1..=90).collect::<Vec<_>>(), "every record once, in order");
+    let metrics = harness.metrics().await;
+    assert!(metrics.contains("nbwss_endpoint_notification_duplicates_total 10"), "{metrics}");
+    assert!(metrics.contains("nbwss_endpoint_notification_records_total 90"), "{metrics}");
+    harness.endpoint.shutdown().await;
+}

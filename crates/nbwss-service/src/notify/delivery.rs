@@ -101,11 +101,16 @@ impl Delivery {
         let mut appended = self.outbox.appended();
         // Records appended by another process (`nbwss notify`) do not wake this loop: the tick finds them.
         let tick = (self.timing.scheduled_rate / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let mut first_round = true;
+        // The connection that carried the unacknowledged messages is gone: all of them again, at once.
+        for message in self.outbox.unacked(&self.group)? {
+            if !self.send(&sink, message, true).await? {
+                break;
+            }
+        }
+        let mut acknowledged = Vec::new();
         loop {
-            self.round(&sink, first_round).await?;
-            first_round = false;
-            let mut acknowledged = Vec::new();
+            self.round(&sink, &acknowledged).await?;
+            acknowledged.clear();
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 ack = self.acks.recv() => match ack {
@@ -118,46 +123,39 @@ impl Delivery {
             while let Ok(id) = self.acks.try_recv() {
                 acknowledged.push(id);
             }
-            self.acknowledge(&acknowledged)?;
         }
     }
 
-    /// Acknowledgements that arrived together are committed together (one durable write).
-    fn acknowledge(&self, ids: &[String]) -> Result<(), OutboxError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let known = self.outbox.ack_all(&self.group, ids)?;
-        if known < ids.len() {
-            let ignored = ids.len() - known;
+    /// One durable write: the acknowledgements that arrived together are committed, and the new messages
+    /// the window allows are built and recorded as sent, in one transaction. Then what is due is sent:
+    /// resends first (they are older), then the new messages. A send that times out ends the round; its
+    /// message, and the new ones after it, are sent again after the scheduled rate.
+    async fn round<S: NotificationSink>(
+        &self,
+        sink: &S,
+        acknowledged: &[String],
+    ) -> Result<(), DeliveryError> {
+        let now = now_millis();
+        let taken = self.outbox.acknowledge_and_take(&self.group, acknowledged, now)?;
+        if taken.acknowledged < acknowledged.len() {
+            let ignored = acknowledged.len() - taken.acknowledged;
             tracing::debug!(
                 group = self.group,
                 ignored,
                 "acknowledgement of no outstanding notification ignored"
             );
         }
-        Ok(())
-    }
-
-    /// Sends what is due: resends first (they are older), then new messages while the window allows.
-    /// A send that times out ends the round; its message is retried after the scheduled rate.
-    async fn round<S: NotificationSink>(
-        &self,
-        sink: &S,
-        resend_everything: bool,
-    ) -> Result<(), DeliveryError> {
-        let due = if resend_everything {
-            self.outbox.unacked(&self.group)?
-        } else {
-            self.outbox.due_for_resend(&self.group, now_millis(), self.timing.scheduled_rate)?
-        };
+        let due = self.outbox.due_for_resend(&self.group, now, self.timing.scheduled_rate)?;
         for message in due {
-            if !self.send(sink, message).await? {
+            if taken.messages.iter().any(|new| new.id == message.id) {
+                continue;
+            }
+            if !self.send(sink, message, true).await? {
                 return Ok(());
             }
         }
-        while let Some(message) = self.outbox.next_message(&self.group)? {
-            if !self.send(sink, message).await? {
+        for message in taken.messages {
+            if !self.send(sink, message, false).await? {
                 return Ok(());
             }
         }
@@ -166,13 +164,18 @@ impl Delivery {
         Ok(())
     }
 
+    /// Sends one message; a message sent before (`again`) is recorded as sent now, a new one was recorded
+    /// when it was built. Returns false when the send timed out.
     async fn send<S: NotificationSink>(
         &self,
         sink: &S,
         message: PendingMessage,
+        again: bool,
     ) -> Result<bool, DeliveryError> {
         let sent = tokio::time::timeout(self.timing.send_timeout, sink.send(message.text)).await;
-        self.outbox.mark_sent(&self.group, &message.id, now_millis())?;
+        if again {
+            self.outbox.mark_sent(&self.group, &message.id, now_millis())?;
+        }
         match sent {
             Ok(result) => {
                 result?;
@@ -180,7 +183,7 @@ impl Delivery {
                     group = self.group,
                     id = message.id,
                     records = message.records,
-                    sends = message.sends + 1,
+                    sends = message.sends + u32::from(again),
                     "notification sent"
                 );
                 Ok(true)

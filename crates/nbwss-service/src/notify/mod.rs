@@ -21,7 +21,7 @@ pub(crate) mod notifications;
 pub(crate) mod outbox;
 pub(crate) mod primary_client;
 
-use nbwss_protocol::{ImageRecord, JobRecord, NotificationGroup, ObjectKind};
+use nbwss_protocol::{ImageRecord, JobRecord, ObjectKind};
 use serde::{Deserialize, Serialize};
 
 pub use delivery::{Delivery, DeliveryError, DeliveryHandle, DeliveryTiming, NotificationSink, SinkError};
@@ -32,6 +32,7 @@ pub use notifications::open_outbox;
 pub(crate) use notifications::Notifications;
 pub use outbox::{
     ConfiguredGroup, Detection, GroupStats, Outbox, OutboxConfig, OutboxError, PendingMessage, SeenImage,
+    Taken,
 };
 pub use primary_client::{PrimaryClient, PrimaryCredentials, PrimaryError};
 
@@ -56,11 +57,25 @@ impl Record {
             Self::Image(_) => ObjectKind::Image,
         }
     }
+
+    /// The record as a payload element's `data` carries it: compact JSON, keys in the guide's order. The
+    /// outbox keeps this text and writes it into messages as it is.
+    pub fn to_text(&self) -> String {
+        // Serialising these plain structs cannot fail.
+        match self {
+            Self::Job(job) => serde_json::to_string(job),
+            Self::Image(image) => serde_json::to_string(image),
+        }
+        .unwrap_or_default()
+    }
 }
 
 /// Groups records into payload elements: consecutive records of the same object share one element, so
-/// the detection order is kept across the whole payload.
-pub(crate) fn group_records(records: Vec<Record>) -> Vec<NotificationGroup> {
+/// the detection order is kept across the whole payload. The outbox writes messages from the records'
+/// texts (`NotificationText`); its tests compare them with the typed payload this builds.
+#[cfg(test)]
+pub(crate) fn group_records(records: Vec<Record>) -> Vec<nbwss_protocol::NotificationGroup> {
+    use nbwss_protocol::NotificationGroup;
     let mut groups: Vec<NotificationGroup> = Vec::new();
     for record in records {
         match (groups.last_mut(), record) {

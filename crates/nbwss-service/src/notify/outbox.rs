@@ -35,11 +35,11 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use nbwss_protocol::{Body, Codec, Message};
+use nbwss_protocol::{NotificationText, ObjectKind};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::metrics::{GroupLabel, NotifyMetrics, ReleaseLabel};
-use super::{group_records, now_millis, Record};
+use super::{now_millis, Record};
 
 /// Outbox limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,20 +293,18 @@ impl Outbox {
     /// sent; the caller is told now rather than the record being skipped later).
     pub fn append(&self, records: &[Record]) -> Result<usize, OutboxError> {
         let limit = self.config.max_message_bytes;
-        for record in records {
-            let alone = Message::new(Body::NotificationRequest(group_records(vec![record.clone()])));
-            let size = Codec::default().encode(&alone).len();
+        let empty = NotificationText::new(&nbwss_protocol::new_message_id(), nbwss_protocol::unix_now());
+        let texts: Vec<(ObjectKind, String)> =
+            records.iter().map(|record| (record.object(), record.to_text())).collect();
+        for (object, text) in &texts {
+            let size = empty.len_with(object, text);
             if size > limit {
                 return Err(OutboxError::RecordTooBig { size, limit });
             }
         }
-        self.detect(|detection| {
-            for record in records {
-                detection.push(record.clone());
-            }
-            Ok(())
-        })?;
-        Ok(records.len())
+        let mut connection = self.lock()?;
+        let transaction = write_transaction(&mut connection)?;
+        self.commit_records(transaction, texts)
     }
 
     /// Runs detector logic in one transaction: it reads and updates the detector's state and pushes
@@ -319,7 +317,21 @@ impl Outbox {
         let transaction = write_transaction(&mut connection)?;
         let mut detection = Detection { transaction: &transaction, records: Vec::new() };
         let value = work(&mut detection)?;
-        let records = std::mem::take(&mut detection.records);
+        let records: Vec<(ObjectKind, String)> = std::mem::take(&mut detection.records)
+            .iter()
+            .map(|record| (record.object(), record.to_text()))
+            .collect();
+        self.commit_records(transaction, records)?;
+        Ok(value)
+    }
+
+    /// Appends records (each its object and text) in `transaction` and commits it, unless the cap refuses
+    /// them (then nothing commits); returns how many.
+    fn commit_records(
+        &self,
+        transaction: Transaction<'_>,
+        records: Vec<(ObjectKind, String)>,
+    ) -> Result<usize, OutboxError> {
         let mut released = Vec::new();
         if !records.is_empty() {
             let held = count_records(&transaction)?;
@@ -341,8 +353,8 @@ impl Outbox {
             let now = now_millis();
             let mut insert = transaction
                 .prepare_cached("INSERT INTO records (object, record, detected_ms) VALUES (?1, ?2, ?3)")?;
-            for record in &records {
-                insert.execute(params![record.object().as_str(), serde_json::to_string(record)?, now])?;
+            for (object, text) in &records {
+                insert.execute(params![object.as_str(), text, now])?;
             }
             drop(insert);
         }
@@ -361,7 +373,7 @@ impl Outbox {
             self.metrics.appended_records.inc_by(records.len() as u64);
             self.appended.send_modify(|count| *count = count.wrapping_add(1));
         }
-        Ok(value)
+        Ok(records.len())
     }
 
     /// Follows the store: `groups` are the groups that have at least one WebSocket server, activated or
@@ -486,37 +498,84 @@ impl Outbox {
     pub fn next_message(&self, group: &str) -> Result<Option<PendingMessage>, OutboxError> {
         let mut connection = self.lock()?;
         let transaction = write_transaction(&mut connection)?;
-        let Some(mut position) = group_position(&transaction, group)? else { return Ok(None) };
+        let built = self.build_messages(&transaction, group, 1, None)?;
+        transaction.commit()?;
+        Ok(built.into_iter().next())
+    }
+
+    /// What a delivery does between two rounds, in one transaction (one durable write): forgets the
+    /// messages of `acknowledged` (as [`Outbox::ack_all`]), then builds the group's next messages while
+    /// its window (`max_unacked`) allows, as [`Outbox::next_message`] does, recorded as sent at `now_ms`
+    /// (they are sent next; one whose send fails is sent again after `notification.scheduledRate`, or when
+    /// the group connects again).
+    pub fn acknowledge_and_take(
+        &self,
+        group: &str,
+        acknowledged: &[String],
+        now_ms: i64,
+    ) -> Result<Taken, OutboxError> {
+        let mut connection = self.lock()?;
+        let transaction = write_transaction(&mut connection)?;
+        let removed = delete_messages(&transaction, group, acknowledged)?;
+        if removed > 0 {
+            prune(&transaction)?;
+        }
+        let messages = self.build_messages(&transaction, group, usize::MAX, Some(now_ms))?;
+        transaction.commit()?;
+        let label = GroupLabel::of(group);
+        if removed > 0 {
+            self.metrics.acknowledged.get_or_create(&label).inc_by(removed as u64);
+        }
+        if !messages.is_empty() {
+            self.metrics.sent.get_or_create(&label).inc_by(messages.len() as u64);
+        }
+        Ok(Taken { acknowledged: removed, messages })
+    }
+
+    /// Builds up to `at_most` of the group's next messages in `transaction`, within its window, from the
+    /// records after its position, and moves the position past them; `sent_ms` records them as sent.
+    fn build_messages(
+        &self,
+        transaction: &Transaction<'_>,
+        group: &str,
+        at_most: usize,
+        sent_ms: Option<i64>,
+    ) -> Result<Vec<PendingMessage>, OutboxError> {
+        let Some(start) = group_position(transaction, group)? else { return Ok(Vec::new()) };
         let out: usize =
             transaction.query_row("SELECT COUNT(*) FROM messages WHERE group_id = ?1", [group], |row| {
                 row.get::<_, i64>(0)
             })? as usize;
-        if out >= self.config.max_unacked {
-            return Ok(None);
-        }
-        let pending = loop {
+        let room = self.config.max_unacked.saturating_sub(out).min(at_most);
+        let mut messages = Vec::new();
+        let mut position = start;
+        while messages.len() < room {
             let rows = {
-                let mut select = transaction
-                    .prepare_cached("SELECT seq, record FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+                let mut select = transaction.prepare_cached(
+                    "SELECT seq, object, record FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
                 let rows = select.query_map(params![position, self.config.batch_size as i64], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })?;
-                rows.collect::<Result<Vec<(i64, String)>, _>>()?
+                rows.collect::<Result<Vec<StoredRecord>, _>>()?
             };
             if rows.is_empty() {
-                break None;
+                break;
             }
-            let built = self.build(group, &rows)?;
+            let built = self.build(group, &rows);
             position = built.last_seq;
-            if let Some(pending) = built.message {
-                insert_message(&transaction, group, &pending, built.first_seq, built.last_seq)?;
-                break Some(pending);
+            if let Some(mut pending) = built.message {
+                insert_message(transaction, group, &pending, (built.first_seq, built.last_seq), sent_ms)?;
+                pending.sends = u32::from(sent_ms.is_some());
+                messages.push(pending);
             }
-        };
-        transaction
-            .execute("UPDATE groups SET position = ?1 WHERE group_id = ?2", params![position, group])?;
-        transaction.commit()?;
-        Ok(pending)
+        }
+        if position != start {
+            transaction
+                .prepare_cached("UPDATE groups SET position = ?1 WHERE group_id = ?2")?
+                .execute(params![position, group])?;
+        }
+        Ok(messages)
     }
 
     /// Splits every committed message larger than `max_message_bytes` (the limit was lowered since it was
@@ -538,19 +597,20 @@ impl Outbox {
         };
         for (id, group, first, last) in &oversized {
             transaction.execute("DELETE FROM messages WHERE id = ?1", [id])?;
-            let mut rows: Vec<(i64, String)> = {
+            let mut rows: Vec<StoredRecord> = {
                 let mut select = transaction.prepare_cached(
-                    "SELECT seq, record FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+                    "SELECT seq, object, record FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
                 )?;
-                let rows = select.query_map(params![first, last], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                let rows = select
+                    .query_map(params![first, last], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
                 rows.collect::<Result<_, _>>()?
             };
             while !rows.is_empty() {
-                let built = self.build(group, &rows)?;
+                let built = self.build(group, &rows);
                 if let Some(pending) = &built.message {
-                    insert_message(&transaction, group, pending, built.first_seq, built.last_seq)?;
+                    insert_message(&transaction, group, pending, (built.first_seq, built.last_seq), None)?;
                 }
-                rows.retain(|(seq, _)| *seq > built.last_seq);
+                rows.retain(|(seq, _, _)| *seq > built.last_seq);
             }
             tracing::warn!(
                 group,
@@ -562,48 +622,39 @@ impl Outbox {
         Ok(oversized.len())
     }
 
-    /// The largest message of the first records of `rows` (in order, at most all) that fits in
-    /// `max_message_bytes`; or, when the first record alone does not fit, no message and that record
-    /// skipped loudly.
-    fn build(&self, group: &str, rows: &[(i64, String)]) -> Result<Built, OutboxError> {
-        let records: Vec<Record> =
-            rows.iter().map(|(_, text)| serde_json::from_str(text)).collect::<Result<_, _>>()?;
+    /// The message of the first records of `rows` (in order, at most all) that fits in
+    /// `max_message_bytes`, written from their stored texts; or, when the first record alone does not fit
+    /// (or its stored text is not a JSON object), no message and that record skipped loudly.
+    fn build(&self, group: &str, rows: &[StoredRecord]) -> Built {
         let limit = self.config.max_message_bytes;
-        let encode = |count: usize| {
-            let message = Message::new(Body::NotificationRequest(group_records(records[..count].to_vec())));
-            let text = Codec::default().encode(&message);
-            (message, text)
-        };
+        let id = nbwss_protocol::new_message_id();
+        let mut text = NotificationText::new(&id, nbwss_protocol::unix_now());
         let first_seq = rows[0].0;
-        let mut best = encode(records.len());
-        let mut count = records.len();
-        if best.1.len() > limit {
-            // Binary search for the largest prefix that fits: `fits` fits, `fails` does not.
-            let single = encode(1);
-            if single.1.len() > limit {
-                let error = OutboxError::RecordTooBig { size: single.1.len(), limit };
-                tracing::error!(group, %error, record = rows[0].1.chars().take(200).collect::<String>(),
-                    "notification record skipped: it can never be sent");
-                self.metrics.unsendable_records.inc();
-                return Ok(Built { message: None, first_seq, last_seq: first_seq });
-            }
-            let (mut fits, mut fails) = (1, records.len());
-            best = single;
-            while fails - fits > 1 {
-                let middle = (fits + fails) / 2;
-                let candidate = encode(middle);
-                if candidate.1.len() <= limit {
-                    fits = middle;
-                    best = candidate;
-                } else {
-                    fails = middle;
+        let mut last_seq = first_seq;
+        for (seq, object, record) in rows {
+            let object = ObjectKind::from(object.as_str());
+            let size = text.len_with(&object, record);
+            let added = if size > limit {
+                Err(OutboxError::RecordTooBig { size, limit }.to_string())
+            } else {
+                text.push(&object, record)
+                    .map_err(|problem| format!("its stored text is unusable: {problem}"))
+            };
+            match added {
+                Ok(()) => last_seq = *seq,
+                // The message ends before this record; the next one starts with it.
+                Err(_) if !text.is_empty() => break,
+                Err(error) => {
+                    tracing::error!(group, %error, record = record.chars().take(200).collect::<String>(),
+                        "notification record skipped: it can never be sent");
+                    self.metrics.unsendable_records.inc();
+                    return Built { message: None, first_seq, last_seq: first_seq };
                 }
             }
-            count = fits;
         }
-        let (message, text) = best;
-        let pending = PendingMessage { id: message.id, text, records: count, sends: 0 };
-        Ok(Built { message: Some(pending), first_seq, last_seq: rows[count - 1].0 })
+        let records = text.records();
+        let pending = PendingMessage { id, text: text.finish(), records, sends: 0 };
+        Built { message: Some(pending), first_seq, last_seq }
     }
 
     /// Every unacknowledged message of the group, in detection order.
@@ -685,14 +736,7 @@ impl Outbox {
     pub fn ack_all(&self, group: &str, ids: &[String]) -> Result<usize, OutboxError> {
         let mut connection = self.lock()?;
         let transaction = write_transaction(&mut connection)?;
-        let mut removed = 0;
-        {
-            let mut delete =
-                transaction.prepare_cached("DELETE FROM messages WHERE group_id = ?1 AND id = ?2")?;
-            for id in ids {
-                removed += delete.execute(params![group, id])?;
-            }
-        }
+        let removed = delete_messages(&transaction, group, ids)?;
         if removed > 0 {
             prune(&transaction)?;
         }
@@ -711,10 +755,12 @@ impl Outbox {
     /// Per-group delivery state; also refreshes the depth and age gauges.
     pub fn stats(&self, now_ms: i64) -> Result<Vec<GroupStats>, OutboxError> {
         let connection = self.lock()?;
+        // The depth from the run of sequence numbers held (see `count_records`): no page of it is read.
         let mut select = connection.prepare_cached(
             "SELECT g.group_id, \
-               (SELECT COUNT(*) FROM records r WHERE r.seq >= \
-                  COALESCE((SELECT MIN(first_seq) FROM messages m WHERE m.group_id = g.group_id), g.position + 1)), \
+               (SELECT COALESCE(MAX(0, MAX(r.seq) - MAX(MIN(r.seq), \
+                  COALESCE((SELECT MIN(first_seq) FROM messages m WHERE m.group_id = g.group_id), g.position + 1)) + 1), 0) \
+                FROM records r), \
                (SELECT MIN(first_sent_ms) FROM messages m WHERE m.group_id = g.group_id), \
                (SELECT COUNT(*) FROM messages m WHERE m.group_id = g.group_id), \
                g.detached_ms \
@@ -898,8 +944,14 @@ fn seen_image(row: &rusqlite::Row<'_>) -> rusqlite::Result<SeenImage> {
     })
 }
 
+/// Records held, from the first and last sequence numbers (two index lookups; `COUNT(*)` reads every page of
+/// the table, and this runs on every append). Exact because the records held are always one run of
+/// sequence numbers: they are appended in increasing order (AUTOINCREMENT) and only ever deleted from the
+/// oldest on (`prune`, `release_for_cap`) or all at once (`retire`).
 fn count_records(connection: &Connection) -> rusqlite::Result<usize> {
-    connection.query_row("SELECT COUNT(*) FROM records", [], |row| row.get::<_, i64>(0)).map(|n| n as usize)
+    connection
+        .query_row("SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) FROM records", [], |row| row.get::<_, i64>(0))
+        .map(|n| n as usize)
 }
 
 /// A message built from the first records of a run, or a record skipped.
@@ -912,19 +964,53 @@ struct Built {
     last_seq: i64,
 }
 
+/// A record as the outbox holds it: its sequence number, object and JSON text.
+type StoredRecord = (i64, String, String);
+
+/// What [`Outbox::acknowledge_and_take`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// How many of the acknowledged ids named an unacknowledged message of the group.
+    pub acknowledged: usize,
+    /// The messages built, recorded as sent, in detection order.
+    pub messages: Vec<PendingMessage>,
+}
+
+/// Inserts a message carrying records `seqs.0 ..= seqs.1`; `sent_ms` records it as sent once.
 fn insert_message(
     transaction: &Transaction<'_>,
     group: &str,
     message: &PendingMessage,
-    first_seq: i64,
-    last_seq: i64,
+    (first_seq, last_seq): (i64, i64),
+    sent_ms: Option<i64>,
 ) -> rusqlite::Result<()> {
-    transaction.execute(
-        "INSERT INTO messages (id, group_id, text, first_seq, last_seq, records, created_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![message.id, group, message.text, first_seq, last_seq, message.records as i64, now_millis()],
-    )?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO messages (id, group_id, text, first_seq, last_seq, records, created_ms, \
+             first_sent_ms, last_sent_ms, sends) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+        )?
+        .execute(params![
+            message.id,
+            group,
+            message.text,
+            first_seq,
+            last_seq,
+            message.records as i64,
+            now_millis(),
+            sent_ms,
+            i64::from(sent_ms.is_some())
+        ])?;
     Ok(())
+}
+
+/// Deletes the group's messages `ids`; returns how many there were.
+fn delete_messages(transaction: &Transaction<'_>, group: &str, ids: &[String]) -> rusqlite::Result<usize> {
+    let mut delete = transaction.prepare_cached("DELETE FROM messages WHERE group_id = ?1 AND id = ?2")?;
+    let mut removed = 0;
+    for id in ids {
+        removed += delete.execute(params![group, id])?;
+    }
+    Ok(removed)
 }
 
 fn group_position(connection: &Connection, group: &str) -> rusqlite::Result<Option<i64>> {
@@ -950,12 +1036,12 @@ fn prune(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Records the group has not acknowledged.
+/// Records the group has not acknowledged (from the run of sequence numbers held, see `count_records`).
 fn group_depth(connection: &Connection, group: &str) -> rusqlite::Result<usize> {
     connection
         .query_row(
             &format!(
-                "SELECT COUNT(*) FROM records WHERE seq >= (SELECT {GROUP_LOW} FROM groups g WHERE g.group_id = ?1)"
+                "SELECT COALESCE(MAX(0, MAX(seq) - MAX(MIN(seq), (SELECT {GROUP_LOW} FROM groups g WHERE g.group_id = ?1)) + 1), 0) FROM records"
             ),
             [group],
             |row| row.get::<_, i64>(0),
@@ -1035,8 +1121,9 @@ fn release_for_cap(connection: &Connection, needed: usize) -> rusqlite::Result<O
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this code writes (`PRAGMA user_version`). 0: the first version (no
-/// `groups.detached_ms`; a group without an activated server was forgotten); 2: groups outlive their servers.
-const SCHEMA_VERSION: i64 = 2;
+/// `groups.detached_ms`; a group without an activated server was forgotten); 2: groups outlive their servers;
+/// 3: a record is kept as its own JSON text (before: `{"object", "record"}`).
+const SCHEMA_VERSION: i64 = 3;
 
 /// Creates the tables, or brings an earlier version's up to date, in one transaction.
 fn migrate(connection: &mut Connection) -> Result<(), OutboxError> {
@@ -1055,6 +1142,18 @@ fn migrate(connection: &mut Connection) -> Result<(), OutboxError> {
                 "notification outbox upgraded: server groups now keep their backlog without servers"
             );
         }
+        if version < 3 {
+            // Records were kept as `{"object": ..., "record": {...}}`; now as the record's own text, which
+            // messages carry as it is (the object has its own column).
+            let rewritten = transaction.execute(
+                "UPDATE records SET record = json_extract(record, '$.record') \
+                 WHERE json_valid(record) AND json_type(record, '$.record') = 'object'",
+                [],
+            )?;
+            if rewritten > 0 {
+                tracing::info!(rewritten, "notification outbox upgraded: records are kept as their own text");
+            }
+        }
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     transaction.commit()?;
@@ -1072,7 +1171,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use nbwss_protocol::{ImageOperation, ImageRecord, JobRecord, JobState, JobType, ScheduleType};
+    use crate::notify::group_records;
+    use nbwss_protocol::{
+        Body, Codec, ImageOperation, ImageRecord, JobRecord, JobState, JobType, Message, ScheduleType,
+    };
 
     pub(crate) fn job(job_id: i64, state: JobState) -> Record {
         Record::Job(JobRecord {
@@ -1250,6 +1352,81 @@ mod tests {
         let seen: Vec<i64> = unacked.iter().flat_map(job_ids).collect();
         assert_eq!(seen, (1..=30).collect::<Vec<_>>());
         assert_eq!(outbox.split_oversized().unwrap(), 0, "nothing left to split");
+    }
+
+    #[test]
+    fn acknowledgements_and_new_messages_commit_together_and_survive_a_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let rate = Duration::from_secs(5);
+        let (taken, acknowledged) = {
+            let outbox = open(dir.path(), config(2, 3, 100));
+            outbox.sync_groups(&groups(&["g"])).unwrap();
+            outbox.append(&jobs(1..=9)).unwrap();
+            // The window is filled in one write, each message recorded as sent.
+            let first = outbox.acknowledge_and_take("g", &[], 1_000).unwrap();
+            assert_eq!((first.acknowledged, first.messages.len()), (0, 3));
+            assert!(first.messages.iter().all(|message| message.sends == 1 && message.records == 2));
+            assert!(outbox.due_for_resend("g", 5_999, rate).unwrap().is_empty(), "sent at 1,000");
+            assert_eq!(outbox.acknowledge_and_take("g", &[], 1_001).unwrap().messages, [], "window full");
+            // Two acknowledgements (and one of no message) free two places, taken in the same write.
+            let acked =
+                vec![first.messages[0].id.clone(), "UNKNOWN".to_owned(), first.messages[1].id.clone()];
+            let second = outbox.acknowledge_and_take("g", &acked, 2_000).unwrap();
+            assert_eq!((second.acknowledged, second.messages.len()), (2, 2));
+            let group = GroupLabel::of("g");
+            assert_eq!(outbox.metrics().sent.get_or_create(&group).get(), 5);
+            assert_eq!(outbox.metrics().acknowledged.get_or_create(&group).get(), 2);
+            assert_eq!(outbox.record_count().unwrap(), 5, "the acknowledged records are gone");
+            (
+                [&first.messages[2..], &second.messages[..]].concat(),
+                [first.messages[0].clone(), first.messages[1].clone()],
+            )
+        };
+        // A new process: what was acknowledged stays acknowledged, what was taken is resent as it was.
+        let outbox = open(dir.path(), config(2, 3, 100));
+        let unacked = outbox.unacked("g").unwrap();
+        assert_eq!(
+            unacked.iter().map(|message| (&message.id, &message.text)).collect::<Vec<_>>(),
+            taken.iter().map(|message| (&message.id, &message.text)).collect::<Vec<_>>()
+        );
+        assert!(acknowledged.iter().all(|message| !unacked.contains(message)));
+        let mut delivered: Vec<i64> = acknowledged.iter().chain(&taken).flat_map(job_ids).collect();
+        let ids: Vec<String> = taken.iter().map(|message| message.id.clone()).collect();
+        loop {
+            let next = outbox.acknowledge_and_take("g", &ids, 3_000).unwrap();
+            if next.messages.is_empty() {
+                break;
+            }
+            delivered.extend(next.messages.iter().flat_map(job_ids));
+            outbox.ack_all("g", &next.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>()).unwrap();
+        }
+        assert_eq!(delivered, (1..=9).collect::<Vec<_>>(), "every record once, in order");
+        assert_eq!(outbox.record_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn records_of_the_previous_layout_are_rewritten_as_their_own_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite3");
+        {
+            let outbox = Outbox::open(&path, config(10, 10, 100), NotifyMetrics::default()).unwrap();
+            outbox.sync_groups(&groups(&["g"])).unwrap();
+        }
+        let old = Connection::open(&path).unwrap();
+        let records = [job(1, JobState::Active), image(7)];
+        for record in &records {
+            // The previous layout: the whole tagged record.
+            old.execute(
+                "INSERT INTO records (object, record, detected_ms) VALUES (?1, ?2, 1)",
+                params![record.object().as_str(), serde_json::to_string(record).unwrap()],
+            )
+            .unwrap();
+        }
+        old.pragma_update(None, "user_version", 2).unwrap();
+        drop(old);
+        let outbox = Outbox::open(&path, config(10, 10, 100), NotifyMetrics::default()).unwrap();
+        let message = outbox.next_message("g").unwrap().unwrap();
+        assert_eq!(payload_of(&message), group_records(records.to_vec()));
     }
 
     #[test]
