@@ -4,6 +4,7 @@
 //! running COMMAND tasks live in a `JoinSet` owned by the session, so nothing outlives it.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -438,175 +439,26 @@ pub async fn serve(
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Ended {
-    let codec = ctx.codec();
-    let (mut sink, mut stream) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<WsMessage>(OUTBOUND_CAPACITY);
+    let (sink, stream) = ws.split();
+    let (out_tx, out_rx) = mpsc::channel::<WsMessage>(OUTBOUND_CAPACITY);
     let closed = CancellationToken::new();
     let handle = SessionHandle {
         host_name: server.host_name.clone(),
         group_id: server.group_id.clone(),
         outbound: out_tx.clone(),
         pending: Arc::new(Mutex::new(HashMap::new())),
-        codec,
+        codec: ctx.codec(),
         closed: closed.clone(),
     };
     ctx.sessions.insert(handle.clone());
 
-    // The writer drains the channel; it stops after writing a Close frame or on a write error. Whatever is
-    // queued goes out with one flush (one TLS write for a burst of answers, not one per message).
-    let writer = async move {
-        while let Some(first) = out_rx.recv().await {
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                if matches!(message, WsMessage::Close(_)) {
-                    // After the endpoint's own Close, sending fails but flushing writes the queued reply.
-                    if sink.send(message).await.is_err() {
-                        let _ = sink.flush().await;
-                    }
-                    let _ = sink.close().await;
-                    return None;
-                }
-                if let Err(error) = sink.feed(message).await {
-                    return Some(lost(format!("cannot write: {error}")));
-                }
-                next = out_rx.try_recv().ok();
-            }
-            if let Err(error) = sink.flush().await {
-                return Some(lost(format!("cannot write: {error}")));
-            }
-        }
-        None
-    };
-
-    let sent_close = std::sync::atomic::AtomicBool::new(false);
-    let reader = async {
-        let rate = ctx.properties.keep_alive_scheduled_rate;
-        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ping_sent: Option<(Instant, u64)> = None;
-        let mut missed = 0u32;
-        let mut sequence = 0u64;
-        let in_flight = Arc::new(Semaphore::new(ctx.properties.command_max_in_flight));
-        let mut commands = JoinSet::new();
-        let close = |cause: CloseReason, status: CloseStatus, reason: String| {
-            let out_tx = out_tx.clone();
-            let sent_close = &sent_close;
-            async move {
-                if let Some(code) =
-                    status.code().filter(|code| *code != 1006 && *code != 1005 && *code != 1015)
-                {
-                    sent_close.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let frame =
-                        CloseFrame { code: CloseCode::from(code), reason: truncate(&reason, 120).into() };
-                    let _ = out_tx.send(WsMessage::Close(Some(frame))).await;
-                }
-                Ended::new(cause, status, reason)
-            }
-        };
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => {
-                    return if shutdown.is_cancelled() {
-                        close(CloseReason::ServiceStopping, CloseStatus::GoingAway, "the service is stopping".into()).await
-                    } else {
-                        close(CloseReason::ServerChanged, CloseStatus::NormalClosure, "the WebSocket server was deactivated, deleted or changed".into()).await
-                    };
-                }
-                Some(_) = commands.join_next(), if !commands.is_empty() => {}
-                _ = keepalive.tick() => {
-                    if ping_sent.is_some() {
-                        missed += 1;
-                        if missed >= ctx.properties.keep_alive_max_pong_miss_allowed {
-                            return Ended::new(
-                                CloseReason::KeepaliveTimedOut,
-                                CloseStatus::ClosedAbnormally,
-                                format!("{missed} keepalive pings without a pong (keepAlive.maxPongMissAllowed)"),
-                            );
-                        }
-                    }
-                    sequence += 1;
-                    ping_sent = Some((Instant::now(), sequence));
-                    if out_tx.send(WsMessage::Ping(sequence.to_be_bytes().to_vec().into())).await.is_err() {
-                        return lost("writer stopped");
-                    }
-                }
-                next = stream.next() => {
-                    let text = match next {
-                        Some(Ok(WsMessage::Text(text))) => text,
-                        Some(Ok(WsMessage::Pong(payload))) => {
-                            if let Some((sent, expected)) = ping_sent {
-                                if payload.as_ref() == expected.to_be_bytes() {
-                                    ctx.metrics.ping_rtt.observe(sent.elapsed().as_secs_f64());
-                                    ping_sent = None;
-                                    missed = 0;
-                                }
-                            }
-                            continue;
-                        }
-                        Some(Ok(WsMessage::Binary(_))) => {
-                            if ctx.properties.ignore_decoder_exceptions {
-                                tracing::warn!(host = %server.host_name, "binary message ignored (exception.ignoreDecoder=true)");
-                                continue;
-                            }
-                            return close(CloseReason::ProtocolError, CloseStatus::ProtocolError, "binary message (NBWSS messages are text)".into()).await;
-                        }
-                        Some(Ok(WsMessage::Close(frame))) => {
-                            // Let the writer answer the close handshake.
-                            sent_close.store(true, std::sync::atomic::Ordering::Relaxed);
-                            let _ = out_tx.send(WsMessage::Close(None)).await;
-                            return peer_close(frame.as_ref());
-                        }
-                        Some(Ok(_)) => continue,
-                        Some(Err(error)) => {
-                            let ended = read_error(&error);
-                            if ended.close_status == CloseStatus::TooBig {
-                                return close(ended.cause, ended.close_status, ended.reason).await;
-                            }
-                            return ended;
-                        }
-                        None => return lost("the connection was lost"),
-                    };
-                    match codec.decode(&text) {
-                        Ok(message) => route(ctx, server, &handle, message, &out_tx, &in_flight, &mut commands),
-                        Err(error) => {
-                            if let Some(id) = error.response_id() {
-                                tracing::warn!(host = %server.host_name, id, %error, "malformed response matched by its id (D11)");
-                                if let Some(waiter) = lock(&handle.pending).remove(id) {
-                                    let _ = waiter.send(Err(error));
-                                }
-                                continue;
-                            }
-                            if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Command, SubType::Request))) =
-                                (&error.kind, &error.id, error.message_type)
-                            {
-                                // The rule may quote the offending input: capped, so the answer always fits in a message.
-                                let detail = truncate(&error.field.to_string(), MAX_DETAIL_BYTES);
-                                let response = CommandResponse::service_error(400, "Malformed COMMAND.", vec![detail]);
-                                ctx.metrics.responded(400, true);
-                                let reply = Message::with_id(id.clone(), Body::CommandResponse(response));
-                                let _ = out_tx.send(WsMessage::text(codec.encode(&reply))).await;
-                                continue;
-                            }
-                            if let DecodeErrorKind::Invalid = error.kind {
-                                tracing::warn!(host = %server.host_name, %error, "invalid message dropped");
-                                continue;
-                            }
-                            match decoder_close(ctx, &error) {
-                                None => tracing::warn!(host = %server.host_name, %error, "undecodable message ignored (exception.ignoreDecoder=true)"),
-                                Some(status) => return close(undecodable(&status), status, format!("undecodable message: {error}")).await,
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-
+    let mut reader = Reader::new(ctx, server, &handle, out_tx);
+    let writer = write_queued(sink, out_rx);
     tokio::pin!(writer);
     let ended = tokio::select! {
-        ended = reader => {
+        ended = reader.run(stream, cancel, shutdown) => {
             // After a Close frame was queued, let the writer flush it, briefly.
-            if sent_close.load(std::sync::atomic::Ordering::Relaxed) {
+            if reader.sent_close {
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
             }
             ended
@@ -618,6 +470,253 @@ pub async fn serve(
     lock(&handle.pending).clear();
     ctx.sessions.remove(&handle);
     ended
+}
+
+/// The writing half: drains the channel; stops after writing a Close frame (`None`) or on a write error.
+/// Whatever is queued goes out with one flush (one TLS write for a burst of answers, not one per message).
+async fn write_queued(
+    mut sink: futures_util::stream::SplitSink<WsStream, WsMessage>,
+    mut out_rx: mpsc::Receiver<WsMessage>,
+) -> Option<Ended> {
+    while let Some(first) = out_rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            if matches!(message, WsMessage::Close(_)) {
+                // After the endpoint's own Close, sending fails but flushing writes the queued reply.
+                if sink.send(message).await.is_err() {
+                    let _ = sink.flush().await;
+                }
+                let _ = sink.close().await;
+                return None;
+            }
+            if let Err(error) = sink.feed(message).await {
+                return Some(lost(format!("cannot write: {error}")));
+            }
+            next = out_rx.try_recv().ok();
+        }
+        if let Err(error) = sink.flush().await {
+            return Some(lost(format!("cannot write: {error}")));
+        }
+    }
+    None
+}
+
+/// The reading half of an established connection, one method per event: the service stopping or the
+/// server changing, a keepalive tick, a frame read, a message decoded or not. Each returns
+/// `ControlFlow::Break` with how the session ended, or `Continue`.
+struct Reader<'a> {
+    ctx: &'a Arc<SessionContext>,
+    server: &'a Server,
+    handle: &'a SessionHandle,
+    codec: Codec,
+    out_tx: mpsc::Sender<WsMessage>,
+    /// The COMMANDs that may run at once (`command.maxInFlight`, D9).
+    in_flight: Arc<Semaphore>,
+    /// The running COMMANDs: owned by the session, so none outlives it.
+    commands: JoinSet<()>,
+    /// The unanswered keepalive ping: when it was sent and its sequence number (its payload).
+    ping_sent: Option<(Instant, u64)>,
+    /// Keepalive ticks in a row on which the previous ping was still unanswered.
+    missed: u32,
+    sequence: u64,
+    /// A Close frame was queued: the writer is given a moment to send it.
+    sent_close: bool,
+}
+
+impl<'a> Reader<'a> {
+    fn new(
+        ctx: &'a Arc<SessionContext>,
+        server: &'a Server,
+        handle: &'a SessionHandle,
+        out_tx: mpsc::Sender<WsMessage>,
+    ) -> Self {
+        Self {
+            ctx,
+            server,
+            handle,
+            codec: ctx.codec(),
+            out_tx,
+            in_flight: Arc::new(Semaphore::new(ctx.properties.command_max_in_flight)),
+            commands: JoinSet::new(),
+            ping_sent: None,
+            missed: 0,
+            sequence: 0,
+            sent_close: false,
+        }
+    }
+
+    /// Reads and routes until the session ends.
+    async fn run(
+        &mut self,
+        mut stream: futures_util::stream::SplitStream<WsStream>,
+        cancel: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Ended {
+        let rate = self.ctx.properties.keep_alive_scheduled_rate;
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flow = tokio::select! {
+                () = cancel.cancelled() => ControlFlow::Break(self.on_cancel(shutdown).await),
+                Some(_) = self.commands.join_next(), if !self.commands.is_empty() => ControlFlow::Continue(()),
+                _ = keepalive.tick() => self.on_keepalive_tick().await,
+                next = stream.next() => self.on_frame(next).await,
+            };
+            if let ControlFlow::Break(ended) = flow {
+                return ended;
+            }
+        }
+    }
+
+    /// Queues a Close frame (for codes that may be sent) and says how the session ended.
+    async fn close(&mut self, cause: CloseReason, status: CloseStatus, reason: String) -> Ended {
+        if let Some(code) = status.code().filter(|code| *code != 1006 && *code != 1005 && *code != 1015) {
+            self.sent_close = true;
+            let frame = CloseFrame { code: CloseCode::from(code), reason: truncate(&reason, 120).into() };
+            let _ = self.out_tx.send(WsMessage::Close(Some(frame))).await;
+        }
+        Ended::new(cause, status, reason)
+    }
+
+    /// The service is stopping (1001) or the server was deactivated, deleted or changed (1000).
+    async fn on_cancel(&mut self, shutdown: &CancellationToken) -> Ended {
+        if shutdown.is_cancelled() {
+            self.close(CloseReason::ServiceStopping, CloseStatus::GoingAway, "the service is stopping".into())
+                .await
+        } else {
+            self.close(
+                CloseReason::ServerChanged,
+                CloseStatus::NormalClosure,
+                "the WebSocket server was deactivated, deleted or changed".into(),
+            )
+            .await
+        }
+    }
+
+    /// Sends the next ping; ends the session after `keepAlive.maxPongMissAllowed` unanswered ones (D18).
+    async fn on_keepalive_tick(&mut self) -> ControlFlow<Ended> {
+        if self.ping_sent.is_some() {
+            self.missed += 1;
+            if self.missed >= self.ctx.properties.keep_alive_max_pong_miss_allowed {
+                return ControlFlow::Break(Ended::new(
+                    CloseReason::KeepaliveTimedOut,
+                    CloseStatus::ClosedAbnormally,
+                    format!("{} keepalive pings without a pong (keepAlive.maxPongMissAllowed)", self.missed),
+                ));
+            }
+        }
+        self.sequence += 1;
+        self.ping_sent = Some((Instant::now(), self.sequence));
+        if self.out_tx.send(WsMessage::Ping(self.sequence.to_be_bytes().to_vec().into())).await.is_err() {
+            return ControlFlow::Break(lost("writer stopped"));
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// One frame read from the endpoint (or the end of the stream).
+    async fn on_frame(&mut self, next: Option<Result<WsMessage, tungstenite::Error>>) -> ControlFlow<Ended> {
+        match next {
+            Some(Ok(WsMessage::Text(text))) => self.on_text(&text).await,
+            Some(Ok(WsMessage::Pong(payload))) => {
+                if let Some((sent, expected)) = self.ping_sent {
+                    if payload.as_ref() == expected.to_be_bytes() {
+                        self.ctx.metrics.ping_rtt.observe(sent.elapsed().as_secs_f64());
+                        self.ping_sent = None;
+                        self.missed = 0;
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+            Some(Ok(WsMessage::Binary(_))) => {
+                if self.ctx.properties.ignore_decoder_exceptions {
+                    tracing::warn!(host = %self.server.host_name, "binary message ignored (exception.ignoreDecoder=true)");
+                    return ControlFlow::Continue(());
+                }
+                ControlFlow::Break(
+                    self.close(
+                        CloseReason::ProtocolError,
+                        CloseStatus::ProtocolError,
+                        "binary message (NBWSS messages are text)".into(),
+                    )
+                    .await,
+                )
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                // Let the writer answer the close handshake.
+                self.sent_close = true;
+                let _ = self.out_tx.send(WsMessage::Close(None)).await;
+                ControlFlow::Break(peer_close(frame.as_ref()))
+            }
+            Some(Ok(_)) => ControlFlow::Continue(()),
+            Some(Err(error)) => {
+                let ended = read_error(&error);
+                if ended.close_status == CloseStatus::TooBig {
+                    return ControlFlow::Break(
+                        self.close(ended.cause, ended.close_status, ended.reason).await,
+                    );
+                }
+                ControlFlow::Break(ended)
+            }
+            None => ControlFlow::Break(lost("the connection was lost")),
+        }
+    }
+
+    /// A text message: routed when it decodes, judged when it does not.
+    async fn on_text(&mut self, text: &str) -> ControlFlow<Ended> {
+        match self.codec.decode(text) {
+            Ok(message) => {
+                route(
+                    self.ctx,
+                    self.server,
+                    self.handle,
+                    message,
+                    &self.out_tx,
+                    &self.in_flight,
+                    &mut self.commands,
+                );
+                ControlFlow::Continue(())
+            }
+            Err(error) => self.on_undecodable(error).await,
+        }
+    }
+
+    /// A message that does not decode: a response still answers its request by id (D11), a COMMAND with an
+    /// id is answered 400, an invalid message is dropped, and the rest closes the connection unless
+    /// `exception.ignoreDecoder` is set.
+    async fn on_undecodable(&mut self, error: DecodeError) -> ControlFlow<Ended> {
+        let host = &self.server.host_name;
+        if let Some(id) = error.response_id() {
+            tracing::warn!(%host, id, %error, "malformed response matched by its id (D11)");
+            if let Some(waiter) = lock(&self.handle.pending).remove(id) {
+                let _ = waiter.send(Err(error));
+            }
+            return ControlFlow::Continue(());
+        }
+        if let (DecodeErrorKind::Invalid, Some(id), Some((MessageType::Command, SubType::Request))) =
+            (&error.kind, &error.id, error.message_type)
+        {
+            // The rule may quote the offending input: capped, so the answer always fits in a message.
+            let detail = truncate(&error.field.to_string(), MAX_DETAIL_BYTES);
+            let response = CommandResponse::service_error(400, "Malformed COMMAND.", vec![detail]);
+            self.ctx.metrics.responded(400, true);
+            let reply = Message::with_id(id.clone(), Body::CommandResponse(response));
+            let _ = self.out_tx.send(WsMessage::text(self.codec.encode(&reply))).await;
+            return ControlFlow::Continue(());
+        }
+        if let DecodeErrorKind::Invalid = error.kind {
+            tracing::warn!(%host, %error, "invalid message dropped");
+            return ControlFlow::Continue(());
+        }
+        match decoder_close(self.ctx, &error) {
+            None => {
+                tracing::warn!(%host, %error, "undecodable message ignored (exception.ignoreDecoder=true)");
+                ControlFlow::Continue(())
+            }
+            Some(status) => ControlFlow::Break(
+                self.close(undecodable(&status), status, format!("undecodable message: {error}")).await,
+            ),
+        }
+    }
 }
 
 /// Counts a COMMAND in flight for as long as it lives (also when its task is aborted).
