@@ -69,7 +69,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         let twice = count_under_valgrind(args, scratch.path(), way, 2 * calls).await?;
         anyhow::ensure!(
             twice > once,
-            "{}: {twice} instructions for {} calls, not more than {once} for {calls}",
+            "{}: {twice} instructions for {} calls, not more than {once} for {calls}: the calls cost less than \
+             the run-to-run difference of the process's start and stop; measure more calls (--calls)",
             way.name(),
             2 * calls
         );

@@ -88,7 +88,15 @@ async fn priority_failover_and_no_preemption() {
     // (ep1 first: a connection-task run between the two changes must not find ep2 alone able to connect.)
     ep1.set_mode(Mode::Valid);
     ep2.set_mode(Mode::Valid);
-    let peer1 = ep1.next_accepted_peer().await;
+    // A pass whose CONNECT to ep1 was answered just before the change was refused and may have gone on to
+    // ep2 in the same pass, and stays there (no preemption, checked below). Closing that connection starts a
+    // new pass, from the best endpoint; a service that preferred ep2 would never reach ep1 and time out.
+    let peer1 = loop {
+        tokio::select! {
+            peer = ep1.next_accepted_peer() => break peer,
+            peer = ep2.next_accepted_peer() => peer.close(1000),
+        }
+    };
     wait_connection(&client, "ep1", true).await;
     assert_eq!(state_of(&client, "ep2").await.unwrap().1, "DISCONNECTED");
 
